@@ -1,0 +1,256 @@
+"""The ``apikeys`` command line: operators' and break-glass access to the key store.
+
+Exit codes: 0 success, 1 a negative answer (e.g. ``verify`` of an invalid key, a broken
+audit chain), 2 usage or input error. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from storage import InvalidInput, RevokeReason, StorageError, Store, open_store
+from storage.audit import event_to_dict
+from storage.keys import KeyService, key_to_dict
+from storage.timeutil import iso, parse_duration, utcnow
+
+from .config import ConfigError, Settings, load_dotenv_file
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in this environment
+        return "cli:unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="apikeys", description="Manage, verify and revoke API keys.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("create", help="create a key and print its secret once")
+    p.add_argument("--name", required=True, help="what the key is for")
+    p.add_argument("--owner", required=True, help="team or person responsible (e.g. payments-team)")
+    p.add_argument("--expires-in", metavar="DURATION", help="lifetime such as 90d, 12h, 30m")
+    p.add_argument("--count", type=int, metavar="N", help="create N keys named NAME-1..NAME-N (JSON output)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("list", help="list keys (never their secrets)")
+    p.add_argument("--status", default="active", choices=["active", "revoked", "expired", "all"])
+    p.add_argument("--owner")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("revoke", help="revoke a key permanently (break-glass path when Slack is down)")
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("--actor", required=True, metavar="WHO", help="who is revoking (name, email or Slack user ID)")
+    p.add_argument("--reason", choices=[r.value for r in RevokeReason])
+    p.add_argument("--note", metavar="TEXT")
+
+    p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise")
+    p.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
+
+    p = sub.add_parser("audit", help="the audit log, oldest first")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, metavar="N", help="only the newest N entries")
+    p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 at the first broken entry")
+
+    p = sub.add_parser("admins", help="who holds the admin role")
+    admins = p.add_subparsers(dest="admins_command", metavar="list|add|remove", parser_class=_Parser)
+    admins.required = True
+    admins.add_parser("list", help="list admins")
+    for verb in ("add", "remove"):
+        q = admins.add_parser(verb, help=f"{verb} an admin (audited)")
+        q.add_argument("user_id", metavar="USER_ID", help="Slack user ID, like U012AB3CD")
+        q.add_argument("--actor", default=None, help="who is doing this (default: cli:<login>)")
+    return parser
+
+
+# -- output ---------------------------------------------------------------------------------
+def _json(out: TextIO, value: Any) -> None:
+    json.dump(value, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+def _table(out: TextIO, header: Sequence[str], rows: list[Sequence[str]]) -> None:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for line in [header, *rows]:
+        out.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() + "\n")
+
+
+def _created_dict(created) -> dict[str, Any]:
+    key = created.key
+    return {
+        "id": key.id, "key": created.secret, "name": key.name, "owner": key.owner, "prefix": key.prefix,
+        "masked": key.masked, "created_at": iso(key.created_at), "expires_at": iso(key.expires_at),
+    }
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_create(store: Store, args, out: TextIO) -> int:
+    expires_in = parse_duration(args.expires_in) if args.expires_in is not None else None
+    if args.count is not None and args.count < 1:
+        raise InvalidInput("--count must be at least 1")
+    created = store.keys.create(name=args.name, owner=args.owner, actor=_cli_actor(), expires_in=expires_in, count=args.count)
+    if args.count is not None:
+        _json(out, [_created_dict(c) for c in created])
+    elif args.json:
+        _json(out, _created_dict(created[0]))
+    else:
+        c = created[0]
+        out.write(f"Created {c.key.id} ({c.key.name}, owner {c.key.owner}"
+                  f"{', expires ' + iso(c.key.expires_at) if c.key.expires_at else ''}).\n")
+        out.write("Copy the key now; it is shown only once:\n")
+        out.write(c.secret + "\n")
+    return EXIT_OK
+
+
+def _iter_keys(keys: KeyService, status: str, owner: str | None):
+    cursor = None
+    while True:
+        page = keys.list_keys(status=status, owner=owner, limit=500, after=cursor)
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def cmd_list(store: Store, args, out: TextIO) -> int:
+    now = utcnow()
+    keys = _iter_keys(store.keys, args.status, args.owner)
+    if args.json:
+        _json(out, [key_to_dict(k, now) for k in keys])
+        return EXIT_OK
+    rows = [
+        (k.id, k.name, k.owner, k.masked, k.status_at(now).value, iso(k.created_at),
+         iso(k.expires_at) or "-", iso(k.last_used_at) or "never")
+        for k in keys
+    ]
+    if not rows:
+        out.write(f"No {args.status if args.status != 'all' else ''} keys{' for ' + args.owner if args.owner else ''}.\n".replace("No  ", "No "))
+        return EXIT_OK
+    _table(out, ("ID", "NAME", "OWNER", "KEY", "STATUS", "CREATED", "EXPIRES", "LAST USED"), rows)
+    return EXIT_OK
+
+
+def cmd_revoke(store: Store, args, out: TextIO) -> int:
+    outcome = store.keys.revoke(
+        args.key_id, actor=args.actor, reason=args.reason, note=args.note, context={"via": "cli"}
+    )
+    key = outcome.key
+    if outcome.revoked_now:
+        why = f", reason {key.revoke_reason}" if key.revoke_reason else ""
+        out.write(f"Revoked {key.id} ({key.name}, {key.masked}, owner {key.owner}){why}. This cannot be undone.\n")
+    else:
+        out.write(f"{key.id} ({key.name}, {key.masked}) was already revoked at {iso(key.revoked_at)} "
+                  f"by {key.revoked_by}; nothing changed.\n")
+    return EXIT_OK
+
+
+def cmd_verify(store: Store, args, out: TextIO) -> int:
+    secret = sys.stdin.readline().strip() if args.key == "-" else args.key
+    result = store.keys.verify(secret)
+    out.write(result.code.value + "\n")
+    return EXIT_OK if result.valid else EXIT_NEGATIVE
+
+
+def cmd_audit(store: Store, args, out: TextIO) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInput("--limit must be at least 1")
+    if args.verify:
+        broken = store.audit.verify()
+        if broken is not None:
+            out.write(f"BROKEN: {broken}\n")
+            return EXIT_NEGATIVE
+        out.write("OK: the audit log's hash chain is intact.\n")
+        return EXIT_OK
+    events = store.audit.oldest_first(limit=args.limit)
+    if args.json:
+        _json(out, [event_to_dict(e) for e in events])
+        return EXIT_OK
+    rows = [(str(e.id), iso(e.at), e.actor, e.action, e.key_id or "-", e.details) for e in events]
+    if not rows:
+        out.write("The audit log is empty.\n")
+        return EXIT_OK
+    _table(out, ("ID", "AT", "ACTOR", "ACTION", "KEY", "DETAILS"), rows)
+    return EXIT_OK
+
+
+def cmd_admins(store: Store, args, out: TextIO) -> int:
+    actor = args.actor if getattr(args, "actor", None) else _cli_actor()
+    if args.admins_command == "list":
+        entries = store.admins.list()
+        if not entries:
+            out.write("No admins. Set APIKEYS_ADMINS or run 'apikeys admins add USER_ID'.\n")
+            return EXIT_OK
+        _table(out, ("USER", "SOURCE", "ADDED BY", "ADDED AT"),
+               [(e.user_id, "APIKEYS_ADMINS" if e.source == "config" else "stored", e.added_by or "-", iso(e.added_at) or "-")
+                for e in entries])
+    elif args.admins_command == "add":
+        if store.admins.add(args.user_id, actor=actor):
+            out.write(f"{args.user_id.strip()} is now an admin.\n")
+        else:
+            out.write(f"{args.user_id.strip()} was already an admin; nothing changed.\n")
+    else:
+        store.admins.remove(args.user_id, actor=actor)
+        out.write(f"{args.user_id.strip()} is no longer an admin.\n")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
+    "audit": cmd_audit, "admins": cmd_admins,
+}
+
+
+def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+        env: dict[str, str] | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    store = None
+    try:
+        args = build_parser().parse_args(argv)
+        settings = Settings.from_env(env)
+        store = open_store(settings.database_url, bootstrap_admins=settings.admins)
+        return COMMANDS[args.command](store, args, out)
+    except UsageError as exc:
+        err.write(f"apikeys: error: {exc}\n")
+        return EXIT_USAGE
+    except (StorageError, ConfigError) as exc:
+        err.write(f"apikeys: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.write("apikeys: interrupted\n")
+        return 130
+    except Exception as exc:  # last resort: one line, no traceback, no secret
+        err.write(f"apikeys: error: unexpected {type(exc).__name__}; nothing was changed unless reported above\n")
+        return EXIT_USAGE
+    finally:
+        if store is not None:
+            store.close()
+
+
+def main() -> None:
+    load_dotenv_file()
+    sys.exit(run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,100 @@
+"""Configuration from the environment (and a ``.env`` file in the working directory)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from storage import DEFAULT_DATABASE_URL
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it."""
+
+
+def load_dotenv_file() -> None:
+    """Load ``./.env`` if present; real environment variables win."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return
+    path = os.path.join(os.getcwd(), ".env")
+    if os.path.exists(path):
+        load_dotenv(path, override=False)
+
+
+def _split_ids(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    admins: tuple[str, ...] = field(default_factory=tuple)
+    audit_channel: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 3000
+    workers: int = 2
+    threads: int = 8
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token)
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_enabled and bool(self.slack_app_token)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        port_text = get("PORT") or "3000"
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"PORT must be a TCP port number, got {port_text!r}")
+        workers_text = get("WEB_CONCURRENCY") or "2"
+        if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
+            raise ConfigError(f"WEB_CONCURRENCY must be a number of workers from 1 to 64, got {workers_text!r}")
+        threads_text = get("WEB_THREADS") or "8"
+        if not threads_text.isdigit() or not 1 <= int(threads_text) <= 256:
+            raise ConfigError(f"WEB_THREADS must be a number from 1 to 256, got {threads_text!r}")
+        api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        if not api_url.endswith("/"):
+            api_url += "/"
+        settings = cls(
+            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            slack_bot_token=get("SLACK_BOT_TOKEN"),
+            slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+            slack_app_token=get("SLACK_APP_TOKEN"),
+            slack_api_url=api_url,
+            admins=_split_ids(env.get("APIKEYS_ADMINS", "")),
+            audit_channel=get("APIKEYS_AUDIT_CHANNEL"),
+            host=get("HOST") or "0.0.0.0",
+            port=int(port_text),
+            workers=int(workers_text),
+            threads=int(threads_text),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not self.slack_enabled:
+            return
+        if not self.slack_bot_token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+        if self.slack_app_token and not self.slack_app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+        if not self.slack_signing_secret and not self.slack_app_token:
+            raise ConfigError("SLACK_SIGNING_SECRET is required to receive Slack requests over HTTP")
+        if not self.audit_channel:
+            raise ConfigError("APIKEYS_AUDIT_CHANNEL (a channel ID like C0123ABCD) is required with Slack")

@@ -1,0 +1,155 @@
+"""The WSGI application: the key API, health, and the seam for Slack's requests.
+
+Routes (see the contract):
+* ``POST /v1/keys/verify``  body ``{"key": "..."}`` -> 200 with the verification
+* ``GET  /v1/auth``         forward-auth for reverse proxies -> 204 or 401
+* ``GET  /healthz``         200 when the database answers, else 503
+* ``POST /slack/events``    handed to the Slack app (``slack_app``), when Slack is on
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from storage import DatabaseUnavailable, Store, VerifyCode
+
+from .logs import fields
+
+log = logging.getLogger("apikeys.http")
+
+MAX_BODY = 64 * 1024
+JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+STATUS_TEXT = {
+    200: "200 OK", 204: "204 No Content", 400: "400 Bad Request", 401: "401 Unauthorized",
+    404: "404 Not Found", 405: "405 Method Not Allowed", 411: "411 Length Required",
+    413: "413 Payload Too Large", 415: "415 Unsupported Media Type", 500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _respond(start_response, status: int, body: Any = None, headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    out_headers = list(JSON_HEADERS if body is not None else [("Cache-Control", "no-store")])
+    out_headers += headers or []
+    out_headers.append(("Content-Length", str(len(payload))))
+    start_response(STATUS_TEXT[status], out_headers)
+    return [payload]
+
+
+def _read_body(environ: dict) -> bytes:
+    length_text = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length_text:
+        if not length_text.isdigit():
+            raise HttpError(400, "invalid Content-Length")
+        length = int(length_text)
+        if length > MAX_BODY:
+            raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
+        return stream.read(length)
+    data = stream.read(MAX_BODY + 1)  # chunked bodies: the server de-chunks; bound what we read
+    if len(data) > MAX_BODY:
+        raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
+    return data
+
+
+def _presented_key(environ: dict) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if auth:
+        scheme, _, credentials = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    api_key = environ.get("HTTP_X_API_KEY", "").strip()
+    return api_key or None
+
+
+class KeyApiApp:
+    """The WSGI callable served by the production server."""
+
+    def __init__(self, store: Store, slack_app: WSGIApp | None = None):
+        self.store = store
+        self.slack_app = slack_app
+
+    def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        try:
+            if path == "/v1/keys/verify":
+                self._allow(method, "POST")
+                return self.verify(environ, start_response)
+            if path == "/v1/auth" or path.startswith("/v1/auth/"):
+                # Proxies forward the original method (and Envoy appends the original path).
+                return self.auth(environ, start_response)
+            if path == "/healthz":
+                self._allow(method, "GET", "HEAD")
+                return self.health(environ, start_response)
+            if path == "/slack/events":
+                if self.slack_app is None:
+                    raise HttpError(404, "Slack is off on this server (SLACK_BOT_TOKEN is not set)")
+                self._allow(method, "POST")
+                return self.slack_app(environ, start_response)
+            raise HttpError(404, f"no route {path}")
+        except HttpError as exc:
+            extra = [("Allow", exc.allow)] if hasattr(exc, "allow") else None
+            return _respond(start_response, exc.status, {"error": exc.message}, extra)
+        except DatabaseUnavailable:
+            log.error(fields(event="request", path=path, outcome="database_unavailable"))
+            return _respond(start_response, 503, {"error": "the key store is unavailable; try again"})
+        except Exception:
+            log.exception(fields(event="request", path=path, outcome="error"))
+            return _respond(start_response, 500, {"error": "internal error"})
+
+    @staticmethod
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            error = HttpError(405, f"use {' or '.join(allowed)}")
+            error.allow = ", ".join(allowed)
+            raise error
+
+    # -- routes -----------------------------------------------------------------------------
+    def verify(self, environ: dict, start_response) -> list[bytes]:
+        raw = _read_body(environ)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise HttpError(400, 'the body must be JSON like {"key": "apk_..."}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+            raise HttpError(400, 'the body must be a JSON object with a string "key"')
+        result = self.store.keys.verify(body["key"])
+        log.info(fields(event="verify", code=result.code.value, key_id=result.key_id))
+        return _respond(start_response, 200, result.to_dict())
+
+    def auth(self, environ: dict, start_response) -> list[bytes]:
+        presented = _presented_key(environ)
+        unauthorized = [("WWW-Authenticate", "Bearer")]
+        if presented is None:
+            log.info(fields(event="auth", code="MALFORMED", outcome="no_key"))
+            return _respond(
+                start_response, 401,
+                {"code": VerifyCode.MALFORMED.value, "error": "no API key: send Authorization: Bearer <key> or X-API-Key"},
+                unauthorized,
+            )
+        result = self.store.keys.verify(presented)
+        log.info(fields(event="auth", code=result.code.value, key_id=result.key_id))
+        if result.valid:
+            return _respond(start_response, 204, None, [("X-Key-Id", result.key_id), ("X-Key-Owner", result.owner)])
+        body = {"code": result.code.value}
+        if result.key_id:
+            body["key_id"] = result.key_id
+        return _respond(start_response, 401, body, unauthorized)
+
+    def health(self, environ: dict, start_response) -> list[bytes]:
+        if self.store.db.ping():
+            return _respond(start_response, 200, {"status": "ok", "database": "ok"})
+        return _respond(start_response, 503, {"status": "unavailable", "database": "unreachable"})

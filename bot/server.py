@@ -1,0 +1,88 @@
+"""``python -m bot``: the key API (and Slack's routes) on gunicorn.
+
+gunicorn runs ``WEB_CONCURRENCY`` worker processes with ``WEB_THREADS`` threads each. The
+database schema is prepared once in the master before workers start; each worker opens
+its own connection pool after the fork. On SIGTERM gunicorn stops accepting connections,
+lets in-flight requests finish (``graceful_timeout``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from storage import StorageError, open_store
+
+from . import logs
+from .config import ConfigError, Settings, load_dotenv_file
+
+log = logging.getLogger("apikeys.server")
+
+GRACEFUL_TIMEOUT = 8  # seconds; the contract promises an exit within 10
+
+
+def create_app(settings: Settings):
+    """Build the WSGI application for one worker process."""
+    from .http import KeyApiApp
+
+    store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False)
+    slack_app = None
+    if settings.slack_enabled:
+        from .slack import create_slack_wsgi  # the Slack app (HTTP mode)
+
+        slack_app = create_slack_wsgi(settings, store)
+    return KeyApiApp(store, slack_app=slack_app)
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        host = f"[{s.host}]" if ":" in s.host and not s.host.startswith("[") else s.host
+        options = {
+            "bind": f"{host}:{s.port}",
+            "workers": s.workers,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
+            "timeout": 30,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "info",
+            "proc_name": "apikeys-bot",
+            "control_socket_disable": True,
+        }
+        for name, value in options.items():
+            if name in self.cfg.settings:
+                self.cfg.set(name, value)
+
+    def load(self):
+        logs.configure()
+        return create_app(self.settings)
+
+
+def main() -> int:
+    load_dotenv_file()
+    logs.configure()
+    try:
+        settings = Settings.from_env()
+        store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=True)
+        store.close()
+    except (ConfigError, StorageError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    if not settings.slack_enabled:
+        log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")
+    log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
+    _Gunicorn(settings).run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

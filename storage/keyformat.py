@@ -1,0 +1,86 @@
+"""The key format: ``apk_<22 base62 random><6 base62 CRC32>``.
+
+* 16 random bytes (128 bits) from the OS CSPRNG, written as 22 base62 characters;
+* a CRC32 of everything before it, written as 6 base62 characters, so that a typo or a
+  random string is recognised as "not one of ours" without touching the database;
+* only a SHA-256 digest of the whole secret is ever stored. The secrets carry 128 bits of
+  entropy, so a fast digest is the right tool (a slow password hash buys nothing here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+
+from cryptography.hazmat.primitives import constant_time, hashes
+
+KEY_PREFIX = "apk"
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_BYTES = 16
+RANDOM_CHARS = 22  # 62**22 > 2**128
+CHECKSUM_CHARS = 6  # 62**6 > 2**32
+KEY_LENGTH = len(KEY_PREFIX) + 1 + RANDOM_CHARS + CHECKSUM_CHARS
+MASK_ELLIPSIS = "\u2026"
+
+KEY_RE = re.compile(rf"^{KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}$")
+# Used to spot keys inside free text (chat messages, pasted logs).
+KEY_IN_TEXT_RE = re.compile(
+    rf"(?<![0-9A-Za-z_]){KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}(?![0-9A-Za-z])"
+)
+
+
+def b62encode(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        chars.append(ALPHABET[rem])
+    if number:
+        raise ValueError("number does not fit in the requested width")
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return b62encode(zlib.crc32(body.encode("ascii")), CHECKSUM_CHARS)
+
+
+def generate_secret() -> str:
+    body = f"{KEY_PREFIX}_{b62encode(int.from_bytes(os.urandom(RANDOM_BYTES), 'big'), RANDOM_CHARS)}"
+    return body + _checksum(body)
+
+
+def is_well_formed(candidate: object) -> bool:
+    """True when ``candidate`` has our shape and a correct checksum. No database involved."""
+    if not isinstance(candidate, str) or len(candidate) != KEY_LENGTH or not KEY_RE.match(candidate):
+        return False
+    body, check = candidate[:-CHECKSUM_CHARS], candidate[-CHECKSUM_CHARS:]
+    return constant_time.bytes_eq(_checksum(body).encode(), check.encode())
+
+
+def digest(secret: str) -> str:
+    """The one-way digest stored and looked up instead of the secret (hex SHA-256)."""
+    h = hashes.Hash(hashes.SHA256())
+    h.update(secret.encode("utf-8"))
+    return h.finalize().hex()
+
+
+def digests_equal(a: str, b: str) -> bool:
+    return constant_time.bytes_eq(a.encode(), b.encode())
+
+
+def last4(secret: str) -> str:
+    return secret[-4:]
+
+
+def mask(prefix: str, last_four: str) -> str:
+    """How a key is shown anywhere after creation: ``apk_…a1b2``."""
+    return f"{prefix}_{MASK_ELLIPSIS}{last_four}"
+
+
+def find_keys_in_text(text: str) -> list[str]:
+    """Every well-formed key (checksum verified) in ``text``, in order, without duplicates."""
+    seen: dict[str, None] = {}
+    for match in KEY_IN_TEXT_RE.finditer(text or ""):
+        if is_well_formed(match.group(0)):
+            seen.setdefault(match.group(0), None)
+    return list(seen)

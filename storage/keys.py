@@ -1,0 +1,391 @@
+"""The key service: create, list, get, verify and revoke.
+
+Invariants owned here (and backed by database triggers, see ``db.py``):
+* only a digest of each secret is stored, and lookups go by that digest;
+* a revocation happens at most once per key (a conditional UPDATE, so racing callers get one
+  winner and one ``key.revoked`` event), and is permanent.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, or_, select, tuple_, update
+from sqlmodel import Session
+
+from . import keyformat
+from .audit import Action, AuditEvent, AuditLog, EventInput
+from .db import Database
+from .errors import InvalidInput, KeyNotFound
+from .models import ApiKey, KeyStatus, RevokeReason
+from .timeutil import iso, utcnow
+
+MAX_BATCH = 100_000
+MAX_NAME = 80
+MAX_NOTE = 500
+MAX_ACTOR = 200
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+\-]{0,99}$")
+KEY_ID_RE = re.compile(r"^key_[0-9A-Za-z]{17}$")
+STATUSES = ("active", "revoked", "expired", "all")
+
+
+class VerifyCode(str, enum.Enum):
+    VALID = "VALID"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    NOT_FOUND = "NOT_FOUND"
+    MALFORMED = "MALFORMED"
+
+
+@dataclass(frozen=True)
+class Verification:
+    code: VerifyCode
+    key_id: str | None = None
+    name: str | None = None
+    owner: str | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.code is VerifyCode.VALID
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``/v1/keys/verify`` answer: key_id for known keys, name/owner only when valid."""
+        body: dict[str, Any] = {"valid": self.valid, "code": self.code.value}
+        if self.code in (VerifyCode.VALID, VerifyCode.REVOKED, VerifyCode.EXPIRED):
+            body["key_id"] = self.key_id
+        if self.code in (VerifyCode.VALID, VerifyCode.EXPIRED):
+            body["expires_at"] = iso(self.expires_at)
+        if self.code is VerifyCode.VALID:
+            body["name"] = self.name
+            body["owner"] = self.owner
+        return body
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: ApiKey
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RevokeOutcome:
+    key: ApiKey
+    revoked_now: bool  # False: it was already revoked (nothing changed, nothing recorded)
+    event: AuditEvent | None = None
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    items: list[ApiKey]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+# -- validation ---------------------------------------------------------------------------
+def _no_control_chars(value: str, what: str) -> str:
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise InvalidInput(f"{what} must not contain control characters")
+    return value
+
+
+def check_name(name: str, *, room: int = 0) -> str:
+    cleaned = (name or "").strip()
+    if not cleaned:
+        raise InvalidInput("a key needs a name")
+    if len(cleaned) > MAX_NAME - room:
+        raise InvalidInput(f"a key name is at most {MAX_NAME - room} characters")
+    return _no_control_chars(cleaned, "a key name")
+
+
+def check_owner(owner: str) -> str:
+    cleaned = (owner or "").strip()
+    if not OWNER_RE.match(cleaned):
+        raise InvalidInput(
+            f"invalid owner {owner!r}: 1-100 characters, letters, digits and . _ @ + - (like payments-team or ana@example.com)"
+        )
+    return cleaned
+
+
+def check_actor(actor: str) -> str:
+    cleaned = (actor or "").strip()
+    if not cleaned:
+        raise InvalidInput("an actor (who is doing this) is required")
+    if len(cleaned) > MAX_ACTOR:
+        raise InvalidInput(f"an actor is at most {MAX_ACTOR} characters")
+    return _no_control_chars(cleaned, "the actor")
+
+
+def check_reason(reason: str | RevokeReason | None) -> RevokeReason | None:
+    if reason is None or reason == "":
+        return None
+    try:
+        return RevokeReason(reason)
+    except ValueError:
+        choices = ", ".join(r.value for r in RevokeReason)
+        raise InvalidInput(f"invalid reason {reason!r}: choose one of {choices}") from None
+
+
+def check_note(note: str | None) -> str | None:
+    if note is None:
+        return None
+    cleaned = note.strip()
+    if len(cleaned) > MAX_NOTE:
+        raise InvalidInput(f"a note is at most {MAX_NOTE} characters")
+    return _no_control_chars(cleaned.replace("\n", " "), "a note") or None
+
+
+def check_key_id(key_id: str) -> str:
+    cleaned = (key_id or "").strip()
+    if not KEY_ID_RE.match(cleaned):
+        raise InvalidInput(f"{key_id!r} is not a key id (they look like key_3hX9bQ2mZ7pL4tV8w)")
+    return cleaned
+
+
+def check_status(status: str) -> str:
+    if status not in STATUSES:
+        raise InvalidInput(f"invalid status {status!r}: choose one of {', '.join(STATUSES)}")
+    return status
+
+
+def new_key_id() -> str:
+    return "key_" + keyformat.b62encode(int.from_bytes(os.urandom(12), "big"), 17)
+
+
+# -- cursors ------------------------------------------------------------------------------
+def encode_cursor(key: ApiKey) -> str:
+    return f"{key.created_at.astimezone(timezone.utc).strftime('%Y%m%d%H%M%S%f')}.{key.id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        stamp, key_id = cursor.split(".", 1)
+        return datetime.strptime(stamp, "%Y%m%d%H%M%S%f").replace(tzinfo=timezone.utc), check_key_id(key_id)
+    except (ValueError, InvalidInput):
+        raise InvalidInput("invalid page cursor") from None
+
+
+def status_filter(status: str, now: datetime):
+    if status == "active":
+        return and_(ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+    if status == "revoked":
+        return ApiKey.revoked_at.is_not(None)
+    if status == "expired":
+        return and_(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+    return None
+
+
+def key_to_dict(key: ApiKey, now: datetime | None = None) -> dict[str, Any]:
+    """A key as shown to operators: never the secret, never the digest."""
+    now = now or utcnow()
+    return {
+        "id": key.id,
+        "name": key.name,
+        "owner": key.owner,
+        "prefix": key.prefix,
+        "masked": key.masked,
+        "status": key.status_at(now).value,
+        "created_at": iso(key.created_at),
+        "created_by": key.created_by,
+        "expires_at": iso(key.expires_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
+        "revoked_by": key.revoked_by,
+        "revoke_reason": key.revoke_reason,
+    }
+
+
+class KeyService:
+    def __init__(self, db: Database, audit: AuditLog):
+        self.db = db
+        self.audit = audit
+        self._verify_columns = (
+            ApiKey.id, ApiKey.name, ApiKey.owner, ApiKey.digest,
+            ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
+        )
+
+    # -- create ---------------------------------------------------------------------------
+    def create(
+        self, *, name: str, owner: str, actor: str, expires_in: timedelta | None = None, count: int | None = None
+    ) -> list[CreatedKey]:
+        """Create one key (``count=None``) or ``count`` keys named NAME-1..NAME-count, in one transaction."""
+        if count is not None and not 1 <= count <= MAX_BATCH:
+            raise InvalidInput(f"--count must be between 1 and {MAX_BATCH}")
+        name = check_name(name, room=0 if count is None else len(f"-{count}"))
+        owner = check_owner(owner)
+        actor = check_actor(actor)
+        if expires_in is not None and expires_in <= timedelta(0):
+            raise InvalidInput("an expiry must be in the future")
+        now = utcnow()
+        expires_at = now + expires_in if expires_in is not None else None
+        names = [name] if count is None else [f"{name}-{i}" for i in range(1, count + 1)]
+        rows, secrets, events = [], [], []
+        # Ids sorted in creation order, so that NAME-1..NAME-N list in order (newest first).
+        ids = sorted(new_key_id() for _ in names)
+        for key_id, key_name in zip(ids, names):
+            secret = keyformat.generate_secret()
+            row = dict(
+                id=key_id, name=key_name, owner=owner, prefix=keyformat.KEY_PREFIX,
+                last4=keyformat.last4(secret), digest=keyformat.digest(secret), created_at=now,
+                created_by=actor, expires_at=expires_at, last_used_at=None, revoked_at=None,
+                revoked_by=None, revoke_reason=None, revoke_note=None,
+            )
+            rows.append(row)
+            secrets.append(secret)
+            events.append(
+                EventInput(
+                    actor=actor, action=Action.KEY_CREATED, key_id=row["id"],
+                    details={"name": key_name, "owner": owner, "key": keyformat.mask(row["prefix"], row["last4"]),
+                             "expires_at": iso(expires_at)},
+                )
+            )
+        with self.db.write() as session:
+            for start in range(0, len(rows), 5000):
+                session.execute(insert(ApiKey), rows[start:start + 5000])
+            self.audit.append_many(session, events, at=now)
+        return [CreatedKey(ApiKey(**row), secret) for row, secret in zip(rows, secrets)]
+
+    # -- read -----------------------------------------------------------------------------
+    def get(self, key_id: str) -> ApiKey:
+        if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
+            raise KeyNotFound(str(key_id)[:40])
+        with self.db.read() as session:
+            key = session.get(ApiKey, key_id)
+        if key is None:
+            raise KeyNotFound(key_id)
+        return key
+
+    def list_keys(
+        self, *, status: str = "active", owner: str | None = None, limit: int = 20,
+        after: str | None = None, before: str | None = None, now: datetime | None = None,
+    ) -> KeyPage:
+        """Newest first, keyset-paged: ``after``/``before`` take the cursors of a previous page."""
+        check_status(status)
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        now = now or utcnow()
+        conditions = []
+        if (cond := status_filter(status, now)) is not None:
+            conditions.append(cond)
+        if owner is not None:
+            conditions.append(ApiKey.owner == owner)
+        order_key = tuple_(ApiKey.created_at, ApiKey.id)
+        with self.db.read() as session:
+            if before is not None:
+                anchor = decode_cursor(before)
+                rows = list(session.scalars(
+                    select(ApiKey).where(*conditions, order_key > anchor)
+                    .order_by(ApiKey.created_at, ApiKey.id).limit(limit + 1)
+                ))
+                has_prev = len(rows) > limit
+                items = list(reversed(rows[:limit]))
+                has_next = bool(items) and session.scalar(
+                    select(exists().where(*conditions, order_key < (items[-1].created_at, items[-1].id)))
+                )
+            else:
+                query = select(ApiKey).where(*conditions)
+                if after is not None:
+                    query = query.where(order_key < decode_cursor(after))
+                rows = list(session.scalars(
+                    query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)
+                ))
+                has_next = len(rows) > limit
+                items = rows[:limit]
+                has_prev = bool(items) and after is not None and session.scalar(
+                    select(exists().where(*conditions, order_key > (items[0].created_at, items[0].id)))
+                )
+        return KeyPage(
+            items=items,
+            next_cursor=encode_cursor(items[-1]) if has_next else None,
+            prev_cursor=encode_cursor(items[0]) if has_prev else None,
+        )
+
+    def count_keys(self, *, status: str = "active", owner: str | None = None, now: datetime | None = None) -> int:
+        check_status(status)
+        conditions = []
+        if (cond := status_filter(status, now or utcnow())) is not None:
+            conditions.append(cond)
+        if owner is not None:
+            conditions.append(ApiKey.owner == owner)
+        with self.db.read() as session:
+            return session.scalar(select(func.count()).select_from(ApiKey).where(*conditions)) or 0
+
+    # -- verify ---------------------------------------------------------------------------
+    def verify(self, secret: object) -> Verification:
+        """Check a presented secret. Malformed input never reaches the database."""
+        if not keyformat.is_well_formed(secret):
+            return Verification(VerifyCode.MALFORMED)
+        assert isinstance(secret, str)
+        wanted = keyformat.digest(secret)
+        with self.db.read_engine.connect() as conn:
+            row = conn.execute(select(*self._verify_columns).where(ApiKey.digest == wanted)).first()
+            conn.rollback()
+        if row is None or not keyformat.digests_equal(row.digest, wanted):
+            return Verification(VerifyCode.NOT_FOUND)
+        now = utcnow()
+        if row.revoked_at is not None:
+            return Verification(VerifyCode.REVOKED, key_id=row.id)
+        if row.expires_at is not None and now >= row.expires_at:
+            return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            self._touch(row.id, now)
+        return Verification(VerifyCode.VALID, key_id=row.id, name=row.name, owner=row.owner, expires_at=row.expires_at)
+
+    def _touch(self, key_id: str, now: datetime) -> None:
+        """Record use at most once per LAST_USED_RESOLUTION per key (a conditional UPDATE)."""
+        with self.db.write() as session:
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None),
+                       or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
+                .values(last_used_at=now)
+            )
+
+    # -- revoke ---------------------------------------------------------------------------
+    def revoke(
+        self, key_id: str, *, actor: str, reason: str | RevokeReason | None = None, note: str | None = None,
+        context: dict[str, Any] | None = None, on_revoked=None,
+    ) -> RevokeOutcome:
+        """Revoke once, atomically. A second call returns ``revoked_now=False`` and records nothing.
+
+        ``on_revoked(session, key, event)`` runs inside the same transaction when this call is the
+        one that revoked (used to queue notifications that must never be lost).
+        """
+        actor = check_actor(actor)
+        reason_value = check_reason(reason)
+        note = check_note(note)
+        if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
+            raise KeyNotFound(str(key_id)[:40])
+        with self.db.write() as session:
+            now = utcnow()
+            changed = session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_by=actor,
+                        revoke_reason=reason_value.value if reason_value else None, revoke_note=note)
+            ).rowcount
+            key = session.get(ApiKey, key_id, populate_existing=True)
+            if key is None:
+                raise KeyNotFound(key_id)
+            if not changed:
+                return RevokeOutcome(key=key, revoked_now=False)
+            event = self.audit.append(
+                session,
+                EventInput(
+                    actor=actor, action=Action.KEY_REVOKED, key_id=key_id,
+                    details={"name": key.name, "owner": key.owner, "key": key.masked,
+                             "reason": reason_value.value if reason_value else None, "note": note,
+                             **(context or {})},
+                ),
+                at=now,
+            )
+            if on_revoked is not None:
+                on_revoked(session, key, event)
+            return RevokeOutcome(key=key, revoked_now=True, event=event)
