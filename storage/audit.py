@@ -149,7 +149,7 @@ class AuditLog:
     def verify(self) -> ChainBreak | None:
         """Walk the chain; return the first break, or None when the log is intact."""
         expected_id, prev = 1, GENESIS_HASH
-        with self.db.read() as session:
+        with self.db.read(snapshot=True) as session:  # SQLite read transactions are snapshots already
             head = session.execute(select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == HEAD_ID)).first()
             for event in _stream(session):
                 if event.id != expected_id:

@@ -30,7 +30,8 @@ _SQLITE_TRIGGERS = [
        BEFORE UPDATE ON api_keys
        WHEN OLD.revoked_at IS NOT NULL AND (
             NEW.revoked_at IS NULL OR NEW.revoked_at IS NOT OLD.revoked_at
-            OR NEW.revoked_by IS NOT OLD.revoked_by OR NEW.revoke_reason IS NOT OLD.revoke_reason)
+            OR NEW.revoked_by IS NOT OLD.revoked_by OR NEW.revoke_reason IS NOT OLD.revoke_reason
+            OR NEW.revoke_note IS NOT OLD.revoke_note)
        BEGIN SELECT RAISE(ABORT, 'revocation is permanent'); END""",
     # The digest identifies the key for ever (a revoked key keeps answering REVOKED).
     """CREATE TRIGGER IF NOT EXISTS api_keys_digest_immutable
@@ -59,7 +60,8 @@ _POSTGRES_TRIGGERS = [
       IF OLD.revoked_at IS NOT NULL AND (
            NEW.revoked_at IS DISTINCT FROM OLD.revoked_at
            OR NEW.revoked_by IS DISTINCT FROM OLD.revoked_by
-           OR NEW.revoke_reason IS DISTINCT FROM OLD.revoke_reason) THEN
+           OR NEW.revoke_reason IS DISTINCT FROM OLD.revoke_reason
+           OR NEW.revoke_note IS DISTINCT FROM OLD.revoke_note) THEN
         RAISE EXCEPTION 'revocation is permanent';
       END IF;
       RETURN NEW;
@@ -131,8 +133,11 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Session]:
+    def read(self, *, snapshot: bool = False) -> Iterator[Session]:
+        """A read session; ``snapshot=True`` sees one consistent snapshot for all its queries."""
         with self._session(self.read_engine) as session:
+            if snapshot and self.dialect == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
     @contextlib.contextmanager
@@ -162,6 +167,11 @@ class Database:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7262311)"))
             for statement in triggers:
                 conn.exec_driver_sql(statement)
+            # The audit chain's head row exists from the start, so appenders can always lock it.
+            conn.execute(
+                text("INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, :genesis) ON CONFLICT (id) DO NOTHING"),
+                {"genesis": "0" * 64},
+            )
 
     def ping(self) -> bool:
         try:

@@ -26,7 +26,7 @@ MASK_ELLIPSIS = "\u2026"
 KEY_RE = re.compile(rf"^{KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}$")
 # Used to spot keys inside free text (chat messages, pasted logs).
 KEY_IN_TEXT_RE = re.compile(
-    rf"(?<![0-9A-Za-z_]){KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}(?![0-9A-Za-z])"
+    rf"(?<![0-9A-Za-z_]){KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}(?![0-9A-Za-z_])"
 )
 
 

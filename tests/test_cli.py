@@ -1,0 +1,519 @@
+"""The ``apikeys`` command line, as an operator uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import text, update
+
+from storage import AuditEvent, open_store
+from storage.keyformat import digest, generate_secret
+
+from .conftest import ADMIN, ROOT
+
+T0 = datetime(2030, 3, 14, 9, 0, 0, tzinfo=timezone.utc)
+SECRET_RE = re.compile(r"apk_[0-9A-Za-z]{28}")
+UNKNOWN_KEY_ID = "key_" + "A" * 17
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def masked(secret: str) -> str:
+    return "apk_\u2026" + secret[-4:]
+
+
+def create_json(run_cli, name="billing", owner="payments-team", *extra):
+    result = run_cli("create", "--name", name, "--owner", owner, "--json", *extra)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def list_json(run_cli, *extra):
+    result = run_cli("list", "--json", *extra)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def audit_json(run_cli, *extra):
+    result = run_cli("audit", "--json", *extra)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def assert_one_line_error(result, code=2):
+    assert result.code == code
+    assert "Traceback" not in result.err
+    assert result.err.endswith("\n")
+    assert result.err.count("\n") == 1, result.err
+    assert result.err.strip()
+
+
+def drop_audit_triggers(store) -> None:
+    """Simulate an attacker with direct database access: remove the append-only guard first."""
+    with store.db.write() as session:
+        if store.db.dialect == "postgresql":
+            session.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
+        else:
+            session.execute(text("DROP TRIGGER audit_events_append_only_update"))
+            session.execute(text("DROP TRIGGER audit_events_append_only_delete"))
+
+
+# == create ===================================================================================
+def test_create_prints_the_secret_once_and_the_id(run_cli):
+    result = run_cli("create", "--name", "billing", "--owner", "payments-team")
+    assert result.code == 0, result.err
+    assert result.err == ""
+    secrets = SECRET_RE.findall(result.out)
+    assert len(secrets) == 1
+    secret = secrets[0]
+    assert result.out.count(secret) == 1
+    (key,) = list_json(run_cli)
+    assert key["id"] in result.out
+    assert key["name"] == "billing"
+    assert key["owner"] == "payments-team"
+    assert run_cli("verify", secret).out.strip() == "VALID"
+
+
+def test_create_json_has_the_documented_fields(run_cli):
+    with freeze_time(T0):
+        created = create_json(run_cli, "billing", "payments-team")
+    assert {"id", "key", "name", "owner", "prefix", "created_at", "expires_at"} <= set(created)
+    assert SECRET_RE.fullmatch(created["key"])
+    assert created["id"].startswith("key_")
+    assert created["name"] == "billing"
+    assert created["owner"] == "payments-team"
+    assert created["prefix"] == "apk"
+    assert created["created_at"] == iso(T0)
+    assert created["expires_at"] is None
+    verify = run_cli("verify", created["key"])
+    assert (verify.code, verify.out.strip()) == (0, "VALID")
+
+
+@pytest.mark.parametrize(
+    "duration,lifetime",
+    [("90d", timedelta(days=90)), ("12h", timedelta(hours=12)), ("30m", timedelta(minutes=30))],
+)
+def test_create_expires_in_sets_the_expiry(run_cli, duration, lifetime):
+    with freeze_time(T0):
+        created = create_json(run_cli, "billing", "payments-team", "--expires-in", duration)
+    assert created["created_at"] == iso(T0)
+    assert created["expires_at"] == iso(T0 + lifetime)
+    (listed,) = list_json(run_cli, "--status", "all")
+    assert listed["expires_at"] == iso(T0 + lifetime)
+
+
+def test_create_with_expiry_mentions_it_in_text_output(run_cli):
+    with freeze_time(T0):
+        result = run_cli("create", "--name", "temp", "--owner", "ops", "--expires-in", "90d")
+    assert result.code == 0
+    assert iso(T0 + timedelta(days=90)) in result.out
+
+
+def test_create_count_prints_a_json_array_of_numbered_keys(run_cli):
+    result = run_cli("create", "--name", "worker", "--owner", "batch-team", "--count", "3")
+    assert result.code == 0, result.err
+    created = json.loads(result.out)
+    assert isinstance(created, list)
+    assert [c["name"] for c in created] == ["worker-1", "worker-2", "worker-3"]
+    for c in created:
+        assert {"id", "key", "name", "owner", "prefix", "created_at", "expires_at"} <= set(c)
+        assert c["owner"] == "batch-team"
+        assert run_cli("verify", c["key"]).code == 0
+    assert len({c["key"] for c in created}) == 3
+    assert len({c["id"] for c in created}) == 3
+    assert len(list_json(run_cli)) == 3
+    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"] * 3
+
+
+def test_created_secret_never_appears_in_the_audit_log(run_cli):
+    created = create_json(run_cli)
+    run_cli("revoke", created["id"], "--actor", "alice")
+    for args in (("audit",), ("audit", "--json")):
+        result = run_cli(*args)
+        assert result.code == 0
+        assert created["key"] not in result.out
+        assert masked(created["key"]) in result.out
+
+
+# == usage and input errors ===================================================================
+BAD_INPUT = {
+    "duration-unknown-unit": ["create", "--name", "x", "--owner", "ops", "--expires-in", "9x"],
+    "duration-zero": ["create", "--name", "x", "--owner", "ops", "--expires-in", "0d"],
+    "duration-negative": ["create", "--name", "x", "--owner", "ops", "--expires-in=-5d"],
+    "duration-negative-separate": ["create", "--name", "x", "--owner", "ops", "--expires-in", "-5d"],
+    "duration-empty": ["create", "--name", "x", "--owner", "ops", "--expires-in", ""],
+    "missing-name": ["create", "--owner", "ops"],
+    "missing-owner": ["create", "--name", "x"],
+    "blank-name": ["create", "--name", "  ", "--owner", "ops"],
+    "owner-with-space": ["create", "--name", "x", "--owner", "payments team"],
+    "count-zero": ["create", "--name", "x", "--owner", "ops", "--count", "0"],
+    "count-negative": ["create", "--name", "x", "--owner", "ops", "--count", "-2"],
+    "count-not-a-number": ["create", "--name", "x", "--owner", "ops", "--count", "three"],
+    "unknown-command": ["frobnicate"],
+    "no-command": [],
+    "unknown-option": ["list", "--colour"],
+    "bad-status": ["list", "--status", "bogus"],
+    "revoke-unknown-key": ["revoke", UNKNOWN_KEY_ID, "--actor", "alice"],
+    "revoke-not-a-key-id": ["revoke", "not-a-key-id", "--actor", "alice"],
+    "revoke-bad-reason": ["revoke", UNKNOWN_KEY_ID, "--actor", "alice", "--reason", "stolen"],
+    "revoke-without-actor": ["revoke", UNKNOWN_KEY_ID],
+    "revoke-blank-actor": ["revoke", UNKNOWN_KEY_ID, "--actor", "  "],
+    "audit-limit-zero": ["audit", "--limit", "0"],
+    "audit-limit-not-a-number": ["audit", "--limit", "ten"],
+    "admins-no-subcommand": ["admins"],
+    "admins-add-not-a-user": ["admins", "add", "not-a-user"],
+    "admins-remove-not-a-user": ["admins", "remove", "not-a-user"],
+    "admins-remove-unknown": ["admins", "remove", "UNOBODY001"],
+    "admins-remove-bootstrap": ["admins", "remove", ADMIN],
+    "verify-without-key": ["verify"],
+}
+
+
+@pytest.mark.parametrize("argv", list(BAD_INPUT.values()), ids=list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(run_cli, argv):
+    result = run_cli(*argv)
+    assert_one_line_error(result, code=2)
+    assert result.out == ""
+    assert list_json(run_cli, "--status", "all") == []
+    assert audit_json(run_cli) == []
+    admins = run_cli("admins", "list")
+    assert admins.code == 0
+    assert ADMIN in admins.out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--reason", "stolen"], ["--reason", "COMPROMISED"], ["--note", "bad\x07note"], ["--actor", ""]],
+    ids=["unknown-reason", "upper-case-reason", "control-char-note", "empty-actor"],
+)
+def test_invalid_revoke_of_an_existing_key_changes_nothing(run_cli, extra):
+    created = create_json(run_cli)
+    argv = ["revoke", created["id"], "--actor", "alice", *extra]
+    result = run_cli(*argv)
+    assert_one_line_error(result, code=2)
+    assert run_cli("verify", created["key"]).out.strip() == "VALID"
+    assert [k["status"] for k in list_json(run_cli, "--status", "all")] == ["active"]
+    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"]
+
+
+def test_usage_error_message_names_the_problem(run_cli):
+    result = run_cli("create", "--name", "x", "--owner", "ops", "--expires-in", "9x")
+    assert result.err.startswith("apikeys: error:")
+    assert "9x" in result.err
+
+
+# == list =====================================================================================
+def test_list_never_shows_secrets_only_masked_keys(run_cli):
+    a = create_json(run_cli, "alpha", "team-a")
+    b = create_json(run_cli, "beta", "team-b")
+    run_cli("revoke", b["id"], "--actor", "alice")
+    outputs = [
+        run_cli("list").out,
+        run_cli("list", "--status", "all").out,
+        run_cli("list", "--status", "revoked").out,
+        json.dumps(list_json(run_cli, "--status", "all"), ensure_ascii=False),
+    ]
+    for output in outputs:
+        for created in (a, b):
+            assert created["key"] not in output
+            assert created["key"][4:-4] not in output
+            assert digest(created["key"]) not in output
+    table = run_cli("list", "--status", "all").out
+    assert masked(a["key"]) in table and masked(b["key"]) in table
+    listed = {k["id"]: k for k in list_json(run_cli, "--status", "all")}
+    assert listed[a["id"]]["masked"] == masked(a["key"])
+    assert listed[b["id"]]["masked"] == masked(b["key"])
+    assert "key" not in listed[a["id"]]
+    assert "digest" not in listed[a["id"]]
+
+
+def test_list_filters_by_status_and_owner(run_cli):
+    with freeze_time(T0) as frozen:
+        active = create_json(run_cli, "active", "team-a")
+        revoked = create_json(run_cli, "revoked", "team-a")
+        expiring = create_json(run_cli, "expiring", "team-b", "--expires-in", "1h")
+        assert run_cli("revoke", revoked["id"], "--actor", "alice").code == 0
+        frozen.move_to(T0 + timedelta(hours=2))
+
+        def ids(*extra):
+            return {k["id"] for k in list_json(run_cli, *extra)}
+
+        assert ids() == {active["id"]}
+        assert ids("--status", "active") == {active["id"]}
+        assert ids("--status", "revoked") == {revoked["id"]}
+        assert ids("--status", "expired") == {expiring["id"]}
+        assert ids("--status", "all") == {active["id"], revoked["id"], expiring["id"]}
+        assert ids("--status", "all", "--owner", "team-a") == {active["id"], revoked["id"]}
+        assert ids("--status", "all", "--owner", "team-b") == {expiring["id"]}
+        assert ids("--owner", "team-b") == set()
+
+        statuses = {k["id"]: k["status"] for k in list_json(run_cli, "--status", "all")}
+        assert statuses == {active["id"]: "active", revoked["id"]: "revoked", expiring["id"]: "expired"}
+
+        table = run_cli("list", "--status", "revoked").out
+        assert revoked["id"] in table
+        assert active["id"] not in table and expiring["id"] not in table
+        table = run_cli("list", "--owner", "team-a").out
+        assert active["id"] in table and revoked["id"] not in table
+
+
+def test_list_of_nothing_says_so(run_cli):
+    result = run_cli("list")
+    assert result.code == 0
+    assert result.out.strip()
+    assert list_json(run_cli) == []
+
+
+def test_list_shows_every_key_beyond_one_page(run_cli):
+    result = run_cli("create", "--name", "many", "--owner", "ops", "--count", "520")
+    assert result.code == 0
+    listed = list_json(run_cli)
+    assert len(listed) == 520
+    assert len({k["id"] for k in listed}) == 520
+
+
+# == revoke ===================================================================================
+def test_revoke_then_verify_answers_revoked(run_cli):
+    created = create_json(run_cli)
+    result = run_cli("revoke", created["id"], "--actor", "alice", "--reason", "compromised")
+    assert result.code == 0, result.err
+    assert created["id"] in result.out
+    assert created["key"] not in result.out
+    verify = run_cli("verify", created["key"])
+    assert verify.code == 1
+    assert verify.out.strip() == "REVOKED"
+    (listed,) = list_json(run_cli, "--status", "revoked")
+    assert listed["id"] == created["id"]
+    assert listed["revoked_by"] == "alice"
+    assert listed["revoke_reason"] == "compromised"
+
+
+def test_second_revoke_says_already_revoked_and_records_nothing(run_cli):
+    created = create_json(run_cli)
+    assert run_cli("revoke", created["id"], "--actor", "alice").code == 0
+    again = run_cli("revoke", created["id"], "--actor", "bob", "--reason", "other")
+    assert again.code == 0
+    assert "already revoked" in again.out
+    revoked_events = [e for e in audit_json(run_cli) if e["action"] == "key.revoked"]
+    assert len(revoked_events) == 1
+    assert revoked_events[0]["actor"] == "alice"
+    assert run_cli("verify", created["key"]).out.strip() == "REVOKED"
+
+
+def test_revoke_reason_note_and_actor_land_in_the_audit_event(run_cli):
+    created = create_json(run_cli, "billing", "payments-team")
+    result = run_cli(
+        "revoke", created["id"], "--actor", "ana@example.com", "--reason", "rotation", "--note", "quarterly rotation"
+    )
+    assert result.code == 0
+    (event,) = [e for e in audit_json(run_cli) if e["action"] == "key.revoked"]
+    assert event["key_id"] == created["id"]
+    assert event["actor"] == "ana@example.com"
+    assert event["details"]["reason"] == "rotation"
+    assert event["details"]["note"] == "quarterly rotation"
+    assert event["details"]["key"] == masked(created["key"])
+
+
+# == verify ===================================================================================
+def test_verify_valid_key_exits_0(run_cli):
+    created = create_json(run_cli)
+    result = run_cli("verify", created["key"])
+    assert result.code == 0
+    assert result.out == "VALID\n"
+
+
+def test_verify_unknown_key_exits_1_not_found(run_cli):
+    result = run_cli("verify", generate_secret())
+    assert result.code == 1
+    assert result.out == "NOT_FOUND\n"
+
+
+@pytest.mark.parametrize("candidate", ["garbage", "apk_" + "A" * 28, ""])
+def test_verify_malformed_key_exits_1(run_cli, candidate):
+    result = run_cli("verify", candidate)
+    assert result.code == 1
+    assert result.out == "MALFORMED\n"
+
+
+def test_verify_key_with_a_typo_exits_1_malformed(run_cli):
+    secret = create_json(run_cli)["key"]
+    typo = secret[:10] + ("0" if secret[10] != "0" else "1") + secret[11:]
+    result = run_cli("verify", typo)
+    assert (result.code, result.out) == (1, "MALFORMED\n")
+
+
+def test_verify_expired_key_exits_1(run_cli):
+    with freeze_time(T0) as frozen:
+        created = create_json(run_cli, "temp", "ops", "--expires-in", "1h")
+        frozen.move_to(T0 + timedelta(minutes=59))
+        assert run_cli("verify", created["key"]).code == 0
+        frozen.move_to(T0 + timedelta(hours=1))
+        result = run_cli("verify", created["key"])
+    assert result.code == 1
+    assert result.out == "EXPIRED\n"
+
+
+def test_verify_dash_reads_the_key_from_stdin(run_cli):
+    created = create_json(run_cli)
+    result = run_cli("verify", "-", stdin=created["key"] + "\n")
+    assert (result.code, result.out) == (0, "VALID\n")
+    result = run_cli("verify", "-", stdin="garbage\n")
+    assert (result.code, result.out) == (1, "MALFORMED\n")
+
+
+# == audit ====================================================================================
+def _history(run_cli):
+    with freeze_time(T0) as frozen:
+        a = create_json(run_cli, "alpha", "team-a")
+        frozen.tick(timedelta(seconds=1))
+        b = create_json(run_cli, "beta", "team-b")
+        frozen.tick(timedelta(seconds=1))
+        assert run_cli("revoke", a["id"], "--actor", "alice", "--reason", "compromised").code == 0
+        frozen.tick(timedelta(seconds=1))
+        assert run_cli("admins", "add", "UNEWADMIN1", "--actor", ADMIN).code == 0
+    return a, b
+
+
+def test_audit_json_is_oldest_first_with_the_documented_fields(run_cli):
+    a, b = _history(run_cli)
+    log = audit_json(run_cli)
+    assert [e["action"] for e in log] == ["key.created", "key.created", "key.revoked", "admin.added"]
+    for entry in log:
+        assert {"id", "at", "actor", "action", "key_id", "details"} <= set(entry)
+    ids = [e["id"] for e in log]
+    assert ids == sorted(ids)
+    assert [e["at"] for e in log] == [iso(T0 + timedelta(seconds=i)) for i in range(4)]
+    assert [e["key_id"] for e in log] == [a["id"], b["id"], a["id"], None]
+    assert log[2]["actor"] == "alice"
+    assert log[3]["actor"] == ADMIN
+    assert log[3]["details"] == {"user_id": "UNEWADMIN1"}
+
+
+def test_audit_limit_gives_the_newest_entries_oldest_first(run_cli):
+    _history(run_cli)
+    full = audit_json(run_cli)
+    last_two = audit_json(run_cli, "--limit", "2")
+    assert last_two == full[-2:]
+    assert [e["action"] for e in last_two] == ["key.revoked", "admin.added"]
+    assert audit_json(run_cli, "--limit", "100") == full
+
+
+def test_audit_table_lists_the_entries(run_cli):
+    a, _ = _history(run_cli)
+    result = run_cli("audit")
+    assert result.code == 0
+    assert "key.revoked" in result.out
+    assert a["id"] in result.out
+    assert run_cli("audit", "--limit", "1").out.count("key.created") == 0
+
+
+def test_audit_of_an_empty_log(run_cli):
+    assert audit_json(run_cli) == []
+    result = run_cli("audit", "--verify")
+    assert result.code == 0
+
+
+def test_audit_verify_exits_0_on_an_intact_log(run_cli):
+    _history(run_cli)
+    result = run_cli("audit", "--verify")
+    assert result.code == 0, result.out + result.err
+    assert "BROKEN" not in result.out
+
+
+def test_audit_verify_exits_1_naming_an_edited_entry(run_cli, database_url):
+    _history(run_cli)
+    store = open_store(database_url)
+    try:
+        drop_audit_triggers(store)
+        with store.db.write() as session:
+            session.execute(
+                update(AuditEvent).where(AuditEvent.id == 3).values(details=json.dumps({"reason": "rotation"}))
+            )
+    finally:
+        store.close()
+    result = run_cli("audit", "--verify")
+    assert result.code == 1
+    assert "audit entry 3" in result.out + result.err
+
+
+def test_audit_verify_exits_1_naming_a_deleted_entry(run_cli, database_url):
+    _history(run_cli)
+    store = open_store(database_url)
+    try:
+        drop_audit_triggers(store)
+        with store.db.write() as session:
+            session.execute(text("DELETE FROM audit_events WHERE id = 2"))
+    finally:
+        store.close()
+    result = run_cli("audit", "--verify")
+    assert result.code == 1
+    assert "audit entry 2" in result.out + result.err
+
+
+# == admins ===================================================================================
+def test_admins_list_shows_the_bootstrap_admin(run_cli):
+    result = run_cli("admins", "list")
+    assert result.code == 0
+    assert ADMIN in result.out
+
+
+def test_admins_add_and_remove_are_listed_and_audited(run_cli):
+    added = run_cli("admins", "add", "UNEWADMIN1", "--actor", "ana@example.com")
+    assert added.code == 0, added.err
+    assert "UNEWADMIN1" in run_cli("admins", "list").out
+
+    again = run_cli("admins", "add", "UNEWADMIN1")
+    assert again.code == 0
+    assert "already" in again.out
+
+    removed = run_cli("admins", "remove", "UNEWADMIN1", "--actor", "ana@example.com")
+    assert removed.code == 0, removed.err
+    listing = run_cli("admins", "list").out
+    assert "UNEWADMIN1" not in listing
+    assert ADMIN in listing
+
+    log = audit_json(run_cli)
+    assert [(e["action"], e["actor"], e["details"]) for e in log] == [
+        ("admin.added", "ana@example.com", {"user_id": "UNEWADMIN1"}),
+        ("admin.removed", "ana@example.com", {"user_id": "UNEWADMIN1"}),
+    ]
+
+
+def test_admins_actor_defaults_to_the_cli_user(run_cli):
+    assert run_cli("admins", "add", "UNEWADMIN1").code == 0
+    (event,) = audit_json(run_cli)
+    assert event["action"] == "admin.added"
+    assert event["actor"].startswith("cli:")
+
+
+# == the real command ==========================================================================
+def _run_module(database_url, tmp_path, *argv):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_"))}
+    env["DATABASE_URL"] = database_url
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *argv],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_command_runs_as_a_program(database_url, tmp_path):
+    verify = _run_module(database_url, tmp_path, "verify", "garbage")
+    assert verify.returncode == 1, verify.stderr
+    assert verify.stdout == "MALFORMED\n"
+    assert "Traceback" not in verify.stderr
+
+    usage = _run_module(database_url, tmp_path, "create", "--name", "x")
+    assert usage.returncode == 2
+    assert usage.stdout == ""
+    assert "Traceback" not in usage.stderr
+    assert usage.stderr.count("\n") == 1 and usage.stderr.endswith("\n")

@@ -1,0 +1,265 @@
+"""The key API over real HTTP: ``python -m bot`` on a free port, driven with http.client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import pytest
+from freezegun import freeze_time
+
+from storage import open_store
+from storage.keyformat import generate_secret
+
+from .conftest import ADMIN, start_server
+
+
+def request(server, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, dict(resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+def verify(server, key) -> tuple[int, dict]:
+    status, _, data = request(server, "POST", "/v1/keys/verify", json.dumps({"key": key}),
+                              {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+@pytest.fixture
+def keys(database_url):
+    """A valid key, a revoked key and an expired key, created before the server starts."""
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    valid = store.keys.create(name="billing-api", owner="payments", actor="test")[0]
+    revoked = store.keys.create(name="old", owner="payments", actor="test")[0]
+    store.keys.revoke(revoked.key.id, actor="test", reason="rotation")
+    with freeze_time(datetime.now(timezone.utc) - timedelta(days=2)):
+        expired = store.keys.create(name="short", owner="growth", actor="test", expires_in=timedelta(hours=1))[0]
+    store.close()
+    return {"valid": valid, "revoked": revoked, "expired": expired}
+
+
+def test_health_answers_ok(server):
+    status, headers, data = request(server, "GET", "/healthz")
+    assert status == 200
+    assert json.loads(data)["status"] == "ok"
+
+
+def test_verify_answers_each_code_as_the_contract_says(server, keys):
+    status, body = verify(server, keys["valid"].secret)
+    assert status == 200
+    assert body == {"valid": True, "code": "VALID", "key_id": keys["valid"].key.id, "name": "billing-api",
+                    "owner": "payments", "expires_at": None}
+
+    status, body = verify(server, keys["revoked"].secret)
+    assert (status, body) == (200, {"valid": False, "code": "REVOKED", "key_id": keys["revoked"].key.id})
+
+    # The expired key was created two days ago with a one-hour lifetime.
+    deadline = keys["expired"].key.expires_at
+    status, body = verify(server, keys["expired"].secret)
+    assert status == 200 and body["code"] == "EXPIRED" and body["valid"] is False
+    assert body["key_id"] == keys["expired"].key.id and "name" not in body and "owner" not in body
+    assert body["expires_at"] == deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    assert verify(server, generate_secret()) == (200, {"valid": False, "code": "NOT_FOUND"})
+    assert verify(server, "not-a-key") == (200, {"valid": False, "code": "MALFORMED"})
+    typo = keys["valid"].secret[:-1] + ("A" if keys["valid"].secret[-1] != "A" else "B")
+    assert verify(server, typo) == (200, {"valid": False, "code": "MALFORMED"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[]", b'"apk"', b'{"key": 5}', b'{"key": null}', b'{"secret": "x"}', b"\xff\xfe"],
+)
+def test_verify_rejects_bad_bodies_with_400_json(server, body):
+    status, headers, data = request(server, "POST", "/v1/keys/verify", body, {"Content-Type": "application/json"})
+    assert status == 400
+    assert headers["Content-Type"] == "application/json"
+    assert "key" in json.loads(data)["error"]
+
+
+def test_verify_refuses_oversized_bodies(server):
+    status, _, data = request(server, "POST", "/v1/keys/verify", b'{"key": "' + b"a" * 100_000 + b'"}')
+    assert status == 413
+    assert "larger" in json.loads(data)["error"]
+
+
+def test_verify_needs_post(server):
+    status, headers, _ = request(server, "GET", "/v1/keys/verify")
+    assert status == 405
+    assert headers["Allow"] == "POST"
+
+
+def test_auth_accepts_bearer_and_x_api_key(server, keys):
+    valid = keys["valid"]
+    for headers in ({"Authorization": f"Bearer {valid.secret}"}, {"X-API-Key": valid.secret}):
+        status, resp_headers, data = request(server, "GET", "/v1/auth", headers=headers)
+        assert status == 204 and data == b""
+        assert resp_headers["X-Key-Id"] == valid.key.id
+        assert resp_headers["X-Key-Owner"] == "payments"
+
+
+@pytest.mark.parametrize("which,code", [("revoked", "REVOKED"), ("expired", "EXPIRED")])
+def test_auth_refuses_known_bad_keys_with_401(server, keys, which, code):
+    status, headers, data = request(server, "GET", "/v1/auth", headers={"X-API-Key": keys[which].secret})
+    assert status == 401
+    assert headers["WWW-Authenticate"] == "Bearer"
+    assert json.loads(data)["code"] == code
+    assert "X-Key-Id" not in headers
+
+
+@pytest.mark.parametrize(
+    "headers,code",
+    [
+        ({}, "MALFORMED"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "MALFORMED"),
+        ({"Authorization": "Bearer "}, "MALFORMED"),
+        ({"Authorization": "Bearer garbage"}, "MALFORMED"),
+        ({"X-API-Key": "apk_short"}, "MALFORMED"),
+    ],
+)
+def test_auth_refuses_missing_or_malformed_keys(server, headers, code):
+    status, resp_headers, data = request(server, "GET", "/v1/auth", headers=headers)
+    assert status == 401
+    assert resp_headers["WWW-Authenticate"] == "Bearer"
+    assert json.loads(data)["code"] == code
+
+
+def test_auth_refuses_unknown_key(server):
+    status, _, data = request(server, "GET", "/v1/auth", headers={"Authorization": f"Bearer {generate_secret()}"})
+    assert status == 401 and json.loads(data) == {"code": "NOT_FOUND"}
+
+
+def test_auth_works_for_envoy_style_paths_and_methods(server, keys):
+    status, headers, _ = request(server, "POST", "/v1/auth/orders/42", headers={"X-API-Key": keys["valid"].secret})
+    assert status == 204 and headers["X-Key-Id"] == keys["valid"].key.id
+
+
+def test_revocation_through_the_cli_is_refused_by_the_running_server_at_once(server, keys, run_cli):
+    valid = keys["valid"]
+    assert request(server, "GET", "/v1/auth", headers={"X-API-Key": valid.secret})[0] == 204
+    assert run_cli("revoke", valid.key.id, "--actor", "oncall@example.com", "--reason", "compromised").code == 0
+    # Every worker refuses on the very next request: no cache anywhere.
+    for _ in range(10):
+        status, _, data = request(server, "GET", "/v1/auth", headers={"X-API-Key": valid.secret})
+        assert status == 401 and json.loads(data)["code"] == "REVOKED"
+
+
+def test_unknown_route_is_404_json(server):
+    status, headers, data = request(server, "GET", "/nope")
+    assert status == 404 and "error" in json.loads(data)
+
+
+def test_slack_route_says_slack_is_off_without_settings(server):
+    status, _, data = request(server, "POST", "/slack/events", b"token=x")
+    assert status == 404
+    assert "Slack is off" in json.loads(data)["error"]
+
+
+def test_server_logs_one_line_saying_slack_is_off_and_never_a_secret(server, keys):
+    verify(server, keys["valid"].secret)
+    verify(server, keys["revoked"].secret)
+    request(server, "GET", "/v1/auth", headers={"Authorization": f"Bearer {keys['valid'].secret}"})
+    request(server, "POST", "/v1/keys/verify", json.dumps({"key": keys["valid"].secret + "x"}))
+    server.stop()
+    log = server.log()
+    assert sum("Slack is off" in line for line in log.splitlines()) == 1
+    for created in keys.values():
+        assert created.secret not in log
+        assert created.secret[4:] not in log
+    assert "event=verify code=VALID key_id=" + keys["valid"].key.id in log
+
+
+def test_health_is_503_when_the_database_does_not_answer(store, tmp_path):
+    """In-process WSGI call: the store's engines point at a database that cannot be opened."""
+    from bot.http import KeyApiApp
+    from storage.db import Database
+
+    unreachable = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    store.db.read_engine = unreachable.read_engine
+    captured = {}
+
+    def start_response(status, headers):
+        captured["status"] = status
+
+    body = b"".join(KeyApiApp(store)({"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET"}, start_response))
+    assert captured["status"].startswith("503")
+    assert json.loads(body)["database"] == "unreachable"
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_zero(server, keys):
+    results = []
+
+    def hammer():
+        for _ in range(200):
+            try:
+                results.append(verify(server, keys["valid"].secret)[1]["code"])
+            except (OSError, http.client.HTTPException):
+                return
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while len(results) < 20:
+        time.sleep(0.01)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    for t in threads:
+        t.join()
+    assert code == 0
+    assert elapsed < 10
+    # Every answer that came back is a complete, correct one (no half-written responses).
+    assert set(results) == {"VALID"}
+
+
+def test_server_refuses_to_start_with_half_a_slack_configuration(database_url, tmp_path):
+    with pytest.raises(RuntimeError) as excinfo:
+        start_server(database_url, tmp_path, {"SLACK_BOT_TOKEN": "xoxb-test"})
+    assert "SLACK_SIGNING_SECRET" in str(excinfo.value)
+
+
+def test_server_and_cli_write_at_the_same_time_without_lock_errors(server, keys, database_url):
+    """Verifications (which record last use) and CLI creations run concurrently."""
+    env = {"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    errors: list[str] = []
+
+    def creator(n):
+        for i in range(5):
+            out = subprocess.run([sys.executable, "-m", "bot.cli", "create", "--name", f"c{n}-{i}", "--owner", "load"],
+                                 env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                errors.append(out.stderr)
+
+    def verifier():
+        for _ in range(50):
+            status, body = verify(server, keys["valid"].secret)
+            if status != 200 or body["code"] != "VALID":
+                errors.append(str(body))
+
+    threads = [threading.Thread(target=creator, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=verifier) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = open_store(database_url)
+    assert store.keys.count_keys(owner="load") == 15
+    assert store.audit.verify() is None
+    store.close()
+    assert "locked" not in server.log()
