@@ -228,7 +228,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     try:
         args = build_parser().parse_args(argv)
         settings = Settings.from_env(env)
-        store = open_store(settings.database_url, bootstrap_admins=settings.admins)
+        store = open_store(settings.database_url, bootstrap_admins=settings.admins,
+                           notify_channel=settings.audit_channel)
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")

@@ -27,7 +27,8 @@ def create_app(settings: Settings):
     """Build the WSGI application for one worker process."""
     from .http import KeyApiApp
 
-    store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False)
+    store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
+                       notify_channel=settings.audit_channel)
     slack_app = None
     if settings.slack_enabled:
         from .slack import create_slack_wsgi  # the Slack app (HTTP mode)
@@ -37,8 +38,9 @@ def create_app(settings: Settings):
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, socket_mode=None):
         self.settings = settings
+        self.socket_mode = socket_mode
         super().__init__()
 
     def load_config(self) -> None:
@@ -58,6 +60,10 @@ class _Gunicorn(BaseApplication):
             "proc_name": "apikeys-bot",
             "control_socket_disable": True,
         }
+        if self.socket_mode is not None:
+            # Socket Mode runs in one process of its own beside the HTTP workers.
+            options["when_ready"] = lambda _arbiter: self.socket_mode.start()
+            options["on_exit"] = lambda _arbiter: self.socket_mode.stop()
         for name, value in options.items():
             if name in self.cfg.settings:
                 self.cfg.set(name, value)
@@ -74,13 +80,19 @@ def main() -> int:
         settings = Settings.from_env()
         store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=True)
         store.close()
+        if settings.socket_mode:
+            from .slack.socket import SocketModeProcess
+
+            options_hooks = SocketModeProcess(settings)
+        else:
+            options_hooks = None
     except (ConfigError, StorageError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     if not settings.slack_enabled:
         log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")
     log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
-    _Gunicorn(settings).run()
+    _Gunicorn(settings, options_hooks).run()
     return 0
 
 

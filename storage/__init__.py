@@ -11,6 +11,8 @@ from .db import Database
 from .errors import AdminNotFound, DatabaseUnavailable, InvalidInput, KeyNotFound, StorageError
 from .keys import KeyService, Verification, VerifyCode
 from .models import ApiKey, AuditEvent, KeyStatus, RevokeReason
+from .outbox import Outbox
+from .receipts import Receipts
 
 DEFAULT_DATABASE_URL = "sqlite:///apikeys.db"
 
@@ -21,17 +23,24 @@ class Store:
     keys: KeyService
     audit: AuditLog
     admins: AdminService
+    outbox: Outbox
+    receipts: Receipts
 
     def close(self) -> None:
         self.db.dispose()
 
 
-def open_store(url: str = DEFAULT_DATABASE_URL, *, bootstrap_admins: Iterable[str] = (), create_schema: bool = True) -> Store:
+def open_store(
+    url: str = DEFAULT_DATABASE_URL, *, bootstrap_admins: Iterable[str] = (), create_schema: bool = True,
+    notify_channel: str | None = None,
+) -> Store:
+    """Open the key store. ``notify_channel``: queue one audit-channel post per audited action."""
     db = Database(url)
     if create_schema:
         db.create_schema()
-    audit = AuditLog(db)
-    return Store(db=db, keys=KeyService(db, audit), audit=audit, admins=AdminService(db, audit, bootstrap_admins))
+    audit = AuditLog(db, notify_channel=notify_channel)
+    return Store(db=db, keys=KeyService(db, audit), audit=audit, admins=AdminService(db, audit, bootstrap_admins),
+                 outbox=audit.outbox, receipts=Receipts(db))
 
 
 __all__ = [

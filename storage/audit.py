@@ -22,6 +22,7 @@ from sqlmodel import Session
 from .db import Database
 from .keyformat import digest
 from .models import AuditEvent, AuditHead
+from .outbox import Outbox
 from .timeutil import iso, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -86,15 +87,26 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
     }
 
 
+AUDIT_TOPIC = "audit"
+
+
 class AuditLog:
-    def __init__(self, db: Database):
+    """``notify_channel``: when set, every appended action also queues one post to that channel
+    in the outbox (same transaction), naming the entries it covers."""
+
+    def __init__(self, db: Database, notify_channel: str | None = None):
         self.db = db
+        self.notify_channel = notify_channel
+        self.outbox = Outbox(db)
 
     # -- writing (always inside the caller's write transaction) ---------------------------
-    def append(self, session: Session, event: EventInput, *, at: datetime | None = None) -> AuditEvent:
-        return self.append_many(session, [event], at=at)[0]
+    def append(self, session: Session, event: EventInput, *, at: datetime | None = None, notify: bool = True) -> AuditEvent:
+        return self.append_many(session, [event], at=at, notify=notify)[0]
 
-    def append_many(self, session: Session, events: Sequence[EventInput], *, at: datetime | None = None) -> list[AuditEvent]:
+    def append_many(
+        self, session: Session, events: Sequence[EventInput], *, at: datetime | None = None, notify: bool = True
+    ) -> list[AuditEvent]:
+        """Append entries as one action (one notification when a channel is configured)."""
         if not events:
             return []
         at = at or utcnow()
@@ -121,12 +133,21 @@ class AuditLog:
         session.execute(
             update(AuditHead).where(AuditHead.id == HEAD_ID).values(last_id=rows[-1]["id"], last_hash=prev)
         )
+        if self.notify_channel and notify:
+            self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
+                                payload={"first": rows[0]["id"], "last": rows[-1]["id"]})
         return [AuditEvent(**row) for row in rows]
 
     def record(self, event: EventInput) -> AuditEvent:
         """Append one event in its own transaction."""
         with self.db.write() as session:
             return self.append(session, event)
+
+    def between(self, first: int, last: int) -> list[AuditEvent]:
+        with self.db.read() as session:
+            return list(session.scalars(
+                select(AuditEvent).where(AuditEvent.id >= first, AuditEvent.id <= last).order_by(AuditEvent.id)
+            ))
 
     # -- reading --------------------------------------------------------------------------
     def recent(self, *, limit: int = 100, key_id: str | None = None, before_id: int | None = None) -> list[AuditEvent]:

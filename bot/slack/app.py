@@ -1,0 +1,81 @@
+"""The Bolt app: listeners grouped by kind, each module with ``register(app, store)``."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+
+from storage import DatabaseUnavailable, StorageError, Store
+
+from ..config import Settings
+from ..logs import fields
+from . import actions, blocks, commands, reply
+from .context import actor_from_body
+from .delivery import Deliverer
+
+log = logging.getLogger("apikeys.slack")
+
+UNAVAILABLE = ("The key store is unavailable right now; nothing was changed. Try again in a moment, "
+               "or revoke from a server with `apikeys revoke KEY_ID --actor YOU`.")
+UNEXPECTED = "Something went wrong and nothing was changed. The error is in the server log."
+
+
+def make_client(settings: Settings) -> WebClient:
+    return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
+                     retry_handlers=reply.retry_handlers())
+
+
+def create_app(settings: Settings, store: Store, *, client: WebClient | None = None,
+               socket_mode: bool = False) -> App:
+    client = client or make_client(settings)
+    app = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret if not socket_mode else None,
+        request_verification_enabled=not socket_mode,
+        token_verification_enabled=False,  # auth.test happens on the first request, not at import
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+
+    @app.middleware
+    def resolve_actor(context, body, next):
+        """Who is acting and whether they are in our workspace, once per request."""
+        own_team = context.authorize_result.team_id if context.authorize_result else None
+        context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own_team, store)
+        return next()
+
+    @app.error
+    def on_error(error: Exception, body: dict) -> BoltResponse | None:
+        response_url = body.get("response_url") if isinstance(body, dict) else None
+        if isinstance(error, DatabaseUnavailable):
+            message = UNAVAILABLE
+        elif isinstance(error, StorageError):
+            message = f"{error}. Nothing was changed."
+        else:
+            message = UNEXPECTED
+            log.error(fields(event="slack_error", error=type(error).__name__), exc_info=error)
+        reply.send(response_url, replace=False, text=message, blocks=blocks.text_message(f":warning: {message}"))
+        return None
+
+    commands.register(app, store)
+    actions.register(app, store)
+    return app
+
+
+def start_delivery(store: Store, client: WebClient) -> Deliverer:
+    deliverer = Deliverer(store, client).start()
+    store.outbox.on_commit.append(deliverer.wake)  # deliver right after the commit that queued a post
+    return deliverer
+
+
+def create_slack_wsgi(settings: Settings, store: Store):
+    """The WSGI callable for ``POST /slack/events`` (HTTP mode), plus the audit deliverer."""
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+    client = make_client(settings)
+    start_delivery(store, client)
+    if not settings.slack_signing_secret:
+        return None  # Socket Mode only: no HTTP route accepts Slack requests without a signing secret
+    return SlackRequestHandler(create_app(settings, store, client=client))

@@ -1,0 +1,312 @@
+"""Block Kit, built by pure functions with slack_sdk's models (which validate lengths and
+shapes when serialised). Nothing here touches the network or the database, and no function
+here ever receives a secret: keys are shown masked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+    StaticSelectElement,
+)
+
+from storage import ApiKey, AuditEvent, KeyStatus, RevokeReason
+from storage.admins import USER_ID_RE, AdminEntry
+from storage.keys import KeyPage
+from storage.timeutil import iso
+
+from .ids import ActionId, BlockId
+from .views import HistoryView, KeyAction, ListView, encode_history, encode_key_action, encode_list
+
+MAX_BLOCKS = 50
+KEYS_PER_PAGE = 15
+EVENTS_PER_PAGE = 15
+STATUS_TITLES = {"active": "Active API keys", "revoked": "Revoked API keys", "expired": "Expired API keys",
+                 "all": "All API keys"}
+
+
+# -- text helpers -------------------------------------------------------------------------------
+def esc(text: object) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def when(moment: datetime | None, *, empty: str = "never") -> str:
+    """A date Slack renders in the reader's time zone, with a UTC fallback."""
+    if moment is None:
+        return empty
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{iso(moment)}>"
+
+
+def who(actor: str | None) -> str:
+    """``<@U123>`` for Slack users, the recorded name for everyone else (CLI operators)."""
+    if not actor:
+        return "someone"
+    return f"<@{actor}>" if USER_ID_RE.match(actor) else esc(actor)
+
+
+def reason_label(reason: str | None) -> str:
+    try:
+        return RevokeReason(reason).label if reason else "not given"
+    except ValueError:
+        return esc(reason)
+
+
+def _serialise(blocks: Sequence[Block]) -> list[dict]:
+    if len(blocks) > MAX_BLOCKS:
+        raise ValueError(f"{len(blocks)} blocks; Slack allows {MAX_BLOCKS}")
+    return [b.to_dict() for b in blocks]
+
+
+def text_message(text: str) -> list[dict]:
+    return _serialise([SectionBlock(text=MarkdownTextObject(text=text))])
+
+
+# -- the key list ---------------------------------------------------------------------------
+def _key_line(key: ApiKey, now: datetime) -> str:
+    status = key.status_at(now)
+    lines = [f"*{esc(key.name)}*  `{key.masked}`"]
+    details = [f"Owner *{esc(key.owner)}*", f"created {when(key.created_at)}", f"last used {when(key.last_used_at)}"]
+    if key.expires_at is not None and status is KeyStatus.ACTIVE:
+        details.append(f"expires {when(key.expires_at)}")
+    lines.append(" · ".join(details))
+    if status is KeyStatus.REVOKED:
+        lines.append(f":no_entry: Revoked {when(key.revoked_at)} by {who(key.revoked_by)}"
+                     f" · reason: {reason_label(key.revoke_reason)}")
+    elif status is KeyStatus.EXPIRED:
+        lines.append(f":hourglass: Expired {when(key.expires_at)}")
+    return "\n".join(lines)
+
+
+def revoke_button(key: ApiKey, view: ListView) -> ButtonElement:
+    return ButtonElement(text="Revoke", action_id=ActionId.REVOKE.value,
+                         value=encode_key_action(KeyAction(key_id=key.id, view=view)))
+
+
+def key_row(key: ApiKey, view: ListView, now: datetime) -> SectionBlock:
+    accessory = revoke_button(key, view) if key.status_at(now) is KeyStatus.ACTIVE else None
+    return SectionBlock(block_id=f"key_{key.id}", text=MarkdownTextObject(text=_key_line(key, now)), accessory=accessory)
+
+
+def _pager(prev_value: str | None, next_value: str | None) -> list[Block]:
+    buttons = []
+    if prev_value:
+        buttons.append(ButtonElement(text="Previous", action_id=ActionId.PAGE_PREV.value, value=prev_value))
+    if next_value:
+        buttons.append(ButtonElement(text="Next", action_id=ActionId.PAGE_NEXT.value, value=next_value))
+    return [ActionsBlock(block_id=BlockId.PAGER.value, elements=buttons)] if buttons else []
+
+
+def key_list(page: KeyPage, view: ListView, total: int, now: datetime) -> list[dict]:
+    title = f"*{STATUS_TITLES[view.status]}*" + (f" of *{esc(view.owner)}*" if view.owner else "")
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{title} · {total:,} in all"))]
+    if not page.items:
+        hint = "Create one with `apikeys create --name NAME --owner OWNER`." if view.status == "active" else ""
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"No keys to show. {hint}".strip())))
+    else:
+        blocks.append(DividerBlock())
+        blocks += [key_row(key, view, now) for key in page.items]
+        blocks.append(DividerBlock())
+    blocks += _pager(
+        encode_list(ListView(view.status, view.owner, before=page.prev_cursor)) if page.prev_cursor else None,
+        encode_list(ListView(view.status, view.owner, after=page.next_cursor)) if page.next_cursor else None,
+    )
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text="`/apikeys revoked` · `/apikeys all` · `/apikeys owner NAME` · `/apikeys history` · `/apikeys help`")]))
+    return _serialise(blocks)
+
+
+# -- the revoke confirmation and its outcomes -------------------------------------------------
+def _key_fields(key: ApiKey) -> list[MarkdownTextObject]:
+    return [
+        MarkdownTextObject(text=f"*Name*\n{esc(key.name)}"),
+        MarkdownTextObject(text=f"*Key*\n`{key.masked}`"),
+        MarkdownTextObject(text=f"*Owner*\n{esc(key.owner)}"),
+        MarkdownTextObject(text=f"*Created*\n{when(key.created_at)}"),
+        MarkdownTextObject(text=f"*Last used*\n{when(key.last_used_at)}"),
+        MarkdownTextObject(text=f"*Expires*\n{when(key.expires_at)}"),
+    ]
+
+
+def _reason_options() -> list[Option]:
+    return [Option(value=r.value, label=r.label) for r in RevokeReason]
+
+
+def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at: int) -> list[dict]:
+    options = _reason_options()
+    initial = next((o for o in options if o.value == reason), None)
+    select = StaticSelectElement(
+        action_id=ActionId.REASON.value, placeholder="Choose a reason", options=options, initial_option=initial
+    )
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(
+            text=f":warning: *Revoke {esc(key.name)}?*\nEvery service using this key will be refused at once, "
+                 "on every server. *This cannot be undone.*")),
+        SectionBlock(fields=_key_fields(key)),
+        SectionBlock(block_id=BlockId.REASON.value, text=MarkdownTextObject(text="*Reason* (optional)"), accessory=select),
+        ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
+            ButtonElement(text="Cancel Revoke Key", action_id=ActionId.CANCEL_REVOKE.value,
+                          value=encode_key_action(KeyAction(key_id=key.id, view=view))),
+            ButtonElement(text="Revoke Key", action_id=ActionId.CONFIRM_REVOKE.value, style="danger",
+                          value=encode_key_action(KeyAction(key_id=key.id, view=view, reason=reason, issued_at=issued_at))),
+        ]),
+    ]
+    return _serialise(blocks)
+
+
+def _back_to_list(view: ListView) -> ActionsBlock:
+    return ActionsBlock(elements=[ButtonElement(text="Back to keys", action_id=ActionId.SHOW_LIST.value,
+                                                value=encode_list(view))])
+
+
+def revoke_result(key: ApiKey, view: ListView) -> list[dict]:
+    return _serialise([
+        SectionBlock(text=MarkdownTextObject(
+            text=f":white_check_mark: Revoked *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}).\n"
+                 f"By {who(key.revoked_by)} · {when(key.revoked_at)} · reason: {reason_label(key.revoke_reason)}\n"
+                 "Any use of this key is now refused as unauthorized.")),
+        _back_to_list(view),
+    ])
+
+
+def already_revoked(key: ApiKey, view: ListView) -> list[dict]:
+    return _serialise([
+        SectionBlock(text=MarkdownTextObject(
+            text=f":information_source: *{esc(key.name)}* `{key.masked}` is already revoked "
+                 f"({when(key.revoked_at)} by {who(key.revoked_by)}). Nothing changed.")),
+        _back_to_list(view),
+    ])
+
+
+def revoke_notice_text(key: ApiKey) -> str:
+    return (f":no_entry: API key *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}) was revoked by "
+            f"{who(key.revoked_by)}, reason: {reason_label(key.revoke_reason)}.")
+
+
+# -- help, admins, history --------------------------------------------------------------------
+HELP_LINES = [
+    ("/apikeys", "active keys, with a Revoke button on each"),
+    ("/apikeys revoked", "revoked keys"),
+    ("/apikeys all", "every key, whatever its status"),
+    ("/apikeys owner <owner>", "active keys of one owner"),
+    ("/apikeys find <key or prefix>", "find a key from a pasted key, its last four characters or a name"),
+    ("/apikeys history [key id]", "recent audit events: who, what, when, why"),
+    ("/apikeys admins", "who may revoke"),
+    ("/apikeys admins add @user", "grant the admin role (admins only)"),
+    ("/apikeys admins remove @user", "remove the admin role (admins only)"),
+    ("/apikeys help", "this help"),
+]
+
+
+def help_blocks(problem: str | None = None) -> list[dict]:
+    blocks: list[Block] = []
+    if problem:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":grey_question: {esc(problem)}")))
+    lines = "\n".join(f"`{esc(cmd)}` — {esc(what)}" for cmd, what in HELP_LINES)
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*apikeys* — manage and revoke API keys\n{lines}")))
+    return _serialise(blocks)
+
+
+def admins_blocks(entries: Sequence[AdminEntry]) -> list[dict]:
+    if not entries:
+        return text_message("No admins yet. An operator can add one with `apikeys admins add USER_ID`.")
+    lines = [
+        f"• <@{e.user_id}> — " + ("from configuration (`APIKEYS_ADMINS`)" if e.source == "config"
+                                  else f"added by {who(e.added_by)} {when(e.added_at)}")
+        for e in entries
+    ]
+    return text_message("*Admins* (may revoke keys and manage admins)\n" + "\n".join(lines))
+
+
+def _event_line(event: AuditEvent) -> str:
+    details = json.loads(event.details)
+    subject = ""
+    if details.get("name") or details.get("key"):
+        subject = f" *{esc(details.get('name', ''))}* `{esc(details.get('key', ''))}`"
+    elif details.get("user_id"):
+        subject = f" <@{esc(details['user_id'])}>"
+    line = f"{when(event.at)} · {who(event.actor)} · `{event.action}`{subject}"
+    if details.get("count"):
+        line += f" ({details['count']} keys)"
+    if event.action == "key.revoked":
+        line += f" · reason: {reason_label(details.get('reason'))}"
+    if details.get("why"):
+        line += f" · {esc(details['why'])}"
+    if details.get("note"):
+        line += f" · “{esc(details['note'])}”"
+    return line
+
+
+def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_more: bool, key: ApiKey | None) -> list[dict]:
+    scope = f" of *{esc(key.name)}* `{key.masked}`" if key else ""
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"*Audit history*{scope}, newest first"))]
+    if not events:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="No events yet.")))
+    else:
+        text = "\n".join(_event_line(e) for e in events)
+        # A section's text is at most 3000 characters: split over several sections when needed.
+        chunk: list[str] = []
+        for line in text.split("\n"):
+            if sum(len(c) + 1 for c in chunk) + len(line) > 2900:
+                blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+                chunk = []
+            chunk.append(line[:2900])
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+    newer = encode_history(HistoryView(view.key_id, None)) if view.before_id else None
+    older = encode_history(HistoryView(view.key_id, events[-1].id)) if has_more and events else None
+    blocks += _pager(newer, older)
+    return _serialise(blocks)
+
+
+# -- the audit channel ------------------------------------------------------------------------
+def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
+    """One audit-channel post for one audited action (which may cover several entries)."""
+    first = events[0]
+    details = json.loads(first.details)
+    where = f" · in <#{details['channel_id']}>" if details.get("channel_id") else ""
+    via = " · via CLI" if details.get("via") == "cli" else ""
+    key_ref = f"*{esc(details.get('name', ''))}* `{esc(details.get('key', ''))}` (owner {esc(details.get('owner', ''))})"
+    action = first.action
+    if action == "key.revoked" and len(events) > 1:
+        names = ", ".join(f"*{esc(json.loads(e.details).get('name', ''))}*" for e in events[:10])
+        more = f" and {len(events) - 10} more" if len(events) > 10 else ""
+        text = (f":no_entry: *{len(events)} keys revoked* of owner {esc(details.get('owner', ''))}: {names}{more}\n"
+                f"By {who(first.actor)} · reason: {reason_label(details.get('reason'))} · {when(first.at)}{where}{via}")
+    elif action == "key.revoked":
+        note = f"\nNote: “{esc(details['note'])}”" if details.get("note") else ""
+        text = (f":no_entry: *Key revoked*: {key_ref}\n"
+                f"By {who(first.actor)} · reason: {reason_label(details.get('reason'))} · {when(first.at)}{where}{via}{note}")
+    elif action == "key.revoke_denied":
+        target = key_ref if details.get("key") else f"`{esc(first.key_id or 'an unknown key')}`"
+        text = (f":warning: *Revoke refused*: {who(first.actor)} tried to revoke {target}\n"
+                f"Why: {esc(details.get('why', 'not allowed'))} · {when(first.at)}{where}")
+    elif action == "key.created" and len(events) > 1:
+        last = json.loads(events[-1].details)
+        text = (f":key: *{len(events)} keys created* for owner {esc(details.get('owner', ''))}: "
+                f"*{esc(details.get('name', ''))}* … *{esc(last.get('name', ''))}*\nBy {who(first.actor)} · {when(first.at)}")
+    elif action == "key.created":
+        expires = f" · expires {when(_parse_iso(details.get('expires_at')))}" if details.get("expires_at") else ""
+        text = f":key: *Key created*: {key_ref}\nBy {who(first.actor)} · {when(first.at)}{expires}"
+    elif action in ("admin.added", "admin.removed"):
+        verb = "is now an admin" if action == "admin.added" else "is no longer an admin"
+        text = f":bust_in_silhouette: <@{esc(details.get('user_id', ''))}> {verb}\nBy {who(first.actor)} · {when(first.at)}"
+    else:
+        text = f"*{esc(action)}*" + (f": {key_ref}" if details.get("key") else "") + f"\nBy {who(first.actor)} · {when(first.at)}"
+    fallback = text.split("\n")[0]
+    return fallback, _serialise([SectionBlock(text=MarkdownTextObject(text=text[:3000]))])
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,119 @@
+"""``/apikeys`` and its words. Every answer is the ephemeral body of the ack (well within 3 s)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from slack_bolt import Ack, App
+
+from storage import DatabaseUnavailable, StorageError, Store
+from storage.keys import KEY_ID_RE, OWNER_RE
+from storage.timeutil import utcnow
+
+from ..logs import fields
+from . import blocks
+from .context import Actor
+from .views import HistoryView, ListView
+
+log = logging.getLogger("apikeys.slack")
+
+MENTION_RE = re.compile(r"^<@([UW][A-Z0-9]{2,31})(?:\|[^>]*)?>$")
+PLAIN_USER_RE = re.compile(r"^@?([UW][A-Z0-9]{2,31})$")
+MAX_TEXT = 500
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    blocks: list[dict]
+
+
+def render_list(store: Store, view: ListView) -> Answer:
+    now = utcnow()
+    page = store.keys.list_keys(status=view.status, owner=view.owner, limit=blocks.KEYS_PER_PAGE,
+                                after=view.after, before=view.before, now=now)
+    total = store.keys.count_keys(status=view.status, owner=view.owner, now=now)
+    return Answer(f"{blocks.STATUS_TITLES[view.status]}: {total}", blocks.key_list(page, view, total, now))
+
+
+def render_history(store: Store, view: HistoryView) -> Answer:
+    key = store.keys.get(view.key_id) if view.key_id else None
+    events = store.audit.recent(limit=blocks.EVENTS_PER_PAGE + 1, key_id=view.key_id, before_id=view.before_id)
+    has_more = len(events) > blocks.EVENTS_PER_PAGE
+    events = events[: blocks.EVENTS_PER_PAGE]
+    return Answer("Audit history", blocks.history_blocks(events, view, has_more=has_more, key=key))
+
+
+def help_answer(problem: str | None = None) -> Answer:
+    return Answer("apikeys help", blocks.help_blocks(problem))
+
+
+def parse_user(text: str) -> str | None:
+    match = MENTION_RE.match(text) or PLAIN_USER_RE.match(text)
+    return match.group(1) if match else None
+
+
+def _admins(store: Store, actor: Actor, words: list[str]) -> Answer:
+    if not words:
+        return Answer("Admins", blocks.admins_blocks(store.admins.list()))
+    verb, rest = words[0].lower(), words[1:]
+    if verb not in ("add", "remove") or len(rest) != 1:
+        return help_answer("Use `/apikeys admins add @user` or `/apikeys admins remove @user`.")
+    user_id = parse_user(rest[0])
+    if user_id is None:
+        return help_answer("Name the user with an @-mention, like `/apikeys admins add @ana`.")
+    refusal = actor.refusal()
+    if refusal:
+        log.info(fields(event="admins." + verb, actor=actor.user_id, target=user_id, outcome="refused"))
+        return Answer(refusal, blocks.text_message(f":no_entry_sign: {refusal} Nothing changed."))
+    if verb == "add":
+        changed = store.admins.add(user_id, actor=actor.user_id)
+        message = f"<@{user_id}> is now an admin." if changed else f"<@{user_id}> was already an admin; nothing changed."
+    else:
+        if user_id == actor.user_id and len(store.admins.list()) <= 1:
+            return Answer("refused", blocks.text_message(":no_entry_sign: You are the last admin; add another admin first."))
+        store.admins.remove(user_id, actor=actor.user_id)
+        message = f"<@{user_id}> is no longer an admin."
+    log.info(fields(event="admins." + verb, actor=actor.user_id, target=user_id, outcome="ok"))
+    return Answer(message, blocks.text_message(message))
+
+
+def answer(store: Store, actor: Actor, text: str) -> Answer:
+    """What ``/apikeys <text>`` shows. Unknown or malformed text gets the help."""
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        return help_answer("That command is too long.")
+    words = text.split()
+    verb = words[0].lower() if words else "list"
+    rest = words[1:]
+    if verb in ("list", "revoked", "all", "expired") and not rest:
+        return render_list(store, ListView(status="active" if verb == "list" else verb))
+    if verb == "owner":
+        if len(rest) != 1 or not OWNER_RE.match(rest[0]):
+            return help_answer("Use `/apikeys owner <owner>`, with the owner as one word (like payments-team).")
+        return render_list(store, ListView(status="active", owner=rest[0]))
+    if verb == "history":
+        if len(rest) > 1 or (rest and not KEY_ID_RE.match(rest[0])):
+            return help_answer("Use `/apikeys history` or `/apikeys history <key id>` (key ids look like key_…).")
+        return render_history(store, HistoryView(key_id=rest[0] if rest else None))
+    if verb == "admins":
+        return _admins(store, actor, rest)
+    if verb == "help" and not rest:
+        return help_answer()
+    return help_answer(f"I don't know “{text[:80]}”.")
+
+
+def register(app: App, store: Store) -> None:
+    @app.command("/apikeys")
+    def apikeys_command(ack: Ack, command: dict, context) -> None:
+        actor: Actor = context["actor"]
+        try:
+            result = answer(store, actor, command.get("text", ""))
+        except DatabaseUnavailable:
+            raise
+        except StorageError as exc:  # bad input or an unknown key: say so, nothing changed
+            result = help_answer(str(exc))
+        log.info(fields(event="command", actor=actor.user_id, words=(command.get("text") or "list").split()[0][:20]))
+        ack(response_type="ephemeral", text=result.text, blocks=result.blocks)

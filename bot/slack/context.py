@@ -1,0 +1,59 @@
+"""Who is acting, resolved once per request (a Bolt middleware puts it in ``context["actor"]``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage import Store
+
+
+@dataclass
+class Actor:
+    user_id: str | None
+    user_team_id: str | None      # the workspace the user belongs to
+    own_team_id: str | None       # the workspace this app is installed in (auth.test)
+    channel_id: str | None
+    _store: Store = field(repr=False, default=None)
+    _is_admin: bool | None = field(default=None, repr=False)
+
+    @property
+    def in_own_workspace(self) -> bool:
+        return bool(self.user_team_id and self.own_team_id and self.user_team_id == self.own_team_id)
+
+    @property
+    def is_admin(self) -> bool:
+        """Admin role from APIKEYS_ADMINS or the stored admins (one lookup, then cached)."""
+        if self._is_admin is None:
+            self._is_admin = bool(self.user_id) and self._store.admins.is_admin(self.user_id)
+        return self._is_admin
+
+    def refusal(self) -> str | None:
+        """Why this user may not perform an admin action, or None when they may."""
+        if not self.user_id:
+            return "Slack did not say who you are."
+        if not self.in_own_workspace:
+            return ("Only members of this app's own workspace can do this; you are signed in from another "
+                    "workspace (for example in a shared channel).")
+        if not self.is_admin:
+            return "Only apikeys admins can do this. `/apikeys admins` lists them."
+        return None
+
+
+def _get(body: dict, *path: str) -> Any:
+    value: Any = body
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value if isinstance(value, str) and value else None
+
+
+def actor_from_body(body: dict, own_team_id: str | None, store: Store) -> Actor:
+    """Read the user and their home workspace from a command, interaction or event body."""
+    user_id = _get(body, "user", "id") or _get(body, "user_id")
+    # Interactions carry the user's own team; a slash command only comes from the installing workspace's
+    # members (its team_id is the user's workspace).
+    user_team = _get(body, "user", "team_id") or _get(body, "team_id") or _get(body, "team", "id")
+    channel_id = _get(body, "channel", "id") or _get(body, "channel_id") or _get(body, "container", "channel_id")
+    return Actor(user_id=user_id, user_team_id=user_team, own_team_id=own_team_id, channel_id=channel_id, _store=store)

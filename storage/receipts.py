@@ -1,0 +1,34 @@
+"""Idempotency receipts: remember that a one-time request (a Slack click, an event) was handled."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, SQLModel
+
+from .db import Database
+from .keyformat import digest
+from .models import UTCDateTime
+from .timeutil import utcnow
+
+
+class Receipt(SQLModel, table=True):
+    __tablename__ = "receipts"
+
+    id: str = Field(primary_key=True, max_length=64)  # SHA-256 of the request's identity
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Receipts:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def first_use(self, identity: str) -> bool:
+        """True the first time ``identity`` is seen, False on every later call (atomically)."""
+        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+        with self.db.write() as session:
+            inserted = session.execute(
+                dialect.insert(Receipt).values(id=digest(identity), at=utcnow()).on_conflict_do_nothing(index_elements=["id"])
+            ).rowcount
+        return bool(inserted)
