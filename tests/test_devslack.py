@@ -1,0 +1,390 @@
+"""The Slack stand-ins behave like Slack: ``bot.devslack.SlackStub`` and ``tests.slackhttp``.
+
+The stub is exercised with slack_sdk's real clients (``WebClient``, ``WebhookClient``) and its
+retry handlers; the sender is exercised against a real Bolt app served over WSGI, whose request
+verification proves the signatures are right.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from freezegun import freeze_time
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.webhook import WebhookClient
+
+from bot.devslack import (
+    ADMIN_USER, MEMBER_USER, OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub,
+)
+from tests.slackhttp import SlackSender, button, find_buttons
+
+SECRET = "test-signing-secret"
+FAST = FixedValueRetryIntervalCalculator(fixed_internal=0.01)
+
+
+@pytest.fixture
+def stub() -> Iterator[SlackStub]:
+    with SlackStub() as s:
+        yield s
+
+
+@pytest.fixture
+def client(stub: SlackStub) -> WebClient:
+    return WebClient(token="xoxb-test", base_url=stub.api_url)
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+# ---------------------------------------------------------------------- Web API
+
+
+def test_auth_test_answers_for_the_bot_token_only(stub: SlackStub, client: WebClient):
+    assert stub.api_url == f"http://127.0.0.1:{stub.port}/api/"
+    data = client.auth_test().data
+    assert data == {"ok": True, "url": "https://own.slack.com/", "team": "Own Corp", "user": "apikeys",
+                    "team_id": OWN_TEAM, "user_id": "UBOT00001", "bot_id": "B0BOT0001",
+                    "is_enterprise_install": False}
+    call = stub.api_calls("auth.test")[0]
+    assert call.headers["authorization"] == "Bearer xoxb-test" and call.token == "xoxb-test"
+
+    with pytest.raises(SlackApiError) as err:
+        WebClient(token="xoxb-wrong", base_url=stub.api_url).auth_test()
+    assert err.value.response["error"] == "invalid_auth"
+    assert stub.calls[-1].token == "xoxb-wrong" and not stub.calls[-1].ok
+
+
+def test_get_with_query_params_and_unknown_method(stub: SlackStub):
+    with urllib.request.urlopen(stub.api_url + "auth.test?token=xoxb-test") as resp:
+        assert json.load(resp)["user_id"] == "UBOT00001"
+    assert stub.calls[-1].http_method == "GET"
+    req = urllib.request.Request(stub.api_url + "apps.nonsense", data=b"token=xoxb-test", method="POST")
+    with urllib.request.urlopen(req) as resp:  # Slack answers unknown methods with HTTP 200
+        assert resp.status == 200 and json.load(resp) == {"ok": False, "error": "unknown_method"}
+
+
+def test_post_message_records_blocks_from_a_json_body(stub: SlackStub, client: WebClient):
+    blocks = [section("*Key revoked*"), {"type": "divider"}]
+    first = client.chat_postMessage(channel="C0INCIDENT", text="Key revoked", blocks=blocks)
+    second = client.chat_postMessage(channel="C0INCIDENT", text="again")
+    assert first["channel"] == "C0INCIDENT" and float(second["ts"]) > float(first["ts"])
+    assert first["message"]["blocks"] == blocks and first["message"]["user"] == "UBOT00001"
+    assert first["message"]["bot_id"] == "B0BOT0001" and first["message"]["ts"] == first["ts"]
+
+    call = stub.wait_for_api("chat.postMessage")
+    assert call.headers["content-type"].startswith("application/json")
+    assert call.body["blocks"] == blocks and call.body["text"] == "Key revoked"
+    assert stub.messages[("C0INCIDENT", first["ts"])]["text"] == "Key revoked"
+
+
+def test_form_encoded_json_fields_are_decoded(stub: SlackStub, client: WebClient):
+    client.api_call("chat.postMessage", data={"channel": "C0INCIDENT", "text": "[not json]",
+                                              "blocks": json.dumps([{"type": "divider"}])})
+    call = stub.api_calls("chat.postMessage")[-1]
+    assert call.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert call.body == {"channel": "C0INCIDENT", "text": "[not json]", "blocks": [{"type": "divider"}]}
+
+
+def test_post_message_validation(stub: SlackStub, client: WebClient):
+    stub.channels_bot_is_not_in.add("C0PRIVATE")
+    stub.unknown_channels.add("C0GONE")
+    cases = [
+        (dict(channel="C0INCIDENT", text="x", blocks=[{"type": "divider"}] * 51), "invalid_blocks"),
+        (dict(channel="C0INCIDENT"), "no_text"),
+        (dict(text="no channel"), "channel_not_found"),
+        (dict(channel="C0PRIVATE", text="hi"), "not_in_channel"),
+        (dict(channel="C0GONE", text="hi"), "channel_not_found"),
+    ]
+    for body, error in cases:
+        with pytest.raises(SlackApiError) as err:
+            client.api_call("chat.postMessage", json=body)  # api_call skips slack_sdk's own checks
+        assert err.value.response.status_code == 200 and err.value.response["error"] == error
+    assert client.chat_postMessage(channel="C0INCIDENT", text="x", blocks=[{"type": "divider"}] * 50)["ok"]
+    assert client.conversations_info(channel="C0PRIVATE")["channel"]["is_member"] is False
+    assert client.conversations_info(channel="C0INCIDENT")["channel"] == {
+        "id": "C0INCIDENT", "name": "incident", "is_channel": True, "is_im": False,
+        "is_private": False, "is_archived": False, "is_member": True}
+
+
+def test_ephemeral_update_delete_and_users(stub: SlackStub, client: WebClient):
+    eph = client.chat_postEphemeral(channel="C0INCIDENT", user=MEMBER_USER, text="only you")
+    assert eph["message_ts"]
+    with pytest.raises(SlackApiError, match="user_not_found"):
+        client.api_call("chat.postEphemeral", json={"channel": "C0INCIDENT", "text": "x"}).validate()
+    posted = client.chat_postMessage(channel="C0INCIDENT", text="v1")
+    updated = client.chat_update(channel="C0INCIDENT", ts=posted["ts"], text="v2")
+    assert (updated["channel"], updated["ts"]) == ("C0INCIDENT", posted["ts"])
+    assert stub.messages[("C0INCIDENT", posted["ts"])]["text"] == "v2"
+    assert client.chat_delete(channel="C0INCIDENT", ts=posted["ts"])["ok"]
+    assert ("C0INCIDENT", posted["ts"]) not in stub.messages
+
+    eve = client.users_info(user=OTHER_WORKSPACE_USER)["user"]
+    assert (eve["id"], eve["team_id"], eve["name"], eve["is_admin"], eve["tz"]) == (
+        OTHER_WORKSPACE_USER, OTHER_TEAM, "eve", False, "UTC")
+    assert client.users_info(user=ADMIN_USER)["user"]["name"] == "ada"
+    with pytest.raises(SlackApiError, match="user_not_found"):
+        client.users_info(user="UNOBODY01")
+
+
+# ---------------------------------------------------------------------- failure injection
+
+
+def test_server_error_then_success_with_retry_handler(stub: SlackStub):
+    stub.fail_next("chat.postMessage", status=500)
+    client = WebClient(token="xoxb-test", base_url=stub.api_url,
+                       retry_handlers=[ServerErrorRetryHandler(max_retry_count=1, interval_calculator=FAST)])
+    assert client.chat_postMessage(channel="C0INCIDENT", text="hi")["ok"]
+    failed, ok = stub.api_calls("chat.postMessage")
+    assert (failed.failed, failed.status, failed.response) == (True, 500, "Internal Server Error")
+    assert (ok.failed, ok.status, ok.ok) == (False, 200, True)
+
+
+def test_rate_limit_retry_after_is_honoured(stub: SlackStub):
+    stub.fail_next("chat.postMessage", status=429, retry_after=1)
+    client = WebClient(token="xoxb-test", base_url=stub.api_url,
+                       retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)])
+    started = time.monotonic()
+    assert client.chat_postMessage(channel="C0INCIDENT", text="hi")["ok"]
+    assert time.monotonic() - started >= 1.0
+    limited, ok = stub.api_calls("chat.postMessage")
+    assert limited.status == 429 and limited.response == {"ok": False, "error": "ratelimited"}
+    assert ok.ok and not ok.failed
+
+
+def test_error_injection_is_consumed_in_order(stub: SlackStub, client: WebClient):
+    stub.fail_next("users.info", error="ratelimited", times=2)
+    stub.fail_next("users.info", error="user_not_found")
+    for error in ("ratelimited", "ratelimited", "user_not_found"):
+        with pytest.raises(SlackApiError) as err:
+            client.users_info(user=ADMIN_USER)
+        assert err.value.response.status_code == 200 and err.value.response["error"] == error
+    assert client.users_info(user=ADMIN_USER)["ok"]
+    assert [c.failed for c in stub.api_calls("users.info")] == [True, True, True, False]
+    assert client.auth_test()["ok"]  # other methods were never affected
+
+
+def test_delay_makes_a_short_client_timeout(stub: SlackStub):
+    stub.fail_next("chat.postMessage", delay=2.0)
+    client = WebClient(token="xoxb-test", base_url=stub.api_url, timeout=0.3)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(OSError):  # TimeoutError (urllib may wrap it in URLError)
+        client.chat_postMessage(channel="C0INCIDENT", text="slow")
+    assert time.monotonic() - started < 1.5
+    call = stub.wait_for_api("chat.postMessage")
+    assert call.delay == 2.0 and not call.failed  # handled (posted) after the delay, as on Slack
+    stopping = time.monotonic()
+    stub.stop()  # cuts the sleeping handler short
+    assert time.monotonic() - stopping < 1.5
+
+
+# ---------------------------------------------------------------------- response_url
+
+
+def test_response_url_posts_are_recorded_per_thread(stub: SlackStub):
+    url = stub.response_url("cmd")
+    other = stub.response_url("cmd")
+    assert url.startswith(f"http://127.0.0.1:{stub.port}/response/cmd-") and url != other
+    hook = WebhookClient(url)
+    first = hook.send(text="Key list", blocks=[section("k1")], response_type="ephemeral")
+    assert first.status_code == 200 and json.loads(first.body) == {"ok": True}
+    hook.send(text="Revoked", replace_original=True)
+    assert [p["text"] for p in stub.responses_to(url)] == ["Key list", "Revoked"]
+    assert stub.responses_to(other) == [] and stub.responses[url][0]["blocks"] == [section("k1")]
+    assert stub.current_message(url)["text"] == "Revoked"
+    hook.send_dict({"delete_original": True})
+    assert stub.current_message(url) is None
+    assert stub.wait_for_response(url)["text"] == "Key list"
+
+    stub.fail_next("response", status=500)
+    assert hook.send(text="lost").status_code == 500
+    assert len(stub.responses_to(url)) == 3 and stub.calls[-1].failed
+    assert WebhookClient(f"{stub.base_url}/response/forged-1").send(text="x").status_code == 404
+
+
+def test_wait_for_wakes_up_on_a_call_from_another_thread(stub: SlackStub, client: WebClient):
+    mark = stub.mark()
+    timer = threading.Timer(0.1, lambda: client.chat_postMessage(channel="C0GENERAL", text="late"))
+    timer.start()
+    call = stub.wait_for(lambda c: c.body["channel"] == "C0GENERAL", timeout=3, since=mark)
+    assert call.body["text"] == "late"
+    timer.join()
+
+
+def test_wait_for_reports_recent_calls_when_nothing_arrives(stub: SlackStub, client: WebClient):
+    client.auth_test()
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as err:
+        stub.wait_for_api("chat.postMessage", timeout=0.2)
+    assert time.monotonic() - started < 1
+    message = str(err.value)
+    assert "within 0.2s" in message and "chat.postMessage" in message
+    assert "1 call(s) recorded" in message and "api POST auth.test -> 200" in message
+    stub.clear()
+    assert stub.calls == [] and "0 call(s) recorded." in _failure(lambda: stub.wait_for(bool, 0.05))
+    with freeze_time("2024-01-01"):  # frozen clocks must not make waiting hang
+        assert "within 0.05s" in _failure(lambda: stub.wait_for(bool, 0.05))
+
+
+def _failure(fn) -> str:
+    with pytest.raises(AssertionError) as err:
+        fn()
+    return str(err.value)
+
+
+# ---------------------------------------------------------------------- SlackSender
+
+
+def test_signed_headers_verify_and_follow_frozen_time(stub: SlackStub):
+    sender = SlackSender("http://127.0.0.1:9", SECRET, stub)
+    body = b"token=x&text=list"
+    headers = sender.signed_headers(body)
+    verifier = SignatureVerifier(SECRET)
+    assert verifier.is_valid(body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+    wrong = sender.signed_headers(body, secret="other-secret")
+    assert not verifier.is_valid(body, wrong["X-Slack-Request-Timestamp"], wrong["X-Slack-Signature"])
+    with freeze_time("2024-01-01 00:00:00"):
+        assert sender.signed_headers(body)["X-Slack-Request-Timestamp"] == "1704067200"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def bolt(stub: SlackStub):
+    """A real Bolt app talking to the stub, served on a local port; records raw requests."""
+    from slack_bolt import App
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+    app = App(client=WebClient(token="xoxb-test", base_url=stub.api_url), signing_secret=SECRET)
+    seen: dict[str, list] = {"raw": [], "commands": [], "actions": [], "events": []}
+
+    @app.command("/apikeys")
+    def on_command(ack, command, respond):
+        ack()
+        seen["commands"].append(command)
+        respond(text="Keys", blocks=[
+            section("key k1"),
+            {"type": "actions", "block_id": "key:k1",
+             "elements": [{"type": "button", "action_id": "revoke", "value": "k1",
+                           "text": {"type": "plain_text", "text": "Revoke"}}]},
+        ])
+
+    @app.action("revoke")
+    def on_revoke(ack, body, respond):
+        ack()
+        seen["actions"].append(body)
+        respond(text=f"Revoked {body['actions'][0]['value']}", replace_original=True)
+
+    @app.event("app_mention")
+    def on_mention(event, client):
+        seen["events"].append(event)
+        client.chat_postMessage(channel=event["channel"], text="hello")
+
+    handler = SlackRequestHandler(app)
+
+    def wsgi(environ, start_response):
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        seen["raw"].append(({k: v for k, v in environ.items() if k.startswith("HTTP_")}, raw))
+        environ["wsgi.input"] = io.BytesIO(raw)
+        return handler(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, wsgi, server_class=_ThreadingWSGIServer,
+                         handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    sender = SlackSender(f"http://127.0.0.1:{server.server_port}", SECRET, stub)
+    yield sender, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_command_and_button_click_through_a_bolt_app(stub: SlackStub, bolt):
+    sender, seen = bolt
+    assert stub.api_calls("auth.test")  # Bolt verified its token against the stub
+
+    reply = sender.command("list", user=MEMBER_USER)
+    assert reply.status == 200 and reply.response_url.startswith(stub.base_url + "/response/cmd-")
+    fields = parse_qs(seen["raw"][-1][1].decode())
+    assert list(fields) == ["token", "team_id", "team_domain", "channel_id", "channel_name", "user_id",
+                            "user_name", "command", "text", "api_app_id", "is_enterprise_install",
+                            "response_url", "trigger_id"]
+    assert seen["commands"][-1]["user_name"] == "max" and seen["commands"][-1]["text"] == "list"
+    shown = stub.wait_for_response(reply.response_url)
+    assert [b["text"]["text"] for b in find_buttons(shown)] == ["Revoke"]
+    assert button(shown, "Revoke")["value"] == "k1"
+    with pytest.raises(AssertionError, match=r"no button with text 'Delete'; buttons shown: \['Revoke'\]"):
+        button(shown, "Delete")
+
+    click = sender.click_button(shown, "Revoke", response_url=reply.response_url, user=OTHER_WORKSPACE_USER)
+    assert click.status == 200
+    assert stub.wait_for(lambda c: c.url == reply.response_url and c.body["text"] == "Revoked k1")
+    assert stub.current_message(reply.response_url)["text"] == "Revoked k1"
+    payload = seen["actions"][-1]
+    assert "message" not in payload and payload["container"]["is_ephemeral"] is True
+    assert payload["user"] == {"id": OTHER_WORKSPACE_USER, "username": "eve", "name": "eve",
+                               "team_id": OTHER_TEAM}
+    assert payload["team"] == {"id": OWN_TEAM, "domain": "own"}
+    assert payload["actions"][0] | {"action_ts": "-"} == {
+        "action_id": "revoke", "block_id": "key:k1", "value": "k1", "type": "button",
+        "text": {"type": "plain_text", "text": "Revoke", "emoji": True}, "action_ts": "-"}
+
+    sender.click("revoke", "k2", ephemeral=False, message_blocks=shown["blocks"])
+    assert seen["actions"][-1]["message"]["blocks"] == shown["blocks"]
+
+
+def test_select_payload_shape(stub: SlackStub, bolt):
+    sender, seen = bolt
+    option = {"text": {"type": "plain_text", "text": "30 days"}, "value": "30"}
+    sender.click("expiry", selected_option=option, state={"b": {"expiry": {"type": "static_select"}}})
+    payload = json.loads(parse_qs(seen["raw"][-1][1].decode())["payload"][0])
+    action = payload["actions"][0]
+    assert action["type"] == "static_select" and action["selected_option"] == option
+    assert "value" not in action and payload["state"]["values"]["b"]["expiry"]["type"] == "static_select"
+    assert list(payload)[-3:] == ["state", "response_url", "actions"]
+
+
+def test_events_and_bad_signatures_through_a_bolt_app(stub: SlackStub, bolt):
+    sender, seen = bolt
+    mention = {"type": "app_mention", "user": ADMIN_USER, "text": "<@UBOT00001> hi",
+               "channel": "C0INCIDENT", "ts": "1700000001.000100", "event_ts": "1700000001.000100"}
+    assert sender.event(mention).status == 200
+    posted = stub.wait_for_api("chat.postMessage").body
+    assert (posted["channel"], posted["text"]) == ("C0INCIDENT", "hello")
+    retry = sender.event(mention, event_id="EvRETRY", retry_num=1)
+    assert retry.status == 200 and retry.sent["event_id"] == "EvRETRY"
+    headers, raw = seen["raw"][-1]
+    assert headers["HTTP_X_SLACK_RETRY_NUM"] == "1" and headers["HTTP_X_SLACK_RETRY_REASON"] == "http_timeout"
+    envelope = json.loads(raw)
+    assert envelope["type"] == "event_callback" and envelope["authorizations"][0]["user_id"] == "UBOT00001"
+
+    body = b"command=%2Fapikeys&text=list"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert sender.raw(body, form)[0] == 401
+    assert sender.raw(body, {**form, **sender.signed_headers(body, secret="wrong")})[0] == 401
+    stale = sender.signed_headers(body, timestamp=int(time.time()) - 600)
+    assert sender.raw(body, {**form, **stale})[0] == 401
+    challenge = json.dumps({"type": "url_verification", "challenge": "abc", "token": "t"}).encode()
+    signed = {"Content-Type": "application/json", **sender.signed_headers(challenge)}
+    status, headers, text = sender.raw(challenge, signed)
+    assert status == 200 and json.loads(text) == {"challenge": "abc"}
+    assert sender.url_verification("xyz").body == {"challenge": "xyz"}
