@@ -77,9 +77,11 @@ def _presented_key(environ: dict) -> str | None:
 class KeyApiApp:
     """The WSGI callable served by the production server."""
 
-    def __init__(self, store: Store, slack_app: WSGIApp | None = None):
+    def __init__(self, store: Store, slack_app: WSGIApp | None = None,
+                 slack_off: str = "Slack is off on this server (SLACK_BOT_TOKEN is not set)"):
         self.store = store
         self.slack_app = slack_app
+        self.slack_off = slack_off
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -96,7 +98,7 @@ class KeyApiApp:
                 return self.health(environ, start_response)
             if path == "/slack/events":
                 if self.slack_app is None:
-                    raise HttpError(404, "Slack is off on this server (SLACK_BOT_TOKEN is not set)")
+                    raise HttpError(404, self.slack_off)
                 self._allow(method, "POST")
                 return self.slack_app(environ, start_response)
             raise HttpError(404, f"no route {path}")

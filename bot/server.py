@@ -34,6 +34,9 @@ def create_app(settings: Settings):
         from .slack import create_slack_wsgi  # the Slack app (HTTP mode)
 
         slack_app = create_slack_wsgi(settings, store)
+    if settings.slack_enabled and slack_app is None:
+        return KeyApiApp(store, slack_off="Slack requests arrive over Socket Mode on this server "
+                                          "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)")
     return KeyApiApp(store, slack_app=slack_app)
 
 

@@ -11,7 +11,7 @@ from storage import DatabaseUnavailable, StorageError, Store
 
 from ..config import Settings
 from ..logs import fields
-from . import actions, blocks, commands, reply
+from . import actions, blocks, commands, events, reply
 from .context import actor_from_body
 from .delivery import Deliverer
 
@@ -61,6 +61,7 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
 
     commands.register(app, store)
     actions.register(app, store)
+    events.register(app, store)
     return app
 
 
