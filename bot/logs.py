@@ -20,6 +20,10 @@ def redact(text: str) -> str:
     return _KEYLIKE.sub(lambda m: f"{KEY_PREFIX}_{MASK_ELLIPSIS}{m.group(0)[-4:]}[redacted]", text)
 
 
+def looks_like_key(text: str) -> bool:
+    return bool(_KEYLIKE.search(text))
+
+
 class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))

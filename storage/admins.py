@@ -66,8 +66,9 @@ class AdminService:
                 dialect.insert(Admin)
                 .values(user_id=user_id, added_by=actor, added_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["user_id"])
-            ).rowcount
-            if not inserted:
+                .returning(Admin.user_id)
+            ).first()
+            if inserted is None:
                 return False
             self.audit.append(session, EventInput(actor=actor, action=Action.ADMIN_ADDED, details={"user_id": user_id}))
             return True

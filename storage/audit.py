@@ -150,15 +150,21 @@ class AuditLog:
             ))
 
     # -- reading --------------------------------------------------------------------------
-    def recent(self, *, limit: int = 100, key_id: str | None = None, before_id: int | None = None) -> list[AuditEvent]:
-        """Newest first."""
-        query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    def recent(self, *, limit: int = 100, key_id: str | None = None, before_id: int | None = None,
+               after_id: int | None = None) -> list[AuditEvent]:
+        """Newest first: the newest ``limit`` entries older than ``before_id``, or with ``after_id``
+        the ``limit`` entries just newer than it (still returned newest first)."""
+        query = select(AuditEvent)
         if key_id is not None:
             query = query.where(AuditEvent.key_id == key_id)
         if before_id is not None:
             query = query.where(AuditEvent.id < before_id)
+        if after_id is not None:
+            query = query.where(AuditEvent.id > after_id).order_by(AuditEvent.id).limit(limit)
+            with self.db.read() as session:
+                return list(reversed(list(session.scalars(query))))
         with self.db.read() as session:
-            return list(session.scalars(query))
+            return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
 
     def oldest_first(self, *, limit: int | None = None) -> list[AuditEvent]:
         """The log oldest first; with ``limit``, the newest ``limit`` entries (still oldest first)."""

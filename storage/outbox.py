@@ -117,7 +117,11 @@ class Outbox:
             ) or 0
 
     def next_due(self) -> datetime | None:
+        """When the earliest pending row not being delivered right now becomes due."""
+        now = utcnow()
         with self.db.read() as session:
             return session.scalar(
-                select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.delivered_at.is_(None))
+                select(func.min(OutboxMessage.next_attempt_at)).where(
+                    OutboxMessage.delivered_at.is_(None),
+                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
             )

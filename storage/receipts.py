@@ -28,7 +28,9 @@ class Receipts:
         """True the first time ``identity`` is seen, False on every later call (atomically)."""
         dialect = postgresql if self.db.dialect == "postgresql" else sqlite
         with self.db.write() as session:
+            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT DO NOTHING.
             inserted = session.execute(
-                dialect.insert(Receipt).values(id=digest(identity), at=utcnow()).on_conflict_do_nothing(index_elements=["id"])
-            ).rowcount
-        return bool(inserted)
+                dialect.insert(Receipt).values(id=digest(identity), at=utcnow())
+                .on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.id)
+            ).first()
+        return inserted is not None

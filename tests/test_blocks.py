@@ -111,7 +111,7 @@ def test_history_splits_long_pages_within_section_limits():
     events = [AuditEvent(id=i, at=NOW, actor="cli:ops", action="key.created", key_id=f"key_{i}",
                          details=json.dumps({"name": "n" * 70, "key": "apk_…abcd", "owner": "o"}),
                          prev_hash="0" * 64, hash="1" * 64) for i in range(15, 0, -1)]
-    payload = blocks.history_blocks(events, HistoryView(), has_more=True, key=None)
+    payload = blocks.history_blocks(events, HistoryView(), has_older=True, has_newer=False, key=None)
     assert_valid(payload)
     assert [b["text"]["text"] for b in buttons(payload)] == ["Next"]
 

@@ -25,6 +25,7 @@ from storage.admins import USER_ID_RE, AdminEntry
 from storage.keys import KeyPage
 from storage.timeutil import iso
 
+from ..logs import redact
 from .ids import ActionId, BlockId
 from .views import HistoryView, KeyAction, ListView, encode_history, encode_key_action, encode_list
 
@@ -63,9 +64,10 @@ def reason_label(reason: str | None) -> str:
 
 
 def _serialise(blocks: Sequence[Block]) -> list[dict]:
+    """Validated dicts. As a last line of defence, anything shaped like a key is masked."""
     if len(blocks) > MAX_BLOCKS:
         raise ValueError(f"{len(blocks)} blocks; Slack allows {MAX_BLOCKS}")
-    return [b.to_dict() for b in blocks]
+    return json.loads(redact(json.dumps([b.to_dict() for b in blocks], ensure_ascii=False)))
 
 
 def text_message(text: str) -> list[dict]:
@@ -247,7 +249,8 @@ def _event_line(event: AuditEvent) -> str:
     return line
 
 
-def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_more: bool, key: ApiKey | None) -> list[dict]:
+def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_older: bool, has_newer: bool,
+                   key: ApiKey | None) -> list[dict]:
     scope = f" of *{esc(key.name)}* `{key.masked}`" if key else ""
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"*Audit history*{scope}, newest first"))]
     if not events:
@@ -262,8 +265,8 @@ def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_more:
                 chunk = []
             chunk.append(line[:2900])
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
-    newer = encode_history(HistoryView(view.key_id, None)) if view.before_id else None
-    older = encode_history(HistoryView(view.key_id, events[-1].id)) if has_more and events else None
+    newer = encode_history(HistoryView(view.key_id, after_id=events[0].id)) if has_newer and events else None
+    older = encode_history(HistoryView(view.key_id, before_id=events[-1].id)) if has_older and events else None
     blocks += _pager(newer, older)
     return _serialise(blocks)
 

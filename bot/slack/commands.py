@@ -12,7 +12,7 @@ from storage import DatabaseUnavailable, StorageError, Store
 from storage.keys import KEY_ID_RE, OWNER_RE
 from storage.timeutil import utcnow
 
-from ..logs import fields
+from ..logs import fields, looks_like_key, redact
 from . import blocks
 from .context import Actor
 from .views import HistoryView, ListView
@@ -40,10 +40,16 @@ def render_list(store: Store, view: ListView) -> Answer:
 
 def render_history(store: Store, view: HistoryView) -> Answer:
     key = store.keys.get(view.key_id) if view.key_id else None
-    events = store.audit.recent(limit=blocks.EVENTS_PER_PAGE + 1, key_id=view.key_id, before_id=view.before_id)
-    has_more = len(events) > blocks.EVENTS_PER_PAGE
-    events = events[: blocks.EVENTS_PER_PAGE]
-    return Answer("Audit history", blocks.history_blocks(events, view, has_more=has_more, key=key))
+    per_page = blocks.EVENTS_PER_PAGE
+    events = store.audit.recent(limit=per_page + 1, key_id=view.key_id, before_id=view.before_id,
+                                after_id=view.after_id)
+    if view.after_id is not None:  # paging back towards the newest: the extra entry is the newest one
+        has_newer, events = len(events) > per_page, events[-per_page:]
+        has_older = True
+    else:
+        has_older, events = len(events) > per_page, events[:per_page]
+        has_newer = view.before_id is not None
+    return Answer("Audit history", blocks.history_blocks(events, view, has_older=has_older, has_newer=has_newer, key=key))
 
 
 def help_answer(problem: str | None = None) -> Answer:
@@ -91,7 +97,7 @@ def answer(store: Store, actor: Actor, text: str) -> Answer:
     if verb in ("list", "revoked", "all", "expired") and not rest:
         return render_list(store, ListView(status="active" if verb == "list" else verb))
     if verb == "owner":
-        if len(rest) != 1 or not OWNER_RE.match(rest[0]):
+        if len(rest) != 1 or not OWNER_RE.match(rest[0]) or looks_like_key(rest[0]):
             return help_answer("Use `/apikeys owner <owner>`, with the owner as one word (like payments-team).")
         return render_list(store, ListView(status="active", owner=rest[0]))
     if verb == "history":
@@ -102,7 +108,7 @@ def answer(store: Store, actor: Actor, text: str) -> Answer:
         return _admins(store, actor, rest)
     if verb == "help" and not rest:
         return help_answer()
-    return help_answer(f"I don't know “{text[:80]}”.")
+    return help_answer(f"I don't know “{redact(text[:80])}”.")
 
 
 def register(app: App, store: Store) -> None:
@@ -116,4 +122,4 @@ def register(app: App, store: Store) -> None:
         except StorageError as exc:  # bad input or an unknown key: say so, nothing changed
             result = help_answer(str(exc))
         log.info(fields(event="command", actor=actor.user_id, words=(command.get("text") or "list").split()[0][:20]))
-        ack(response_type="ephemeral", text=result.text, blocks=result.blocks)
+        ack(response_type="ephemeral", text=redact(result.text), blocks=result.blocks)

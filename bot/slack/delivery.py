@@ -19,8 +19,9 @@ from slack_sdk.errors import SlackApiError
 
 from storage import Store
 from storage.audit import AUDIT_TOPIC
+from storage.timeutil import utcnow
 
-from ..logs import fields
+from ..logs import fields, redact
 from . import blocks
 
 log = logging.getLogger("apikeys.delivery")
@@ -60,8 +61,18 @@ class Deliverer:
                 log.exception("audit delivery loop failed; retrying")
                 delivered_any = False
             if not delivered_any:
-                self._wake.wait(self.idle_wait)
+                self._wake.wait(self._until_next_due())
                 self._wake.clear()
+
+    def _until_next_due(self) -> float:
+        """Sleep until the earliest retry is due (at most ``idle_wait``)."""
+        try:
+            due = self.store.outbox.next_due()
+        except Exception:
+            return self.idle_wait
+        if due is None:
+            return self.idle_wait
+        return min(self.idle_wait, max(0.05, (due - utcnow()).total_seconds()))
 
     def deliver_due(self) -> bool:
         """Deliver what is due now; True when something was attempted."""
@@ -81,7 +92,7 @@ class Deliverer:
                 text, post_blocks = blocks.audit_post(events)
             else:
                 text, post_blocks = item.payload.get("text", ""), item.payload.get("blocks")
-            self.client.chat_postMessage(channel=item.channel, text=text, blocks=post_blocks, unfurl_links=False)
+            self.client.chat_postMessage(channel=item.channel, text=redact(text), blocks=post_blocks, unfurl_links=False)
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
             self._failed(item, error)

@@ -12,6 +12,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.webhook import WebhookClient
 
+from ..logs import redact
+
 log = logging.getLogger("apikeys.slack")
 
 
@@ -28,7 +30,7 @@ def send(response_url: str | None, *, replace: bool, text: str, blocks: list[dic
     if not response_url:
         log.warning("no response_url in the request; cannot answer the user")
         return False
-    payload: dict[str, Any] = {"text": text, "response_type": "ephemeral"}
+    payload: dict[str, Any] = {"text": redact(text), "response_type": "ephemeral"}
     payload["replace_original"] = replace
     if blocks is not None:
         payload["blocks"] = blocks

@@ -34,8 +34,11 @@ class ListView:
 
 @dataclass(frozen=True)
 class HistoryView:
+    """A page of audit history: entries older than ``before_id`` or newer than ``after_id``."""
+
     key_id: str | None = None
     before_id: int | None = None
+    after_id: int | None = None
 
 
 def _dump(data: dict[str, Any]) -> str:
@@ -83,7 +86,7 @@ def encode_list(view: ListView) -> str:
 
 
 def encode_history(view: HistoryView) -> str:
-    return _dump({"v": "h", "k": view.key_id, "i": view.before_id})
+    return _dump({"v": "h", "k": view.key_id, "i": view.before_id, "j": view.after_id})
 
 
 def decode_page(value: Any) -> ListView | HistoryView:
@@ -91,12 +94,13 @@ def decode_page(value: Any) -> ListView | HistoryView:
     if data.get("v") == "l":
         return _list_view(data)
     if data.get("v") == "h":
-        key_id, before_id = data.get("k"), data.get("i")
+        key_id, before_id, after_id = data.get("k"), data.get("i"), data.get("j")
         if key_id is not None and (not isinstance(key_id, str) or not KEY_ID_RE.match(key_id)):
             raise BadValue("bad key id")
-        if before_id is not None and (not isinstance(before_id, int) or isinstance(before_id, bool) or before_id < 1):
-            raise BadValue("bad position")
-        return HistoryView(key_id=key_id, before_id=before_id)
+        for position in (before_id, after_id):
+            if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
+                raise BadValue("bad position")
+        return HistoryView(key_id=key_id, before_id=before_id, after_id=after_id)
     raise BadValue("unknown view")
 
 
