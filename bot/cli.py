@@ -166,7 +166,7 @@ def cmd_revoke(store: Store, args, out: TextIO) -> int:
 
 def cmd_verify(store: Store, args, out: TextIO) -> int:
     secret = sys.stdin.readline().strip() if args.key == "-" else args.key
-    result = store.keys.verify(secret)
+    result = store.keys.verify(secret, via="cli")
     out.write(result.code.value + "\n")
     return EXIT_OK if result.valid else EXIT_NEGATIVE
 

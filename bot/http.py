@@ -128,7 +128,7 @@ class KeyApiApp:
             raise HttpError(400, 'the body must be JSON like {"key": "apk_..."}') from None
         if not isinstance(body, dict) or not isinstance(body.get("key"), str):
             raise HttpError(400, 'the body must be a JSON object with a string "key"')
-        result = self.store.keys.verify(body["key"])
+        result = self.store.keys.verify(body["key"], via="verify")
         log.info(fields(event="verify", code=result.code.value, key_id=result.key_id))
         return _respond(start_response, 200, result.to_dict())
 
@@ -142,7 +142,7 @@ class KeyApiApp:
                 {"code": VerifyCode.MALFORMED.value, "error": "no API key: send Authorization: Bearer <key> or X-API-Key"},
                 unauthorized,
             )
-        result = self.store.keys.verify(presented)
+        result = self.store.keys.verify(presented, via="auth")
         log.info(fields(event="auth", code=result.code.value, key_id=result.key_id))
         if result.valid:
             return _respond(start_response, 204, None, [("X-Key-Id", result.key_id), ("X-Key-Owner", result.owner)])

@@ -24,6 +24,7 @@ from .audit import Action, AuditEvent, AuditLog, EventInput
 from .db import Database
 from .errors import InvalidInput, KeyNotFound
 from .models import ApiKey, KeyStatus, RevokeReason
+from .usage import RevokedUseCounter
 from .timeutil import iso, utcnow
 
 MAX_BATCH = 100_000
@@ -206,9 +207,10 @@ class KeyService:
     def __init__(self, db: Database, audit: AuditLog):
         self.db = db
         self.audit = audit
+        self.revoked_uses = RevokedUseCounter(db, audit)
         self._verify_columns = (
-            ApiKey.id, ApiKey.name, ApiKey.owner, ApiKey.digest,
-            ApiKey.expires_at, ApiKey.revoked_at, ApiKey.last_used_at,
+            ApiKey.id, ApiKey.name, ApiKey.owner, ApiKey.digest, ApiKey.prefix, ApiKey.last4,
+            ApiKey.expires_at, ApiKey.revoked_at, ApiKey.revoked_by, ApiKey.last_used_at,
         )
 
     # -- create ---------------------------------------------------------------------------
@@ -318,8 +320,11 @@ class KeyService:
             return session.scalar(select(func.count()).select_from(ApiKey).where(*conditions)) or 0
 
     # -- verify ---------------------------------------------------------------------------
-    def verify(self, secret: object) -> Verification:
-        """Check a presented secret. Malformed input never reaches the database."""
+    def verify(self, secret: object, *, via: str = "verify") -> Verification:
+        """Check a presented secret. Malformed input never reaches the database.
+
+        A revoked key's presentation is counted (and alerted on); ``via`` says which interface saw it.
+        """
         if not keyformat.is_well_formed(secret):
             return Verification(VerifyCode.MALFORMED)
         assert isinstance(secret, str)
@@ -331,6 +336,9 @@ class KeyService:
             return Verification(VerifyCode.NOT_FOUND)
         now = utcnow()
         if row.revoked_at is not None:
+            self.revoked_uses.record(
+                ApiKey(id=row.id, name=row.name, owner=row.owner, prefix=row.prefix, last4=row.last4,
+                       revoked_at=row.revoked_at, revoked_by=row.revoked_by), now, via=via)
             return Verification(VerifyCode.REVOKED, key_id=row.id)
         if row.expires_at is not None and now >= row.expires_at:
             return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
@@ -347,6 +355,41 @@ class KeyService:
                        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
                 .values(last_used_at=now)
             )
+
+    # -- find -----------------------------------------------------------------------------
+    def find_by_secret(self, secret: str) -> ApiKey | None:
+        """The key a full secret belongs to (by digest), or None. Never stores or returns the secret."""
+        if not keyformat.is_well_formed(secret):
+            return None
+        wanted = keyformat.digest(secret)
+        with self.db.read() as session:
+            key = session.scalars(select(ApiKey).where(ApiKey.digest == wanted)).first()
+        if key is None or not keyformat.digests_equal(key.digest, wanted):
+            return None
+        return key
+
+    def search(self, text: str, *, limit: int = 15) -> list[ApiKey]:
+        """Keys matching a fragment: a key id, a masked key (``apk_…a1b2``), the last four
+        characters, or part of a name (case-insensitive) or an owner. Newest first."""
+        text = (text or "").strip()
+        if not text or len(text) > 200:
+            return []
+        masked = re.fullmatch(rf"(?:{keyformat.KEY_PREFIX}_)?(?:\u2026|\.\.\.)([0-9A-Za-z]{{4}})", text)
+        conditions = []
+        if KEY_ID_RE.match(text):
+            conditions.append(ApiKey.id == text)
+        elif masked:
+            conditions.append(ApiKey.last4 == masked.group(1))
+        else:
+            if re.fullmatch(r"[0-9A-Za-z]{4}", text):
+                conditions.append(ApiKey.last4 == text)
+            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append(func.lower(ApiKey.name).like(pattern, escape="\\"))
+            conditions.append(ApiKey.owner == text)
+        with self.db.read() as session:
+            return list(session.scalars(
+                select(ApiKey).where(or_(*conditions)).order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
+            ))
 
     # -- revoke ---------------------------------------------------------------------------
     def revoke(
@@ -389,3 +432,40 @@ class KeyService:
             if on_revoked is not None:
                 on_revoked(session, key, event)
             return RevokeOutcome(key=key, revoked_now=True, event=event)
+
+    def revoke_owner(
+        self, owner: str, *, up_to: str, actor: str, reason: str | RevokeReason | None = None,
+        note: str | None = None, context: dict[str, Any] | None = None,
+    ) -> list[ApiKey]:
+        """Revoke, in one transaction, the owner's active keys that were listed: those at or before the
+        cursor ``up_to`` (the newest key shown). A key created after the list was shown is left alone.
+        One ``key.revoked`` event per key, queued as one notification. Returns the keys revoked now."""
+        owner = check_owner(owner)
+        actor = check_actor(actor)
+        reason_value = check_reason(reason)
+        note = check_note(note)
+        anchor = decode_cursor(up_to)
+        with self.db.write() as session:
+            now = utcnow()
+            ids = list(session.scalars(
+                update(ApiKey)
+                .where(ApiKey.owner == owner, status_filter("active", now),
+                       tuple_(ApiKey.created_at, ApiKey.id) <= anchor)
+                .values(revoked_at=now, revoked_by=actor,
+                        revoke_reason=reason_value.value if reason_value else None, revoke_note=note)
+                .returning(ApiKey.id)
+            ))
+            if not ids:
+                return []
+            keys = list(session.scalars(
+                select(ApiKey).where(ApiKey.id.in_(ids)).order_by(ApiKey.created_at, ApiKey.id)
+                .execution_options(populate_existing=True)
+            ))
+            self.audit.append_many(session, [
+                EventInput(actor=actor, action=Action.KEY_REVOKED, key_id=key.id,
+                           details={"name": key.name, "owner": key.owner, "key": key.masked,
+                                    "reason": reason_value.value if reason_value else None, "note": note,
+                                    "bulk": len(keys), **(context or {})})
+                for key in keys
+            ], at=now)
+            return keys

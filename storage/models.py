@@ -61,6 +61,7 @@ class ApiKey(SQLModel, table=True):
         Index("ix_api_keys_created", "created_at", "id"),
         Index("ix_api_keys_owner_created", "owner", "created_at", "id"),
         Index("ix_api_keys_revoked_created", "revoked_at", "created_at", "id"),
+        Index("ix_api_keys_last4", "last4"),
     )
 
     id: str = Field(primary_key=True, max_length=40)

@@ -24,7 +24,7 @@ from . import blocks, reply
 from .commands import render_history, render_list
 from .context import Actor
 from .ids import ActionId, BlockId
-from .views import BadValue, HistoryView, KeyAction, ListView, decode_key_action, decode_page
+from .views import BadValue, HistoryView, ListView, decode_key_action, decode_owner_action, decode_page
 
 log = logging.getLogger("apikeys.slack")
 
@@ -63,10 +63,12 @@ class RevokeFlow:
             reply.send(response_url, replace=False, text=STALE_BUTTON, blocks=blocks.text_message(STALE_BUTTON))
             return
         view = action.view
+        # A click on a public message (a leak warning) opens the confirmation privately instead.
+        in_place = (body.get("container") or {}).get("is_ephemeral", True) is not False
         if key.status_at(utcnow()) is KeyStatus.REVOKED:
-            reply.send(response_url, replace=True, text="Already revoked", blocks=blocks.already_revoked(key, view))
+            reply.send(response_url, replace=in_place, text="Already revoked", blocks=blocks.already_revoked(key, view))
             return
-        reply.send(response_url, replace=True, text=f"Revoke {key.name}?",
+        reply.send(response_url, replace=in_place, text=f"Revoke {key.name}?",
                    blocks=blocks.confirm_revoke(key, view, reason=None, issued_at=int(time.time())))
 
     # -- "Cancel Revoke Key": back to the same page ---------------------------------------------
@@ -102,13 +104,7 @@ class RevokeFlow:
         if refusal:
             self._deny(actor, response_url, key, refusal)
             return
-        identity = "|".join(str(x) for x in (body.get("trigger_id"), action_info.get("action_ts"), actor.user_id))
-        if not self.store.receipts.first_use("revoke-click|" + identity):
-            self._deny(actor, response_url, key, "this click was already processed (a replayed request)")
-            return
-        if action.issued_at is None or not 0 <= time.time() - action.issued_at <= CONFIRMATION_TTL:
-            self._deny(actor, response_url, key,
-                       f"this confirmation is more than {CONFIRMATION_TTL // 60} minutes old; open it again")
+        if not self._fresh_click(body, action_info, actor, action.issued_at, response_url, key):
             return
         try:  # a reason we don't know is ignored, not fatal: the revocation matters more
             chosen = check_reason(_selected_reason(body) or action.reason)
@@ -129,8 +125,55 @@ class RevokeFlow:
                    blocks=blocks.revoke_result(outcome.key, action.view))
         self._notify_channel(client, actor.channel_id, outcome.key)
 
-    def _deny(self, actor: Actor, response_url: str | None, key, why: str, requested: str | None = None) -> None:
-        details = {"why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id}
+    # -- "Revoke N Keys": revoke exactly the owner's keys that were shown -------------------------
+    def confirm_owner(self, body: dict, actor: Actor, client) -> None:
+        response_url = body.get("response_url")
+        action_info = _first_action(body)
+        try:
+            action = decode_owner_action(action_info.get("value"))
+        except BadValue:
+            self._deny(actor, response_url, None, "the button's value is not one this app rendered")
+            return
+        owner_details = {"owner": action.owner, "count": action.count}
+        refusal = actor.refusal()
+        if refusal:
+            self._deny(actor, response_url, None, refusal, extra=owner_details)
+            return
+        if not self._fresh_click(body, action_info, actor, action.issued_at, response_url, None, owner_details):
+            return
+        try:
+            chosen = check_reason(_selected_reason(body))
+        except InvalidInput:
+            chosen = None
+        revoked = self.store.keys.revoke_owner(
+            action.owner, up_to=action.up_to, actor=actor.user_id, reason=chosen,
+            context={"via": "slack", "channel_id": actor.channel_id, "team_id": actor.user_team_id},
+        )
+        log.info(fields(event="revoke_owner", owner=action.owner, actor=actor.user_id, shown=action.count,
+                        revoked=len(revoked)))
+        reason = chosen.value if chosen else None
+        reply.send(response_url, replace=True, text=f"Revoked {len(revoked)} keys of {action.owner}",
+                   blocks=blocks.owner_result(action.owner, revoked, action.count, actor.user_id, reason))
+        if revoked:
+            self._post_notice(client, actor.channel_id,
+                              f":no_entry: {len(revoked)} API keys of *{blocks.esc(action.owner)}* were revoked by "
+                              f"<@{actor.user_id}>, reason: {blocks.reason_label(reason)}.")
+
+    def _fresh_click(self, body, action_info, actor, issued_at, response_url, key, extra=None) -> bool:
+        """Refuse replayed requests and confirmations older than CONFIRMATION_TTL."""
+        identity = "|".join(str(x) for x in (body.get("trigger_id"), action_info.get("action_ts"), actor.user_id))
+        if not self.store.receipts.first_use("revoke-click|" + identity):
+            self._deny(actor, response_url, key, "this click was already processed (a replayed request)", extra=extra)
+            return False
+        if issued_at is None or not 0 <= time.time() - issued_at <= CONFIRMATION_TTL:
+            self._deny(actor, response_url, key,
+                       f"this confirmation is more than {CONFIRMATION_TTL // 60} minutes old; open it again", extra=extra)
+            return False
+        return True
+
+    def _deny(self, actor: Actor, response_url: str | None, key, why: str, requested: str | None = None,
+              extra: dict | None = None) -> None:
+        details = {"why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id, **(extra or {})}
         if key is not None:
             details.update(name=key.name, key=key.masked, owner=key.owner)
         if requested:
@@ -142,12 +185,15 @@ class RevokeFlow:
         reply.send(response_url, replace=False, text=message, blocks=blocks.text_message(message))
 
     def _notify_channel(self, client, channel_id: str | None, key) -> None:
+        self._post_notice(client, channel_id, blocks.revoke_notice_text(key))
+
+    def _post_notice(self, client, channel_id: str | None, text: str) -> None:
         """A short notice where it happened, when the bot can post there (best effort)."""
         audit_channel = self.store.audit.notify_channel
         if not channel_id or channel_id == audit_channel:
             return
         try:
-            client.chat_postMessage(channel=channel_id, text=blocks.revoke_notice_text(key))
+            client.chat_postMessage(channel=channel_id, text=text)
         except SlackApiError as exc:
             log.info(fields(event="revoke_notice", channel=channel_id, outcome=exc.response.get("error")))
         except Exception as exc:  # network trouble: the audit channel post is the durable record
@@ -172,11 +218,16 @@ def register(app: App, store: Store) -> None:
         ack()
         flow.confirm(body, context["actor"], client)
 
+    @app.action(ActionId.CONFIRM_REVOKE_OWNER.value)
+    def on_confirm_owner(ack: Ack, body: dict, context, client) -> None:
+        ack()
+        flow.confirm_owner(body, context["actor"], client)
+
     @app.action(ActionId.REASON.value)
     def on_reason(ack: Ack) -> None:
         ack()  # the choice is read from the card's state when "Revoke Key" is clicked
 
-    @app.action(re.compile(r"^apikeys\.(page\.(next|prev)|list)$"))
+    @app.action(re.compile(r"^apikeys\.(page\.(next|prev)|list|revoke_owner\.cancel)$"))
     def on_page(ack: Ack, body: dict) -> None:
         ack()
         response_url = body.get("response_url")

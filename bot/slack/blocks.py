@@ -27,7 +27,16 @@ from storage.timeutil import iso
 
 from ..logs import redact
 from .ids import ActionId, BlockId
-from .views import HistoryView, KeyAction, ListView, encode_history, encode_key_action, encode_list
+from .views import (
+    HistoryView,
+    KeyAction,
+    ListView,
+    OwnerAction,
+    encode_history,
+    encode_key_action,
+    encode_list,
+    encode_owner_action,
+)
 
 MAX_BLOCKS = 50
 KEYS_PER_PAGE = 15
@@ -195,6 +204,82 @@ def revoke_notice_text(key: ApiKey) -> str:
             f"{who(key.revoked_by)}, reason: {reason_label(key.revoke_reason)}.")
 
 
+# -- breach response: find, leak warnings, revoke by owner ------------------------------------
+def find_results(keys: Sequence[ApiKey], query: str, now: datetime, *, exact: bool) -> list[dict]:
+    """A pasted full key shows its card (``exact``); a fragment shows the matching keys."""
+    view = ListView()
+    if exact:
+        key = keys[0]
+        status = key.status_at(now)
+        headline = {KeyStatus.ACTIVE: ":large_green_circle: *Active*", KeyStatus.REVOKED: ":no_entry: *Revoked*",
+                    KeyStatus.EXPIRED: ":hourglass: *Expired*"}[status]
+        blocks: list[Block] = [
+            SectionBlock(text=MarkdownTextObject(
+                text=f"That is our key *{esc(key.name)}* `{key.masked}` — {headline}. "
+                     "If it was pasted somewhere it should not be, revoke it and delete the message.")),
+            key_row(key, view, now),
+        ]
+        return _serialise(blocks)
+    if not keys:
+        return text_message(f"No keys match “{esc(query)}”. Try a name, the last four characters, "
+                            "a masked key like `apk_…a1b2`, or paste the whole key.")
+    blocks = [SectionBlock(text=MarkdownTextObject(text=f"*Keys matching “{esc(query)}”* · {len(keys)} shown"))]
+    blocks += [key_row(key, view, now) for key in keys]
+    return _serialise(blocks)
+
+
+def leak_warning(key: ApiKey, poster: str | None, now: datetime) -> tuple[str, list[dict]]:
+    status = key.status_at(now)
+    by = f" posted by {who(poster)}" if poster else ""
+    if status is KeyStatus.ACTIVE:
+        advice = "Anyone who can read this channel can use it. An admin should revoke it now, then delete the message."
+    else:
+        advice = f"It is already {status.value}, so it cannot be used; still, delete the message."
+    text = (f":rotating_light: This message{by} contains the API key *{esc(key.name)}* `{key.masked}` "
+            f"(owner *{esc(key.owner)}*). {advice}")
+    blocks: list[Block] = [SectionBlock(
+        text=MarkdownTextObject(text=text),
+        accessory=revoke_button(key, ListView()) if status is KeyStatus.ACTIVE else None,
+    )]
+    return f"API key {key.name} ({key.masked}) was posted in this channel", _serialise(blocks)
+
+
+OWNER_NAMES_SHOWN = 20
+
+
+def owner_confirm(owner: str, keys: Sequence[ApiKey], total: int, action: OwnerAction) -> list[dict]:
+    names = ", ".join(f"*{esc(k.name)}* `{k.masked}`" for k in keys[:OWNER_NAMES_SHOWN])
+    more = f" and {total - min(total, OWNER_NAMES_SHOWN):,} more" if total > OWNER_NAMES_SHOWN else ""
+    options = _reason_options()
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(
+            text=f":warning: *Revoke all {total:,} active keys of {esc(owner)}?*\nEvery service using them will be "
+                 "refused at once. *This cannot be undone.* Keys created after this message are not included.")),
+        SectionBlock(text=MarkdownTextObject(text=(names + more)[:2900])),
+        SectionBlock(block_id=BlockId.REASON.value, text=MarkdownTextObject(text="*Reason* (optional)"),
+                     accessory=StaticSelectElement(action_id=ActionId.REASON.value, placeholder="Choose a reason",
+                                                   options=options)),
+        ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
+            ButtonElement(text="Cancel Revoke Key", action_id=ActionId.CANCEL_REVOKE_OWNER.value,
+                          value=encode_list(ListView(owner=owner))),
+            ButtonElement(text=f"Revoke {total} Keys", action_id=ActionId.CONFIRM_REVOKE_OWNER.value,
+                          style="danger", value=encode_owner_action(action)),
+        ]),
+    ]
+    return _serialise(blocks)
+
+
+def owner_result(owner: str, revoked: Sequence[ApiKey], shown: int, actor: str, reason: str | None) -> list[dict]:
+    skipped = shown - len(revoked)
+    extra = f" ({skipped} of those shown were already revoked or expired)" if skipped > 0 else ""
+    return _serialise([
+        SectionBlock(text=MarkdownTextObject(
+            text=f":white_check_mark: Revoked {len(revoked):,} keys of *{esc(owner)}*{extra}.\n"
+                 f"By {who(actor)} · reason: {reason_label(reason)}\nAny use of them is now refused as unauthorized.")),
+        _back_to_list(ListView(status="revoked", owner=owner)),
+    ])
+
+
 # -- help, admins, history --------------------------------------------------------------------
 HELP_LINES = [
     ("/apikeys", "active keys, with a Revoke button on each"),
@@ -203,6 +288,7 @@ HELP_LINES = [
     ("/apikeys owner <owner>", "active keys of one owner"),
     ("/apikeys find <key or prefix>", "find a key from a pasted key, its last four characters or a name"),
     ("/apikeys history [key id]", "recent audit events: who, what, when, why"),
+    ("/apikeys revoke-owner <owner>", "revoke all active keys of an owner, after a confirmation (admins only)"),
     ("/apikeys admins", "who may revoke"),
     ("/apikeys admins add @user", "grant the admin role (admins only)"),
     ("/apikeys admins remove @user", "remove the admin role (admins only)"),
@@ -300,6 +386,16 @@ def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
     elif action == "key.created":
         expires = f" · expires {when(_parse_iso(details.get('expires_at')))}" if details.get("expires_at") else ""
         text = f":key: *Key created*: {key_ref}\nBy {who(first.actor)} · {when(first.at)}{expires}"
+    elif action == "key.leaked":
+        poster = f" by {who(details['posted_by'])}" if details.get("posted_by") else ""
+        text = (f":rotating_light: *Key leaked*: {key_ref} was posted in <#{esc(details.get('channel_id', ''))}>{poster}\n"
+                f"{'Still active: revoke it with `/apikeys find`' if details.get('status') == 'active' else 'Status: ' + esc(details.get('status', ''))}"
+                f" · {when(first.at)}")
+    elif action == "key.used_after_revoke":
+        text = (f":rotating_light: *Revoked key presented*: {key_ref}\n"
+                f"{details.get('uses', 0):,} use(s) since it was revoked {when(_parse_iso(details.get('revoked_at')))}"
+                f" by {who(details.get('revoked_by'))} · last at {when(_parse_iso(details.get('last_at')))}"
+                f" · via {esc(details.get('via', 'verify'))}\nWhoever holds it is still trying to use it.")
     elif action in ("admin.added", "admin.removed"):
         verb = "is now an admin" if action == "admin.added" else "is no longer an admin"
         text = f":bust_in_silhouette: <@{esc(details.get('user_id', ''))}> {verb}\nBy {who(first.actor)} · {when(first.at)}"

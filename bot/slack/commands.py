@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from slack_bolt import Ack, App
 
 from storage import DatabaseUnavailable, StorageError, Store
-from storage.keys import KEY_ID_RE, OWNER_RE
+from storage.keyformat import find_keys_in_text
+from storage.keys import KEY_ID_RE, OWNER_RE, encode_cursor
 from storage.timeutil import utcnow
 
 from ..logs import fields, looks_like_key, redact
 from . import blocks
 from .context import Actor
-from .views import HistoryView, ListView
+from .views import HistoryView, ListView, OwnerAction
 
 log = logging.getLogger("apikeys.slack")
 
@@ -86,6 +88,41 @@ def _admins(store: Store, actor: Actor, words: list[str]) -> Answer:
     return Answer(message, blocks.text_message(message))
 
 
+def _find(store: Store, query: str) -> Answer:
+    """A pasted full key shows its card (never repeating it); a fragment shows matching keys."""
+    if not query:
+        return help_answer("Use `/apikeys find <key, masked key, last four characters or name>`.")
+    now = utcnow()
+    pasted = find_keys_in_text(query)
+    if pasted:
+        key = store.keys.find_by_secret(pasted[0])
+        if key is None:
+            message = ("That is a well-formed apikeys key, but not one this key store issued. "
+                       "If it came from another environment, revoke it there.")
+            return Answer(message, blocks.text_message(f":grey_question: {message}"))
+        return Answer(f"{key.name}: {key.status_at(now).value}", blocks.find_results([key], "", now, exact=True))
+    if looks_like_key(query):
+        message = ("That looks like an apikeys key, but its checksum does not match: a typo or a truncated copy. "
+                   "Paste the whole key, or search by its last four characters.")
+        return Answer(message, blocks.text_message(f":grey_question: {message}"))
+    keys = store.keys.search(query, limit=blocks.KEYS_PER_PAGE)
+    return Answer(f"{len(keys)} matching keys", blocks.find_results(keys, query[:80], now, exact=False))
+
+
+def _revoke_owner(store: Store, actor: Actor, owner: str) -> Answer:
+    refusal = actor.refusal()
+    if refusal:
+        return Answer(refusal, blocks.text_message(f":no_entry_sign: {refusal} Nothing changed."))
+    now = utcnow()
+    page = store.keys.list_keys(status="active", owner=owner, limit=blocks.OWNER_NAMES_SHOWN, now=now)
+    total = store.keys.count_keys(status="active", owner=owner, now=now)
+    if not page.items:
+        message = f"{owner} has no active keys; nothing to revoke."
+        return Answer(message, blocks.text_message(message))
+    action = OwnerAction(owner=owner, up_to=encode_cursor(page.items[0]), count=total, issued_at=int(time.time()))
+    return Answer(f"Revoke {total} keys of {owner}?", blocks.owner_confirm(owner, page.items, total, action))
+
+
 def answer(store: Store, actor: Actor, text: str) -> Answer:
     """What ``/apikeys <text>`` shows. Unknown or malformed text gets the help."""
     text = (text or "").strip()
@@ -106,6 +143,12 @@ def answer(store: Store, actor: Actor, text: str) -> Answer:
         return render_history(store, HistoryView(key_id=rest[0] if rest else None))
     if verb == "admins":
         return _admins(store, actor, rest)
+    if verb == "find":
+        return _find(store, text[len(words[0]):].strip())
+    if verb == "revoke-owner":
+        if len(rest) != 1 or not OWNER_RE.match(rest[0]) or looks_like_key(rest[0]):
+            return help_answer("Use `/apikeys revoke-owner <owner>`, with the owner as one word.")
+        return _revoke_owner(store, actor, rest[0])
     if verb == "help" and not rest:
         return help_answer()
     return help_answer(f"I don't know “{redact(text[:80])}”.")

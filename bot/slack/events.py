@@ -1,13 +1,96 @@
-"""Events API listeners (the manifest subscribes to channel messages for leak watch)."""
+"""Events API listeners: leak watch on channel messages.
+
+When a message contains one of our keys (format and checksum first, then the digest lookup),
+the bot replies in the message's thread with a warning naming the key (masked) and its owner,
+with a ``Revoke`` button while it is active, and records ``key.leaked`` (which also alerts the
+audit channel). It never repeats the secret and never revokes by itself. Each (message, key)
+is handled once, so a retried event (``X-Slack-Retry-Num``) or an edit that adds nothing new
+gives no second warning. The bot's own messages are ignored.
+"""
 
 from __future__ import annotations
 
-from slack_bolt import App
+import logging
 
-from storage import Store
+from slack_bolt import App
+from slack_sdk.errors import SlackApiError
+
+from storage import Action, EventInput, Store
+from storage.keyformat import find_keys_in_text
+from storage.timeutil import utcnow
+
+from ..logs import fields
+from . import blocks
+
+log = logging.getLogger("apikeys.leakwatch")
+
+IGNORED_SUBTYPES = {"bot_message", "message_deleted", "channel_join", "channel_leave", "message_replied"}
+
+
+def _texts(message: dict) -> str:
+    """The text of a message and of its attachments (where pasted logs often end up)."""
+    parts = [message.get("text") or ""]
+    for attachment in message.get("attachments") or []:
+        if isinstance(attachment, dict):
+            parts += [str(attachment.get(k) or "") for k in ("text", "fallback", "pretext")]
+    return "\n".join(p for p in parts if isinstance(p, str))
+
+
+class LeakWatch:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def handle(self, event: dict, client, bot_user_id: str | None) -> int:
+        """Warn about every known key newly present in the message; returns how many warnings."""
+        subtype = event.get("subtype")
+        if subtype in IGNORED_SUBTYPES:
+            return 0
+        message, previous = event, None
+        if subtype == "message_changed":
+            message = event.get("message") or {}
+            previous = event.get("previous_message") or {}
+        if message.get("bot_id") or (bot_user_id and message.get("user") == bot_user_id):
+            return 0
+        channel = event.get("channel")
+        ts = message.get("ts")
+        if not channel or not ts:
+            return 0
+        found = find_keys_in_text(_texts(message))
+        if previous is not None:
+            already = set(find_keys_in_text(_texts(previous)))
+            found = [k for k in found if k not in already]
+        warned = 0
+        for secret in found[:10]:
+            key = self.store.keys.find_by_secret(secret)
+            if key is None:
+                continue
+            if not self.store.receipts.first_use(f"leak|{channel}|{ts}|{key.id}"):
+                continue  # a retried event, or the same key in an edit of the same message
+            now = utcnow()
+            status = key.status_at(now).value
+            self.store.audit.record(EventInput(
+                actor="apikeys", action=Action.KEY_LEAKED, key_id=key.id,
+                details={"name": key.name, "key": key.masked, "owner": key.owner, "channel_id": channel,
+                         "message_ts": ts, "posted_by": message.get("user"), "status": status},
+            ))
+            log.warning(fields(event="key_leaked", key_id=key.id, channel=channel, posted_by=message.get("user"),
+                               status=status))
+            text, warning = blocks.leak_warning(key, message.get("user"), now)
+            try:
+                client.chat_postMessage(channel=channel, thread_ts=message.get("thread_ts") or ts,
+                                        text=text, blocks=warning, unfurl_links=False)
+            except SlackApiError as exc:
+                log.warning(fields(event="leak_warning", channel=channel, outcome=exc.response.get("error")))
+            except Exception as exc:  # the audit record and its alert are already safe
+                log.warning(fields(event="leak_warning", channel=channel, outcome=type(exc).__name__))
+            warned += 1
+        return warned
 
 
 def register(app: App, store: Store) -> None:
+    watch = LeakWatch(store)
+
     @app.event("message")
-    def on_message(ack) -> None:
-        ack()  # answered at once so Slack does not retry; leak watch reads these
+    def on_message(event: dict, client, context) -> None:
+        # Bolt has already acknowledged the event (within 3 s); this runs after.
+        watch.handle(event, client, context.bot_user_id)

@@ -13,6 +13,8 @@ class ActionId(str, enum.Enum):
     PAGE_NEXT = "apikeys.page.next"           # "Next" (list and history)
     PAGE_PREV = "apikeys.page.prev"           # "Previous"
     SHOW_LIST = "apikeys.list"                # "Back to keys"
+    CONFIRM_REVOKE_OWNER = "apikeys.revoke_owner.confirm"  # "Revoke N Keys"
+    CANCEL_REVOKE_OWNER = "apikeys.revoke_owner.cancel"    # "Cancel Revoke Key" on the bulk card
 
 
 class BlockId(str, enum.Enum):

@@ -134,3 +134,30 @@ def decode_key_action(value: Any) -> KeyAction:
 
 def view_as_dict(view: ListView) -> dict[str, Any]:
     return asdict(view)
+
+
+@dataclass(frozen=True)
+class OwnerAction:
+    """The bulk confirmation: whose keys, up to which key (the newest shown), how many, when shown."""
+
+    owner: str
+    up_to: str
+    count: int
+    issued_at: int
+
+
+def encode_owner_action(action: OwnerAction) -> str:
+    return _dump({"o": action.owner, "u": action.up_to, "n": action.count, "t": action.issued_at})
+
+
+def decode_owner_action(value: Any) -> OwnerAction:
+    data = _load(value)
+    owner, up_to, count, issued_at = data.get("o"), data.get("u"), data.get("n"), data.get("t")
+    if not isinstance(owner, str) or not OWNER_RE.match(owner):
+        raise BadValue("bad owner")
+    if not isinstance(up_to, str) or len(up_to) > 80:
+        raise BadValue("bad cursor")
+    for number in (count, issued_at):
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise BadValue("bad number")
+    return OwnerAction(owner=owner, up_to=up_to, count=count, issued_at=issued_at)
