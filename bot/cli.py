@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="only the newest N entries")
     p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 at the first broken entry")
 
+    p = sub.add_parser("db", help="database schema")
+    db = p.add_subparsers(dest="db_command", metavar="upgrade|status", parser_class=_Parser)
+    db.required = True
+    db.add_parser("upgrade", help="apply schema migrations (the server also does this at start)")
+    db.add_parser("status", help="show the schema revision")
+
     p = sub.add_parser("admins", help="who holds the admin role")
     admins = p.add_subparsers(dest="admins_command", metavar="list|add|remove", parser_class=_Parser)
     admins.required = True
@@ -214,9 +220,24 @@ def cmd_admins(store: Store, args, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_db(store: Store, args, out: TextIO) -> int:
+    from storage import migrate
+
+    current, head = migrate.current_revision(store.db), migrate.head_revision()
+    if args.db_command == "upgrade":
+        # open_store has already applied any pending migration.
+        out.write(f"The database schema is at revision {current} (newest: {head}).\n")
+        return EXIT_OK
+    if current == head:
+        out.write(f"revision {current}; up to date\n")
+        return EXIT_OK
+    out.write(f"revision {current or 'none'}; newest {head}: run 'apikeys db upgrade'\n")
+    return EXIT_NEGATIVE
+
+
 COMMANDS = {
     "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
-    "audit": cmd_audit, "admins": cmd_admins,
+    "audit": cmd_audit, "admins": cmd_admins, "db": cmd_db,
 }
 
 
@@ -228,8 +249,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     try:
         args = build_parser().parse_args(argv)
         settings = Settings.from_env(env)
+        # Every command brings the schema up to date first (a no-op when it is).
         store = open_store(settings.database_url, bootstrap_admins=settings.admins,
-                           notify_channel=settings.audit_channel)
+                           notify_channel=settings.audit_channel,
+                           create_schema=not (args.command == "db" and args.db_command == "status"))
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from . import models  # noqa: F401  (registers the tables)
 from .errors import DatabaseUnavailable, InvalidInput
@@ -23,61 +23,6 @@ from .errors import DatabaseUnavailable, InvalidInput
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-_SQLITE_TRIGGERS = [
-    # Revocation is permanent: once revoked_at is set, it and its who/why never change.
-    """CREATE TRIGGER IF NOT EXISTS api_keys_revocation_permanent
-       BEFORE UPDATE ON api_keys
-       WHEN OLD.revoked_at IS NOT NULL AND (
-            NEW.revoked_at IS NULL OR NEW.revoked_at IS NOT OLD.revoked_at
-            OR NEW.revoked_by IS NOT OLD.revoked_by OR NEW.revoke_reason IS NOT OLD.revoke_reason
-            OR NEW.revoke_note IS NOT OLD.revoke_note)
-       BEGIN SELECT RAISE(ABORT, 'revocation is permanent'); END""",
-    # The digest identifies the key for ever (a revoked key keeps answering REVOKED).
-    """CREATE TRIGGER IF NOT EXISTS api_keys_digest_immutable
-       BEFORE UPDATE OF digest ON api_keys WHEN NEW.digest IS NOT OLD.digest
-       BEGIN SELECT RAISE(ABORT, 'a key digest never changes'); END""",
-    """CREATE TRIGGER IF NOT EXISTS api_keys_never_deleted
-       BEFORE DELETE ON api_keys
-       BEGIN SELECT RAISE(ABORT, 'keys are never deleted; revoke them'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_events_append_only_update
-       BEFORE UPDATE ON audit_events
-       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_events_append_only_delete
-       BEFORE DELETE ON audit_events
-       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-]
-
-_POSTGRES_TRIGGERS = [
-    """CREATE OR REPLACE FUNCTION apikeys_guard_keys() RETURNS trigger AS $$
-    BEGIN
-      IF TG_OP = 'DELETE' THEN
-        RAISE EXCEPTION 'keys are never deleted; revoke them';
-      END IF;
-      IF NEW.digest IS DISTINCT FROM OLD.digest THEN
-        RAISE EXCEPTION 'a key digest never changes';
-      END IF;
-      IF OLD.revoked_at IS NOT NULL AND (
-           NEW.revoked_at IS DISTINCT FROM OLD.revoked_at
-           OR NEW.revoked_by IS DISTINCT FROM OLD.revoked_by
-           OR NEW.revoke_reason IS DISTINCT FROM OLD.revoke_reason
-           OR NEW.revoke_note IS DISTINCT FROM OLD.revoke_note) THEN
-        RAISE EXCEPTION 'revocation is permanent';
-      END IF;
-      RETURN NEW;
-    END $$ LANGUAGE plpgsql""",
-    "DROP TRIGGER IF EXISTS api_keys_guard ON api_keys",
-    """CREATE TRIGGER api_keys_guard BEFORE UPDATE OR DELETE ON api_keys
-       FOR EACH ROW EXECUTE FUNCTION apikeys_guard_keys()""",
-    """CREATE OR REPLACE FUNCTION apikeys_audit_append_only() RETURNS trigger AS $$
-    BEGIN
-      RAISE EXCEPTION 'the audit log is append-only';
-    END $$ LANGUAGE plpgsql""",
-    "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
-    """CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
-       FOR EACH ROW EXECUTE FUNCTION apikeys_audit_append_only()""",
-]
-
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(
@@ -158,20 +103,10 @@ class Database:
             session.close()
 
     def create_schema(self) -> None:
-        """Create missing tables, indexes and guard triggers (idempotent)."""
-        SQLModel.metadata.create_all(self.write_engine)
-        triggers = _SQLITE_TRIGGERS if self.dialect == "sqlite" else _POSTGRES_TRIGGERS
-        with self.write_engine.begin() as conn:
-            if self.dialect == "postgresql":
-                # Two processes starting at once must not race on DDL.
-                conn.execute(text("SELECT pg_advisory_xact_lock(7262311)"))
-            for statement in triggers:
-                conn.exec_driver_sql(statement)
-            # The audit chain's head row exists from the start, so appenders can always lock it.
-            conn.execute(
-                text("INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, :genesis) ON CONFLICT (id) DO NOTHING"),
-                {"genesis": "0" * 64},
-            )
+        """Bring the schema to the newest migration (idempotent, safe with concurrent starters)."""
+        from .migrate import upgrade
+
+        upgrade(self)
 
     def ping(self) -> bool:
         try:

@@ -1,0 +1,1 @@
+"""Alembic migrations for the key store (applied by ``apikeys db upgrade`` and at server start)."""
