@@ -70,6 +70,18 @@ def store(database_url: str) -> Iterator[Store]:
     s.close()
 
 
+def drop_audit_triggers(store) -> None:
+    """Simulate an attacker with direct database access: remove the append-only guard first."""
+    from sqlalchemy import text
+
+    with store.db.write() as session:
+        if store.db.dialect == "postgresql":
+            session.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
+        else:
+            session.execute(text("DROP TRIGGER audit_events_append_only_update"))
+            session.execute(text("DROP TRIGGER audit_events_append_only_delete"))
+
+
 @dataclass
 class CliResult:
     code: int

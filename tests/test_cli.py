@@ -16,7 +16,7 @@ from sqlalchemy import text, update
 from storage import AuditEvent, open_store
 from storage.keyformat import digest, generate_secret
 
-from .conftest import ADMIN, ROOT
+from .conftest import ADMIN, ROOT, drop_audit_triggers
 
 T0 = datetime(2030, 3, 14, 9, 0, 0, tzinfo=timezone.utc)
 SECRET_RE = re.compile(r"apk_[0-9A-Za-z]{28}")
@@ -55,16 +55,6 @@ def assert_one_line_error(result, code=2):
     assert result.err.endswith("\n")
     assert result.err.count("\n") == 1, result.err
     assert result.err.strip()
-
-
-def drop_audit_triggers(store) -> None:
-    """Simulate an attacker with direct database access: remove the append-only guard first."""
-    with store.db.write() as session:
-        if store.db.dialect == "postgresql":
-            session.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
-        else:
-            session.execute(text("DROP TRIGGER audit_events_append_only_update"))
-            session.execute(text("DROP TRIGGER audit_events_append_only_delete"))
 
 
 # == create ===================================================================================

@@ -26,7 +26,7 @@ from storage import (
 from storage.audit import ChainBreak
 from storage.keyformat import digest, generate_secret
 
-from .conftest import ADMIN
+from .conftest import ADMIN, drop_audit_triggers
 
 T0 = datetime(2030, 3, 14, 9, 0, 0, tzinfo=timezone.utc)
 ACTOR = "ops@example.com"
@@ -44,16 +44,6 @@ def typo_of(secret: str) -> str:
 def events(store, action=None, key_id=None):
     found = store.audit.recent(limit=10_000, key_id=key_id)
     return [e for e in found if action is None or e.action == action]
-
-
-def drop_audit_triggers(store) -> None:
-    """Simulate an attacker with direct database access: remove the append-only guard first."""
-    with store.db.write() as session:
-        if store.db.dialect == "postgresql":
-            session.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
-        else:
-            session.execute(text("DROP TRIGGER audit_events_append_only_update"))
-            session.execute(text("DROP TRIGGER audit_events_append_only_delete"))
 
 
 # == verify ===================================================================================
