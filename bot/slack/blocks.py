@@ -376,7 +376,12 @@ def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
         text = (f":no_entry: *Key revoked*: {key_ref}\n"
                 f"By {who(first.actor)} · reason: {reason_label(details.get('reason'))} · {when(first.at)}{where}{via}{note}")
     elif action == "key.revoke_denied":
-        target = key_ref if details.get("key") else f"`{esc(first.key_id or 'an unknown key')}`"
+        if details.get("key"):
+            target = key_ref
+        elif details.get("owner"):
+            target = f"all {details.get('count', '')} active keys of *{esc(details['owner'])}*".replace("all  ", "all ")
+        else:
+            target = f"`{esc(details.get('requested_key_id') or first.key_id or 'an unknown key')}`"
         text = (f":warning: *Revoke refused*: {who(first.actor)} tried to revoke {target}\n"
                 f"Why: {esc(details.get('why', 'not allowed'))} · {when(first.at)}{where}")
     elif action == "key.created" and len(events) > 1:
