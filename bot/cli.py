@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="only the newest N entries")
     p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 at the first broken entry")
 
+    p = sub.add_parser("playground", help="the real bot with a local stand-in for Slack, in your browser")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+
     p = sub.add_parser("db", help="database schema")
     db = p.add_subparsers(dest="db_command", metavar="upgrade|status", parser_class=_Parser)
     db.required = True
@@ -248,6 +252,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     store = None
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "playground":
+            from .playground import main as playground
+
+            return playground(["--host", args.host, "--port", str(args.port)])
         settings = Settings.from_env(env)
         # Every command brings the schema up to date first (a no-op when it is).
         store = open_store(settings.database_url, bootstrap_admins=settings.admins,

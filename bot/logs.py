@@ -40,7 +40,7 @@ def configure(level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("sqlalchemy", "urllib3", "slack_sdk.socket_mode", "slack_bolt.App"):
+    for noisy in ("sqlalchemy", "urllib3", "slack_sdk.socket_mode", "slack_bolt.App", "alembic"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -9,6 +9,7 @@ lets in-flight requests finish (``graceful_timeout``) and exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from gunicorn.app.base import BaseApplication
@@ -37,7 +38,12 @@ def create_app(settings: Settings):
     if settings.slack_enabled and slack_app is None:
         return KeyApiApp(store, slack_off="Slack requests arrive over Socket Mode on this server "
                                           "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)")
-    return KeyApiApp(store, slack_app=slack_app)
+    app = KeyApiApp(store, slack_app=slack_app)
+    if os.environ.get("APIKEYS_PLAYGROUND_STUB_PORT"):
+        from .playground import wrap  # `apikeys playground`: the stand-in for Slack lives in this worker
+
+        return wrap(app, settings)
+    return app
 
 
 class _Gunicorn(BaseApplication):
@@ -81,6 +87,15 @@ def main() -> int:
     logs.configure()
     try:
         settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    return run_server(settings)
+
+
+def run_server(settings: Settings) -> int:
+    """Apply migrations, then serve until SIGTERM/SIGINT."""
+    try:
         store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=True)
         store.close()
         if settings.socket_mode:

@@ -1,0 +1,181 @@
+"""The playground end to end, in a real headless browser (Debian's chromium + chromedriver via
+Selenium): the page sends every command and click as a signed request to the real /slack/events.
+
+Skipped, with the reason, where no browser is installed (.ci/run installs one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from storage import open_store
+
+from .conftest import ROOT, free_port
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="no headless browser: apt-get install chromium chromium-driver"
+)
+
+
+@pytest.fixture
+def playground(database_url, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env["DATABASE_URL"] = database_url
+    log = (tmp_path / "playground.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/playground", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "playground.log").read_text())
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1500,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, predicate, what: str, timeout: float = 15):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def check(d):
+        try:
+            return predicate(d)
+        except StaleElementReferenceException:  # the page re-rendered under us: look again
+            return False
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check, message=f"waiting for {what}")
+
+
+def buttons(driver, label: str, pane: str = "channel"):
+    from selenium.webdriver.common.by import By
+
+    return [b for b in driver.find_elements(By.CSS_SELECTOR, f"#{pane} button.bk") if b.text == label]
+
+
+def pane_text(driver, pane: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, pane).text
+
+
+def send(driver, text: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.ID, "composer")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+def switch_user(driver, user_id: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "user")).select_by_value(user_id)
+
+
+def test_list_cancel_revoke_with_reason_and_a_member_refused(playground, browser, database_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(playground + "/playground")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the user switch")
+
+    # ada (admin) lists the keys.
+    send(browser, "/apikeys")
+    wait(browser, lambda d: len(buttons(d, "Revoke")) == 11, "the list with 11 Revoke buttons")
+    assert "Active API keys" in pane_text(browser, "channel")
+    assert "Only visible to you" in pane_text(browser, "channel")
+
+    # Revoke → the confirmation replaces the list in place; Cancel → back to the list.
+    buttons(browser, "Revoke")[0].click()
+    wait(browser, lambda d: buttons(d, "Cancel Revoke Key") and buttons(d, "Revoke Key"), "the confirmation")
+    assert not buttons(browser, "Revoke"), "the list was not replaced in place"
+    assert "danger" in buttons(browser, "Revoke Key")[0].get_attribute("class")
+    name = browser.find_element(By.CSS_SELECTOR, "#channel .fields").text.split("\n")[1]
+    buttons(browser, "Cancel Revoke Key")[0].click()
+    wait(browser, lambda d: len(buttons(d, "Revoke")) == 11, "the list again")
+
+    # Revoke again, choose a reason, Revoke Key.
+    buttons(browser, "Revoke")[0].click()
+    wait(browser, lambda d: buttons(d, "Revoke Key"), "the confirmation again")
+    Select(browser.find_element(By.CSS_SELECTOR, "#channel select.bk")).select_by_visible_text("Compromised")
+    buttons(browser, "Revoke Key")[0].click()
+    wait(browser, lambda d: "Revoked" in pane_text(d, "channel") and "Compromised" in pane_text(d, "channel"),
+         "the result card")
+    wait(browser, lambda d: "Key revoked" in pane_text(d, "audit") and name in pane_text(d, "audit"),
+         "the audit channel post")
+    assert "Compromised" in pane_text(browser, "audit")
+
+    store = open_store(database_url)
+    revoked = store.keys.list_keys(status="revoked", limit=10).items
+    assert name in [k.name for k in revoked]
+    assert next(k for k in revoked if k.name == name).revoke_reason == "compromised"
+
+    # max (a member) tries: refused, with the reason, and nothing changes.
+    switch_user(browser, "UMEMBER01")
+    wait(browser, lambda d: not buttons(d, "Revoke Key") and "Revoked" not in pane_text(d, "channel"),
+         "max's view without ada's private messages")
+    send(browser, "/apikeys")
+    wait(browser, lambda d: len(buttons(d, "Revoke")) == 10, "max's list")
+    buttons(browser, "Revoke")[0].click()
+    wait(browser, lambda d: buttons(d, "Revoke Key"), "max's confirmation")
+    buttons(browser, "Revoke Key")[0].click()
+    wait(browser, lambda d: "Only apikeys admins" in pane_text(d, "channel"), "the refusal")
+    assert store.keys.count_keys(status="revoked") == 2  # the demo's revoked key and ada's
+    wait(browser, lambda d: "Revoke refused" in pane_text(d, "audit"), "the refusal in the audit channel")
+    store.close()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    switch_user(browser, "UADMIN001")
+    wait(browser, lambda d: "Compromised" in pane_text(d, "channel"), "ada's view")
+    browser.save_screenshot(str(ARTIFACTS / "playground.png"))
+    assert (ARTIFACTS / "playground.png").stat().st_size > 10_000
+
+
+def test_leak_watch_in_the_playground(playground, browser, database_url):
+    from selenium.webdriver.common.by import By
+
+    store = open_store(database_url)
+    demo = store.keys.create(name="pasted-by-mistake", owner="search", actor="test")[0]
+    store.close()
+    browser.get(playground + "/playground")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
+    send(browser, f"here is the key: {demo.secret}")
+    wait(browser, lambda d: "contains the API key" in pane_text(d, "channel"), "the leak warning in the thread")
+    assert demo.secret[4:] not in pane_text(browser, "audit")
+    wait(browser, lambda d: "Key leaked" in pane_text(d, "audit"), "the audit channel alert")
