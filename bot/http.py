@@ -124,7 +124,7 @@ class KeyApiApp:
         raw = _read_body(environ)
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise HttpError(400, 'the body must be JSON like {"key": "apk_..."}') from None
         if not isinstance(body, dict) or not isinstance(body.get("key"), str):
             raise HttpError(400, 'the body must be a JSON object with a string "key"')

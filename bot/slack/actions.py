@@ -25,6 +25,7 @@ from .commands import render_history, render_list
 from .context import Actor
 from .ids import ActionId, BlockId
 from .views import BadValue, HistoryView, ListView, decode_key_action, decode_owner_action, decode_page
+from .errors import guarded
 
 log = logging.getLogger("apikeys.slack")
 
@@ -41,7 +42,8 @@ def _first_action(body: dict) -> dict:
 
 def _selected_reason(body: dict) -> str | None:
     """The reason chosen in the card's select, from the interaction's ``state``."""
-    values = (body.get("state") or {}).get("values") or {}
+    state = body.get("state")
+    values = state.get("values") if isinstance(state, dict) else None
     block = values.get(BlockId.REASON.value) if isinstance(values, dict) else None
     element = block.get(ActionId.REASON.value) if isinstance(block, dict) else None
     option = element.get("selected_option") if isinstance(element, dict) else None
@@ -64,7 +66,8 @@ class RevokeFlow:
             return
         view = action.view
         # A click on a public message (a leak warning) opens the confirmation privately instead.
-        in_place = (body.get("container") or {}).get("is_ephemeral", True) is not False
+        container = body.get("container")
+        in_place = not (isinstance(container, dict) and container.get("is_ephemeral") is False)
         if key.status_at(utcnow()) is KeyStatus.REVOKED:
             reply.send(response_url, replace=in_place, text="Already revoked", blocks=blocks.already_revoked(key, view))
             return
@@ -204,30 +207,36 @@ def register(app: App, store: Store) -> None:
     flow = RevokeFlow(store)
 
     @app.action(ActionId.REVOKE.value)
+    @guarded
     def on_revoke(ack: Ack, body: dict, context) -> None:
         ack()
         flow.open_confirmation(body, context["actor"])
 
     @app.action(ActionId.CANCEL_REVOKE.value)
+    @guarded
     def on_cancel(ack: Ack, body: dict, context) -> None:
         ack()
         flow.cancel(body, context["actor"])
 
     @app.action(ActionId.CONFIRM_REVOKE.value)
+    @guarded
     def on_confirm(ack: Ack, body: dict, context, client) -> None:
         ack()
         flow.confirm(body, context["actor"], client)
 
     @app.action(ActionId.CONFIRM_REVOKE_OWNER.value)
+    @guarded
     def on_confirm_owner(ack: Ack, body: dict, context, client) -> None:
         ack()
         flow.confirm_owner(body, context["actor"], client)
 
     @app.action(ActionId.REASON.value)
+    @guarded
     def on_reason(ack: Ack) -> None:
         ack()  # the choice is read from the card's state when "Revoke Key" is clicked
 
     @app.action(re.compile(r"^apikeys\.(page\.(next|prev)|list|revoke_owner\.cancel)$"))
+    @guarded
     def on_page(ack: Ack, body: dict) -> None:
         ack()
         response_url = body.get("response_url")
@@ -242,6 +251,7 @@ def register(app: App, store: Store) -> None:
             flow._show_list(response_url, view)
 
     @app.action(re.compile(r".*"))
+    @guarded
     def on_unknown_action(ack: Ack, body: dict) -> None:
         ack()  # an element from an older version of the app: acknowledge, change nothing
         reply.send(body.get("response_url"), replace=False, text=STALE_BUTTON, blocks=blocks.text_message(STALE_BUTTON))

@@ -7,20 +7,16 @@ import logging
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 
-from storage import DatabaseUnavailable, StorageError, Store
+from storage import Store
 
 from ..config import Settings
-from ..logs import fields
-from . import actions, blocks, commands, events, reply
+from . import actions, commands, events, reply
+from .errors import report
+from .gate import SlackGate
 from .context import actor_from_body
 from .delivery import Deliverer
 
 log = logging.getLogger("apikeys.slack")
-
-UNAVAILABLE = ("The key store is unavailable right now; nothing was changed. Try again in a moment, "
-               "or revoke from a server with `apikeys revoke KEY_ID --actor YOU`.")
-UNEXPECTED = "Something went wrong and nothing was changed. The error is in the server log."
-
 
 def make_client(settings: Settings) -> WebClient:
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
@@ -48,15 +44,7 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
 
     @app.error
     def on_error(error: Exception, body: dict) -> BoltResponse | None:
-        response_url = body.get("response_url") if isinstance(body, dict) else None
-        if isinstance(error, DatabaseUnavailable):
-            message = UNAVAILABLE
-        elif isinstance(error, StorageError):
-            message = f"{error}. Nothing was changed."
-        else:
-            message = UNEXPECTED
-            log.error(fields(event="slack_error", error=type(error).__name__), exc_info=error)
-        reply.send(response_url, replace=False, text=message, blocks=blocks.text_message(f":warning: {message}"))
+        report(error, body)
         return None
 
     commands.register(app, store)
@@ -79,4 +67,4 @@ def create_slack_wsgi(settings: Settings, store: Store):
     start_delivery(store, client)
     if not settings.slack_signing_secret:
         return None  # Socket Mode only: no HTTP route accepts Slack requests without a signing secret
-    return SlackRequestHandler(create_app(settings, store, client=client))
+    return SlackGate(SlackRequestHandler(create_app(settings, store, client=client)), settings.slack_signing_secret)

@@ -18,6 +18,7 @@ from ..logs import fields, looks_like_key, redact
 from . import blocks
 from .context import Actor
 from .views import HistoryView, ListView, OwnerAction
+from .errors import guarded
 
 log = logging.getLogger("apikeys.slack")
 
@@ -156,6 +157,7 @@ def answer(store: Store, actor: Actor, text: str) -> Answer:
 
 def register(app: App, store: Store) -> None:
     @app.command("/apikeys")
+    @guarded
     def apikeys_command(ack: Ack, command: dict, context) -> None:
         actor: Actor = context["actor"]
         try:
@@ -164,5 +166,6 @@ def register(app: App, store: Store) -> None:
             raise
         except StorageError as exc:  # bad input or an unknown key: say so, nothing changed
             result = help_answer(str(exc))
-        log.info(fields(event="command", actor=actor.user_id, words=(command.get("text") or "list").split()[0][:20]))
+        words = str(command.get("text") or "").split()
+        log.info(fields(event="command", actor=actor.user_id, word=(words[0] if words else "list")[:20]))
         ack(response_type="ephemeral", text=redact(result.text), blocks=result.blocks)

@@ -21,6 +21,7 @@ from storage.timeutil import utcnow
 
 from ..logs import fields
 from . import blocks
+from .errors import guarded
 
 log = logging.getLogger("apikeys.leakwatch")
 
@@ -91,6 +92,7 @@ def register(app: App, store: Store) -> None:
     watch = LeakWatch(store)
 
     @app.event("message")
+    @guarded
     def on_message(event: dict, client, context) -> None:
         # Bolt has already acknowledged the event (within 3 s); this runs after.
         watch.handle(event, client, context.bot_user_id)

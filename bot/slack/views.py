@@ -98,7 +98,8 @@ def decode_page(value: Any) -> ListView | HistoryView:
         if key_id is not None and (not isinstance(key_id, str) or not KEY_ID_RE.match(key_id)):
             raise BadValue("bad key id")
         for position in (before_id, after_id):
-            if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
+            if position is not None and (not isinstance(position, int) or isinstance(position, bool)
+                                         or not 0 <= position < 2**31):
                 raise BadValue("bad position")
         return HistoryView(key_id=key_id, before_id=before_id, after_id=after_id)
     raise BadValue("unknown view")
@@ -127,7 +128,8 @@ def decode_key_action(value: Any) -> KeyAction:
     if reason is not None and not isinstance(reason, str):
         raise BadValue("bad reason")
     issued_at = data.get("t")
-    if issued_at is not None and (not isinstance(issued_at, int) or isinstance(issued_at, bool)):
+    if issued_at is not None and (not isinstance(issued_at, int) or isinstance(issued_at, bool)
+                                  or not 0 <= issued_at < 2**53):
         raise BadValue("bad time")
     return KeyAction(key_id=key_id, view=_list_view(data.get("l", {})), reason=reason, issued_at=issued_at)
 
@@ -158,6 +160,6 @@ def decode_owner_action(value: Any) -> OwnerAction:
     if not isinstance(up_to, str) or len(up_to) > 80:
         raise BadValue("bad cursor")
     for number in (count, issued_at):
-        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < 2**53:
             raise BadValue("bad number")
     return OwnerAction(owner=owner, up_to=up_to, count=count, issued_at=issued_at)

@@ -1,0 +1,866 @@
+"""Hostile input, generated with Hypothesis.
+
+The app runs in-process (``bot.server.create_app``) behind a small threaded WSGI server, so that
+hundreds of signed requests take seconds; Slack is the local ``SlackStub``. One database per
+module (SQLite under tmp, or PostgreSQL with ``TEST_DATABASE_URL``) holds one seeded key.
+
+For every generated request: the answer is 2xx or 4xx (never 5xx) and never a traceback; no
+handler fails behind the ack (Bolt answers Slack before the handler runs, so a crash there only
+shows in the log: any ERROR record other than "could not reach the response_url" counts); and
+nothing changes: the seeded key still verifies VALID, no ``key.revoked`` event exists and the
+admins are the same. Generated requests never carry what a real revocation needs (an admin of
+the own workspace, a fresh confirmation, the seeded key), so "nothing changes" is the correct
+outcome for every one of them.
+
+Inputs known to break a property are tested by explicit examples instead of being generated, so
+that each problem is named once and the generated tests keep looking for new ones: payloads that
+are not a JSON object, ``actions`` that is not a list of objects with a string ``action_id``,
+top-level fields, ``container`` or ``state`` of the wrong type, command text of only whitespace,
+history positions beyond the id column, history of a key id that does not exist, and JSON nested
+deeper than the parser's recursion limit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from urllib.parse import urlencode
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from bot.config import Settings
+from bot.devslack import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub
+from bot.server import create_app
+from bot.slack.views import KeyAction, ListView, encode_key_action
+from storage import Store, open_store
+from storage.keyformat import generate_secret
+from storage.keys import KEY_ID_RE
+from storage.models import AuditEvent
+
+from .conftest import ADMIN, MEMBER, _drop_postgres_database, _postgres_database
+from .slackhttp import FORM, SlackSender
+from .test_slack import AUDIT, INCIDENT, Seeded, seed, shown
+
+SECRET = "fuzz-signing-secret-5c1d"
+# No "explain" phase: it replays a failing example hundreds of times, minutes over HTTP.
+FUZZ = settings(max_examples=40, deadline=None, database=None,
+                phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ_MORE = settings(FUZZ, max_examples=100)  # the interaction payloads: the largest input space, ~10 ms each
+
+OUR_ACTIONS = [
+    "apikeys.revoke", "apikeys.revoke.cancel", "apikeys.revoke.confirm", "apikeys.revoke.reason",
+    "apikeys.page.next", "apikeys.page.prev", "apikeys.list", "apikeys.revoke_owner.confirm",
+    "apikeys.revoke_owner.cancel",
+]
+UNKNOWN_ACTIONS = ["apikeys.nuke_everything", "", " apikeys.revoke", "APIKEYS.REVOKE.CONFIRM",
+                   "apikeys.revoke.confirm\n", "apikeys.revoke.confirm.x", "x" * 300]
+NO_SUCH_OWNERS = ["nobody-team", "ghost@example.com", "a", "x" * 100, "payments2", "Payments"]
+STATUSES = ["active", "revoked", "expired", "all"]
+REASONS = ["compromised", "rotation", "decommissioned", "other"]
+
+
+# ======================================================================= the app under fire
+
+
+class _Threading(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class _TrackingExecutor:
+    """Wraps Bolt's listener executor to know when the handlers behind the acks are done."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.active = 0
+        self.cond = threading.Condition()
+
+    def submit(self, fn, *args, **kwargs):
+        with self.cond:
+            self.active += 1
+
+        def run():
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self.cond:
+                    self.active -= 1
+                    self.cond.notify_all()
+
+        return self.inner.submit(run)
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.active == 0, timeout):
+                raise AssertionError(f"{self.active} Slack handler(s) still running after {timeout:g}s")
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class _Errors(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _unexpected(records: list[logging.LogRecord]) -> list[str]:
+    """ERROR records that mean something failed (not: the response_url was unreachable)."""
+    out = []
+    for record in records:
+        message = record.getMessage()
+        if record.exc_info is None and (message.startswith("reply failed") or record.name == "slack_sdk.webhook.client"):
+            continue  # a garbage response_url: the app could not answer there, and said so
+        error = f" ({record.exc_info[0].__name__}: {record.exc_info[1]})" if record.exc_info else ""
+        out.append(f"{record.name}: {message}{error}")
+    return out
+
+
+@dataclass
+class InProcess:
+    url: str
+    port: int
+    stub: SlackStub
+    sender: SlackSender
+    store: Store
+    key: Seeded
+    forged_secret: str  # well-formed (checksum correct) but never issued here
+    executor: _TrackingExecutor
+    errors: _Errors
+    admins: list[str] = field(default_factory=list)
+
+    # -- sending -----------------------------------------------------------------------------
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def get(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def signed(self, body: bytes, content_type: str = FORM) -> tuple[int, dict[str, str], str]:
+        return self.sender.raw(body, {"Content-Type": content_type, **self.sender.signed_headers(body)})
+
+    def interaction(self, payload: Any) -> tuple[int, dict[str, str], str]:
+        raw = payload if isinstance(payload, str) else json.dumps(payload)
+        return self.signed(urlencode({"payload": raw}).encode("utf-8"))
+
+    # -- checking ----------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start an example clean: nothing still running from (or logged by) the one before."""
+        self.executor.wait_idle()
+        self.errors.records.clear()
+
+    def settle(self) -> list[str]:
+        """Wait for the handlers behind the acks; return unexpected errors logged meanwhile."""
+        self.executor.wait_idle()
+        found = _unexpected(self.errors.records)
+        self.errors.records.clear()
+        return found
+
+    def revoked_events(self) -> int:
+        with self.store.db.read() as session:
+            return session.scalar(select(func.count()).select_from(AuditEvent)
+                                  .where(AuditEvent.action == "key.revoked")) or 0
+
+    def assert_nothing_changed(self) -> None:
+        assert self.store.keys.verify(self.key.secret).code.value == "VALID"
+        assert self.store.keys.get(self.key.id).revoked_at is None
+        assert self.revoked_events() == 0
+        assert sorted(a.user_id for a in self.store.admins.list()) == self.admins
+
+
+def _serve(database_url: str, stub: SlackStub):
+    """The real WSGI app of one worker on a free local port: (server, app, executor)."""
+    app_settings = Settings(database_url=database_url, slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
+                            slack_api_url=stub.api_url, admins=(ADMIN,), audit_channel=AUDIT)
+    wsgi = create_app(app_settings)
+    bolt = wsgi.slack_app.app
+    executor = _TrackingExecutor(bolt._listener_runner.listener_executor)
+    bolt._listener_runner.listener_executor = executor
+    server = make_server("127.0.0.1", 0, wsgi, server_class=_Threading, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    return server, wsgi, executor
+
+
+def _shutdown(server, wsgi) -> None:
+    server.shutdown()
+    server.server_close()
+    for callback in wsgi.store.outbox.on_commit:  # the audit deliverer of this app
+        stop = getattr(getattr(callback, "__self__", None), "stop", None)
+        if stop:
+            stop()
+    wsgi.store.close()
+
+
+@pytest.fixture(scope="module")
+def module_database_url(tmp_path_factory) -> Iterator[str]:
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'apikeys.db'}"
+        return
+    url = _postgres_database(base)
+    yield url
+    _drop_postgres_database(url)
+
+
+@pytest.fixture(scope="module")
+def app(module_database_url: str) -> Iterator[InProcess]:
+    store = open_store(module_database_url, bootstrap_admins=[ADMIN])
+    key = seed(store, "billing-api", owner="payments")
+    stub = SlackStub().start()
+    errors = _Errors()
+    root = logging.getLogger()
+    root.addHandler(errors)
+    server, wsgi, executor = _serve(module_database_url, stub)
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}"
+    forged = generate_secret()
+    assert store.keys.verify(forged).code.value == "NOT_FOUND"
+    harness = InProcess(url, port, stub, SlackSender(url, SECRET, stub), store, key, forged, executor, errors,
+                        sorted(a.user_id for a in store.admins.list()))
+    try:
+        yield harness
+        # After everything: still nothing revoked, the audit chain intact, no secret sent to Slack.
+        harness.settle()
+        harness.assert_nothing_changed()
+        assert store.audit.verify() is None
+        assert not any(key.secret in json.dumps(c.body) for c in stub.calls)
+    finally:
+        root.removeHandler(errors)
+        _shutdown(server, wsgi)
+        stub.stop()
+        store.close()
+
+
+def assert_not_a_server_error(status: int, text: str, what: Any) -> None:
+    assert 200 <= status < 500, f"{status} for {what!r}: {text[:300]}"
+    assert "Traceback" not in text, text[:300]
+
+
+# ======================================================================= strategies
+
+
+def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, each chosen in proportion to its weight."""
+    return st.sampled_from([s for w, s in choices for _ in range(w)]).flatmap(lambda strategy: strategy)
+
+
+LONG = st.builds(lambda chunk, n: chunk * n, st.text(min_size=1, max_size=3), st.integers(200, 6000))
+MENTIONS = st.builds(lambda user, name: f"<@{user}|{name}>", st.from_regex(r"\A[UW][A-Z0-9]{2,12}\Z"),
+                     st.text(max_size=12))
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                                 st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                           max_leaves=12)
+WORDS = st.sampled_from(["list", "revoked", "all", "expired", "owner", "find", "history", "admins", "add", "remove",
+                         "revoke-owner", "help", "payments", "billing-api", "LIST", "Find", "key_", "apk_"])
+
+
+def key_like(app: InProcess) -> st.SearchStrategy[str]:
+    secret = app.key.secret
+    return st.sampled_from([
+        secret, secret[:-1], secret + "x", secret.upper(), "x" + secret, secret[:4] + secret[5:],
+        f"apk_\u2026{secret[-4:]}", secret[-4:], app.key.id, app.forged_secret, "apk_" + "A" * 28,
+        f"<{secret}>", f"`{secret}`", f"{secret},{secret}", f"https://x.example/?k={secret}",
+    ])
+
+
+def command_texts(app: InProcess) -> st.SearchStrategy[str]:
+    token = st.one_of(WORDS, MENTIONS, key_like(app), st.text(max_size=20))
+    return st.one_of(
+        st.text(),
+        st.lists(token, max_size=8).map(" ".join),
+        st.builds(lambda verb, rest: f"{verb} {rest}", WORDS, st.one_of(key_like(app), MENTIONS, st.text())),
+        LONG,
+        st.text(alphabet=st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp"]), max_size=40),
+    )
+
+
+def key_ids(app: InProcess, privileged: bool) -> st.SearchStrategy[Any]:
+    real = app.key.id
+    forged = st.from_regex(r"\Akey_[0-9A-Za-z]{17}\Z").filter(lambda k: k != real)
+    odd = ["key_", "key_x' OR '1'='1", "key_" + "A" * 16, "KEY_" + "A" * 17, "key_" + "A" * 18,
+           "key_" + "A" * 17 + "\n", "key_" + "A" * 17 + "\u0000"]
+    if not privileged:  # near misses of the real id (an admin's would be a fair request to revoke it)
+        odd += [real + "\n", " " + real, real.upper(), real[:-1]]
+    odd = st.sampled_from(odd)
+    return weighted((0 if privileged else 4, st.just(real)), (2, forged), (1, odd), (1, st.text(max_size=30)),
+                    (1, JSON_SCALARS))
+
+
+def history_key_ids(app: InProcess) -> st.SearchStrategy[Any]:
+    """The key of a history page: the real one or not an id at all. (A well-formed id of no key
+    makes the handler raise after the ack: see test_an_error_in_a_click_handler_...)"""
+    not_an_id = st.one_of(st.sampled_from(["key_", "key_x' OR '1'='1", " " + app.key.id, app.key.id[:-1]]),
+                          st.text(max_size=30)).filter(lambda k: not KEY_ID_RE.match(k))
+    return weighted((3, st.just(app.key.id)), (1, not_an_id), (1, JSON_SCALARS))
+
+
+def issued_ats() -> st.SearchStrategy[Any]:
+    """When a confirmation was shown: around now (computed when drawn, so that the choices
+    Hypothesis makes do not depend on the clock), anything else, or not a number."""
+    around_now = st.integers(-60, 60).map(lambda delta: int(time.time()) + delta)
+    return st.one_of(around_now, around_now.map(float), around_now.map(str), st.integers(), JSON_SCALARS)
+
+
+def cursors() -> st.SearchStrategy[Any]:
+    return st.one_of(st.from_regex(r"\A\d{20}\.key_[0-9A-Za-z]{17}\Z"),
+                     st.sampled_from(["99991231235959999999.key_" + "A" * 17, "00000101000000000000.key_" + "A" * 17,
+                                      "20240230000000000000.key_" + "A" * 17, ".", "not-a-cursor", "x" * 81]),
+                     st.text(max_size=30), JSON_SCALARS)
+
+
+def list_views() -> st.SearchStrategy[Any]:
+    return weighted(
+        (4, st.fixed_dictionaries({}, optional={
+            "s": weighted((3, st.sampled_from(STATUSES)), (1, JSON_SCALARS)),
+            "o": weighted((3, st.sampled_from(["payments", *NO_SUCH_OWNERS])), (1, JSON_SCALARS)),
+            "a": cursors(), "b": cursors()})),
+        (1, JSON_VALUES))
+
+
+def owners(privileged: bool) -> st.SearchStrategy[Any]:
+    names = st.sampled_from(NO_SUCH_OWNERS if privileged else ["payments", *NO_SUCH_OWNERS])
+    garbage = st.one_of(st.text(max_size=30), JSON_SCALARS).filter(
+        lambda o: not privileged or not isinstance(o, str) or o.strip() != "payments")
+    return st.one_of(names, garbage)
+
+
+# Positions in the audit log fit the id column (32 bits on PostgreSQL) here; larger ones have
+# their own test below.
+POSITIONS = st.one_of(st.integers(-10, 2 ** 31 - 1), st.sampled_from([0, 1, 2 ** 31 - 1]), JSON_SCALARS.filter(
+    lambda v: not isinstance(v, int) or isinstance(v, bool) or v < 2 ** 31))
+
+
+def button_values(app: InProcess, privileged: bool, action_id: Any = None) -> st.SearchStrategy[Any]:
+    """A button value: mostly one shaped like those the app renders for ``action_id`` (with
+    forged or ill-typed fields), else any other shape, garbage, huge, or not a string at all."""
+    key_action = st.fixed_dictionaries({"k": key_ids(app, privileged)}, optional={
+        "t": issued_ats(), "l": list_views(), "r": weighted((3, st.sampled_from(REASONS)), (1, JSON_SCALARS)),
+        "x": LONG})
+    owner_action = st.fixed_dictionaries({"o": owners(privileged)}, optional={
+        "u": cursors(), "n": st.one_of(st.integers(), JSON_SCALARS), "t": issued_ats()})
+    page = st.fixed_dictionaries({"v": weighted((4, st.sampled_from(["l", "h"])), (1, JSON_SCALARS))}, optional={
+        "s": weighted((3, st.sampled_from(STATUSES)), (1, JSON_SCALARS)), "o": owners(False), "a": cursors(),
+        "b": cursors(), "k": history_key_ids(app), "i": POSITIONS, "j": POSITIONS})
+    if action_id in ("apikeys.revoke", "apikeys.revoke.cancel", "apikeys.revoke.confirm"):
+        matching = key_action
+    elif action_id == "apikeys.revoke_owner.confirm":
+        matching = owner_action
+    else:
+        matching = page
+    other = st.one_of(key_action, owner_action, page)
+    genuine = st.builds(lambda _: encode_key_action(KeyAction(app.key.id, ListView(), issued_at=int(time.time()))),
+                        st.none())  # what a real confirmation for the seeded key carries
+    return weighted(
+        (6, matching.map(json.dumps)),
+        (1, other.map(json.dumps)),
+        (1, st.text(max_size=60)),                  # garbage
+        (1, LONG),                                  # huge
+        (1, JSON_VALUES.map(json.dumps)),           # JSON of the wrong shape
+        (1, JSON_VALUES),                           # not even a string
+        (0 if privileged else 2, genuine),
+    )
+
+
+def response_urls(app: InProcess) -> st.SearchStrategy[Any]:
+    fresh = st.builds(lambda _: app.stub.response_url("fuzz"), st.none())
+    odd = st.sampled_from(["", "not a url", "file:///etc/passwd", "ftp://127.0.0.1/x",
+                           app.stub.base_url + "/response/never-issued", app.url + "/slack/events"])
+    return st.sampled_from([fresh] * 4 + [odd, JSON_SCALARS]).flatmap(lambda strategy: strategy)
+
+
+def users(privileged: bool) -> st.SearchStrategy[Any]:
+    if privileged:  # the admin, in the own workspace
+        return st.sampled_from([{"id": ADMIN, "team_id": OWN_TEAM, "name": "ada"}, {"id": ADMIN}])
+    return st.one_of(
+        st.sampled_from([
+            {"id": MEMBER, "team_id": OWN_TEAM, "username": "max"},
+            {"id": MEMBER},
+            {"id": OTHER_WORKSPACE_USER, "team_id": OTHER_TEAM},
+            {"id": ADMIN, "team_id": OTHER_TEAM},  # an admin's id, but from another workspace
+            {"id": "UNOBODY01", "team_id": OWN_TEAM},
+            {}, {"id": ""}, {"team_id": OWN_TEAM},
+        ]),
+        st.fixed_dictionaries({"id": st.one_of(JSON_VALUES, st.text(max_size=30))}).filter(
+            lambda u: u["id"] != ADMIN),
+    )
+
+
+# Hypothesis favours small integers, so "present 5 times in 6" is drawn from a list.
+OFTEN = st.sampled_from([True] * 5 + [False])
+RARELY = st.sampled_from([False] * 5 + [True])
+
+
+@st.composite
+def interactions(draw, app: InProcess) -> dict[str, Any]:
+    privileged = draw(st.booleans(), label="admin of the own workspace")
+    payload: dict[str, Any] = {
+        "type": draw(st.sampled_from(["block_actions"] * 16 + ["view_submission", "block_suggestion", "", "BLOCK_ACTIONS"])),
+        "api_app_id": "A0APIKEYS",
+        "token": "legacy-verification-token",
+        "trigger_id": draw(st.one_of(st.builds(lambda n: f"{time.time_ns()}.{n}", st.integers(0, 10 ** 6)),
+                                     JSON_SCALARS)),
+    }
+    user = draw(users(privileged))
+    if privileged or draw(st.booleans()):  # "no user" as well
+        payload["user"] = user
+    if draw(OFTEN):
+        payload["team"] = draw(st.sampled_from([{"id": OWN_TEAM, "domain": "own"}, {"id": OTHER_TEAM}, {}, {"id": 5}]))
+    if draw(OFTEN):
+        payload["channel"] = draw(st.sampled_from([{"id": INCIDENT, "name": "incident"}, {"id": AUDIT}, {}, {"id": None}]))
+    # container and state are objects here (with anything inside); other types: explicit tests below.
+    if draw(st.booleans()):
+        payload["container"] = draw(st.one_of(
+            st.fixed_dictionaries({"type": st.just("message")}, optional={
+                "is_ephemeral": JSON_SCALARS, "channel_id": st.one_of(st.just(INCIDENT), JSON_SCALARS),
+                "message_ts": JSON_SCALARS}),
+            st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)))
+    if draw(st.booleans()):
+        payload["state"] = draw(st.one_of(
+            st.just({"values": {"apikeys_reason": {"apikeys.revoke.reason": {
+                "type": "static_select", "selected_option": {"value": draw(st.one_of(st.sampled_from(REASONS),
+                                                                                      JSON_VALUES))}}}}}),
+            st.fixed_dictionaries({"values": JSON_VALUES}),
+            st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)))
+    if draw(RARELY):
+        payload["message"] = draw(JSON_VALUES)
+    if draw(OFTEN):
+        payload["response_url"] = draw(response_urls(app))
+
+    def action() -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "action_id": draw(st.sampled_from([st.sampled_from(OUR_ACTIONS)] * 4 + [
+                st.sampled_from(UNKNOWN_ACTIONS), st.text(max_size=30)]).flatmap(lambda strategy: strategy)),
+            "type": draw(st.sampled_from(["button", "static_select", "overflow", ""])),
+        }
+        if draw(OFTEN):
+            item["value"] = draw(button_values(app, privileged, item["action_id"]))
+        if draw(st.booleans()):
+            item["block_id"] = draw(st.one_of(st.sampled_from(["b", "apikeys_confirm_actions"]), JSON_SCALARS))
+        if draw(st.booleans()):
+            item["action_ts"] = draw(st.one_of(st.just(f"{time.time():.6f}"), JSON_SCALARS))
+        if draw(RARELY):
+            item["selected_option"] = draw(JSON_VALUES)
+        return item
+
+    payload["actions"] = [action() for _ in range(draw(st.sampled_from([1, 1, 1, 2])))]
+    return payload
+
+
+# ======================================================================= slash commands
+
+
+def _check_command(app: InProcess, user: str, text: str) -> None:
+    app.begin()
+    mark = app.stub.mark()
+    reply = app.sender.command(text, user=user, team=OTHER_TEAM if user == OTHER_WORKSPACE_USER else OWN_TEAM)
+    assert_not_a_server_error(reply.status, reply.text, text)
+    assert reply.status == 200, (reply.status, reply.text[:300])
+    assert reply.elapsed < 3, f"{reply.elapsed:.2f}s for {text[:80]!r}"
+    assert isinstance(reply.body, dict) and reply.body.get("response_type") == "ephemeral", reply.text[:300]
+    assert shown(reply.body).strip(), "an empty answer"
+    assert app.key.secret not in reply.text, f"the key was echoed for {text[:120]!r}"
+    assert app.settle() == [], text
+    assert not any(app.key.secret in json.dumps(c.body) for c in app.stub.calls[mark:])
+    app.assert_nothing_changed()
+
+
+def test_a_pasted_key_in_any_command_is_never_echoed(app: InProcess):
+    secret = app.key.secret
+    cases = [(MEMBER, f"find {secret}"), (ADMIN, f"find {secret}"), (MEMBER, secret),
+             (ADMIN, f"owner {secret}"), (ADMIN, f"history {secret}"), (ADMIN, f"revoke-owner {secret}"),
+             (MEMBER, f"admins add <@{MEMBER}|{secret}>"), (ADMIN, "x" * 60 + secret), (ADMIN, "x" * 70 + secret),
+             (ADMIN, "find " + "\u0000" * 3 + secret + "\u202e"), (MEMBER, "\n".join([secret] * 20)),
+             (ADMIN, f"{secret[:-6]} {secret}"), (ADMIN, f"find apk_{secret}")]
+    for user, text in cases:
+        _check_command(app, user, text)
+
+
+def test_command_text_of_only_whitespace_is_like_no_text(app: InProcess):
+    """``/apikeys`` followed by a non-breaking space (Option-Space on a Mac) and the like: the
+    text strips to nothing, so the answer is the list, as for ``/apikeys`` alone."""
+    answers = {}
+    for text in (" ", "\t", "\u00a0", "\u3000", "\u2028", "\x1c", "\x85", " \u00a0 \t"):
+        app.begin()
+        reply = app.sender.command(text, user=MEMBER)
+        problems = app.settle()
+        ok = (reply.status == 200 and isinstance(reply.body, dict) and reply.body.get("response_type") == "ephemeral"
+              and "Active API keys" in shown(reply.body) and not problems)
+        if not ok:
+            answers[text] = (reply.status, reply.text[:60], problems)
+        app.assert_nothing_changed()
+    assert answers == {}
+
+
+@FUZZ
+@given(data=st.data())
+def test_slash_command_text_never_fails_or_echoes_a_key(app: InProcess, data):
+    user = data.draw(st.sampled_from([MEMBER, OTHER_WORKSPACE_USER, "UNOBODY01", ADMIN]), label="user")
+    text = data.draw(command_texts(app), label="text")
+    words = text.strip().split()
+    # An admin's "admins add/remove" would rightly change the admins; everything else must not.
+    assume(not (user == ADMIN and words and words[0].lower() == "admins" and len(words) > 1))
+    # Text of whitespace only has its own test (above).
+    assume(not (text and not words))
+    _check_command(app, user, text)
+
+
+# ======================================================================= interactions
+
+
+@FUZZ_MORE
+@given(data=st.data())
+def test_interaction_payloads_never_fail_and_change_nothing(app: InProcess, data):
+    payload = data.draw(interactions(app), label="payload")
+    app.begin()
+    started = time.monotonic()
+    status, _, text = app.interaction(payload)
+    elapsed = time.monotonic() - started
+    assert_not_a_server_error(status, text, payload)
+    if payload["type"] == "block_actions":
+        assert status == 200 and text == "", (status, text[:300])  # acknowledged at once, empty
+    else:
+        assert status in (200, 404), (status, text[:300])
+    problems = app.settle()
+    assert problems == [], f"a handler failed behind the ack: {problems}"
+    assert elapsed < 2.5, f"the ack took {elapsed:.2f}s (Slack gives up after 3)"
+    app.assert_nothing_changed()
+
+
+def _payload(app: InProcess, **overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "type": "block_actions", "user": {"id": MEMBER, "team_id": OWN_TEAM}, "api_app_id": "A0APIKEYS",
+        "team": {"id": OWN_TEAM, "domain": "own"}, "channel": {"id": INCIDENT, "name": "incident"},
+        "container": {"type": "message", "is_ephemeral": True, "channel_id": INCIDENT},
+        "trigger_id": f"{time.time_ns()}.1", "response_url": app.stub.response_url("shape"),
+        "actions": [{"action_id": "apikeys.list", "type": "button", "value": "{}", "action_ts": f"{time.time():.6f}"}],
+    }
+    payload.update(overrides)
+    return {k: v for k, v in payload.items() if v is not ...}
+
+
+def _server_errors(app: InProcess, cases: dict[str, Any], send) -> dict[str, str]:
+    """Send every case; return those answered with a 5xx (or a traceback), as what -> answer."""
+    failed = {}
+    for what, case in cases.items():
+        app.begin()
+        status, _, text = send(case)
+        app.settle()
+        if status >= 500 or "Traceback" in text:
+            failed[what] = f"{status} {text[:80]}"
+        app.assert_nothing_changed()
+    return failed
+
+
+# Each of these is signed correctly; Slack never sends them, but the signing secret is no proof
+# that a body is well-formed. "No actions at all" is unhandled (404 is fine).
+MALFORMED_ACTIONS = {
+    "no actions at all": {"actions": ...},
+    "actions empty": {"actions": []},
+    "actions a string": {"actions": "apikeys.revoke.confirm"},
+    "actions an object": {"actions": {"action_id": "apikeys.revoke.confirm"}},
+    "action not an object": {"actions": [1]},
+    "action without action_id": {"actions": [{"value": "x", "type": "button"}]},
+    "action_id a number": {"actions": [{"action_id": 5, "type": "button"}]},
+}
+WRONG_FIELD_TYPES = {
+    "user a number": {"user": 5},
+    "team a list": {"team": ["id"]},
+    "channel a boolean": {"channel": True},
+    "enterprise a number": {"enterprise": 5},
+    "authorizations a string": {"authorizations": "x"},
+    "event null": {"event": None},
+}
+NOT_AN_OBJECT = {"not json": "{not json", "a list": "[1, 2]", "a string": '"a string"', "null": "null",
+                 "empty": "", "latin-1 text": "\u00ff"}
+
+
+def test_signed_interaction_with_malformed_actions_gets_no_server_error(app: InProcess):
+    failed = _server_errors(app, MALFORMED_ACTIONS, lambda overrides: app.interaction(_payload(app, **overrides)))
+    assert failed == {}
+
+
+def test_signed_interaction_with_fields_of_the_wrong_type_gets_no_server_error(app: InProcess):
+    failed = _server_errors(app, WRONG_FIELD_TYPES, lambda overrides: app.interaction(_payload(app, **overrides)))
+    assert failed == {}
+
+
+def test_signed_payload_that_is_not_a_json_object_gets_no_server_error(app: InProcess):
+    failed = _server_errors(app, NOT_AN_OBJECT, app.interaction)
+    assert failed == {}
+
+
+UNSIGNED_BODIES = {
+    "payload not json": (urlencode({"payload": "{not json"}).encode(), FORM),
+    "payload a list": (urlencode({"payload": "[1]"}).encode(), FORM),
+    "payload bad percent-encoding": (b"payload=%ff%fe", FORM),
+    "json body not json": (b"{not json", "application/json"),
+    "json body a list": (b"[1]", "application/json"),
+    "a click with empty actions": (urlencode({"payload": json.dumps({"type": "block_actions", "actions": []})}).encode(),
+                                   FORM),
+    "a slash command": (urlencode({"command": "/apikeys", "text": "admins add <@UEVIL0001>", "user_id": ADMIN,
+                                   "team_id": OWN_TEAM}).encode(), FORM),
+}
+
+
+def test_unsigned_or_wrongly_signed_garbage_is_refused_with_401(app: InProcess):
+    """The contract: only correctly signed requests are processed; anything else gets 401."""
+    answers = {}
+    for what, (body, content_type) in UNSIGNED_BODIES.items():
+        for how, headers in (("unsigned", {"Content-Type": content_type}),
+                             ("wrongly signed", {"Content-Type": content_type,
+                                                 **app.sender.signed_headers(body, secret="not-the-secret")})):
+            status, _, text = app.sender.raw(body, headers)
+            answers[f"{what}, {how}"] = status
+    app.settle()
+    assert {what: status for what, status in answers.items() if status != 401} == {}
+    app.assert_nothing_changed()
+
+
+def test_a_container_of_the_wrong_type_is_ignored(app: InProcess):
+    """Nothing needs ``container`` (it only says whether the message was ephemeral): a "Revoke"
+    click whose container is not an object opens the confirmation like any other."""
+    for container in ([None], "message", 5):
+        app.begin()
+        thread = app.stub.response_url("container")
+        value = encode_key_action(KeyAction(app.key.id, ListView()))
+        payload = _payload(app, response_url=thread, container=container, actions=[{
+            "action_id": "apikeys.revoke", "type": "button", "value": value, "action_ts": f"{time.time():.6f}"}])
+        started = time.monotonic()
+        status, _, text = app.interaction(payload)
+        elapsed = time.monotonic() - started
+        problems = app.settle()
+        answer = app.stub.last_response(thread)
+        assert answer is not None and f"Revoke {app.key.name}?" in shown(answer), (container, answer and shown(answer))
+        assert problems == [], (container, problems)
+        assert (status, text) == (200, "") and elapsed < 1.5, (status, text, elapsed)
+    app.assert_nothing_changed()
+
+
+def test_an_error_in_a_click_handler_answers_once_and_in_time(app: InProcess):
+    """A handler that fails after acknowledging (here: the history of a key id that does not
+    exist, so the handler's lookup raises) must still have acknowledged at once, and the user
+    must get one answer saying what went wrong, not also "This button is out of date" from the
+    catch-all handler for unknown buttons."""
+    missing = "key_" + "Z" * 17
+    outcomes = []
+    for _ in range(3):  # the ack races the failure: repeat so that the failure wins at least once
+        app.begin()
+        thread = app.stub.response_url("history-missing")
+        payload = _payload(app, response_url=thread, actions=[{
+            "action_id": "apikeys.page.next", "type": "button", "value": json.dumps({"v": "h", "k": missing}),
+            "action_ts": f"{time.time():.6f}"}])
+        started = time.monotonic()
+        status, _, text = app.interaction(payload)
+        elapsed = time.monotonic() - started
+        app.settle()
+        answers = [shown(a).split("\n")[0] for a in app.stub.responses_to(thread)]
+        outcomes.append((status, round(elapsed, 1), answers))
+    assert all(status == 200 and elapsed < 1.5 and len(answers) == 1 and "out of date" not in answers[0]
+               for status, elapsed, answers in outcomes), outcomes
+    app.assert_nothing_changed()
+
+
+def test_history_page_with_an_out_of_range_position_falls_back_instead_of_failing(app: InProcess):
+    for position in ({"i": 2 ** 31}, {"j": 2 ** 32}, {"i": 2 ** 63}, {"j": 2 ** 64}, {"i": 10 ** 30}):
+        app.begin()
+        thread = app.stub.response_url("history")
+        payload = _payload(app, response_url=thread, actions=[{
+            "action_id": "apikeys.page.next", "type": "button", "value": json.dumps({"v": "h", **position}),
+            "action_ts": f"{time.time():.6f}"}])
+        status, _, text = app.interaction(payload)
+        assert (status, text) == (200, "")
+        problems = app.settle()
+        answer = app.stub.last_response(thread)
+        assert answer is not None and "Something went wrong" not in shown(answer), (position, answer)
+        assert problems == [], (position, problems)
+    app.assert_nothing_changed()
+
+
+def test_a_malformed_state_does_not_abort_an_admin_revocation(database_url: str):
+    """``state`` only carries the optional reason: a confirmation whose state is not an object
+    revokes without a reason (an unknown reason is ignored, the revocation matters more).
+    On a database of its own: this one does revoke."""
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    stub = SlackStub().start()
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    server, wsgi, executor = _serve(database_url, stub)
+    try:
+        sender = SlackSender(f"http://127.0.0.1:{server.server_address[1]}", SECRET, stub)
+        for state in ("garbage", [1], 5):
+            key = seed(store, f"key-{type(state).__name__}")
+            thread = stub.response_url("state")
+            value = encode_key_action(KeyAction(key.id, ListView(), issued_at=int(time.time())))
+            payload = {"type": "block_actions", "user": {"id": ADMIN, "team_id": OWN_TEAM},
+                       "team": {"id": OWN_TEAM}, "channel": {"id": INCIDENT}, "trigger_id": f"{time.time_ns()}.1",
+                       "response_url": thread, "state": state,
+                       "actions": [{"action_id": "apikeys.revoke.confirm", "type": "button", "value": value,
+                                    "action_ts": f"{time.time():.6f}"}]}
+            body = urlencode({"payload": json.dumps(payload)}).encode()
+            status, _, text = sender.raw(body, {"Content-Type": FORM, **sender.signed_headers(body)})
+            assert (status, text) == (200, "")
+            executor.wait_idle()
+            answer = stub.last_response(thread)
+            assert answer is not None and ":white_check_mark:" in shown(answer), (state, answer and shown(answer))
+            assert store.keys.verify(key.secret).code.value == "REVOKED"
+        assert _unexpected(errors.records) == []
+    finally:
+        logging.getLogger().removeHandler(errors)
+        _shutdown(server, wsgi)
+        stub.stop()
+        store.close()
+
+
+# ======================================================================= the key API
+
+
+@FUZZ
+@given(body=st.binary(max_size=4096), content_type=st.sampled_from(["application/json", "text/plain", "", FORM]))
+@example(body=b'{"key": "apk_x"}', content_type="application/json")
+@example(body=b"\xff\xfe{}", content_type="application/json")
+@example(body=b'{"key": "\\ud800"}', content_type="application/json")
+def test_verify_with_arbitrary_bytes(app: InProcess, body: bytes, content_type: str):
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, out_headers, text = app.post("/v1/keys/verify", body, headers)
+    assert_not_a_server_error(status, text, body)
+    try:
+        parsed = json.loads(body.decode("utf-8"))
+        well_formed = isinstance(parsed, dict) and isinstance(parsed.get("key"), str)
+    except (UnicodeDecodeError, ValueError):
+        well_formed = False
+    assert status == (200 if well_formed else 400), (status, text)
+    assert out_headers.get("content-type", "").startswith("application/json")
+    answer = json.loads(text)
+    assert ("code" in answer) if status == 200 else ("error" in answer)
+    app.assert_nothing_changed()
+
+
+@FUZZ
+@given(data=st.data())
+def test_verify_with_arbitrary_json(app: InProcess, data):
+    value = data.draw(st.one_of(
+        JSON_VALUES,
+        st.fixed_dictionaries({"key": st.one_of(key_like(app), st.text(), JSON_VALUES)},
+                              optional={"other": JSON_VALUES, "Key": key_like(app)}),
+    ), label="body")
+    status, _, text = app.post("/v1/keys/verify", json.dumps(value).encode(), {"Content-Type": "application/json"})
+    assert_not_a_server_error(status, text, value)
+    answer = json.loads(text)
+    if isinstance(value, dict) and isinstance(value.get("key"), str):
+        assert status == 200, (status, answer)
+        assert answer["code"] in {"VALID", "REVOKED", "EXPIRED", "NOT_FOUND", "MALFORMED"}
+        assert answer["valid"] is (answer["code"] == "VALID")
+        if value["key"] == app.key.secret:
+            assert (answer["code"], answer["key_id"], answer["owner"]) == ("VALID", app.key.id, app.key.owner)
+        else:
+            assert answer["code"] in {"NOT_FOUND", "MALFORMED"} and "key_id" not in answer, answer
+        if value["key"] == app.forged_secret:
+            assert answer["code"] == "NOT_FOUND"
+    else:
+        assert status == 400 and "error" in answer, (status, answer)
+    assert app.key.secret not in text
+    app.assert_nothing_changed()
+
+
+def test_verify_body_limits(app: InProcess):
+    big = json.dumps({"key": app.key.secret, "pad": "x" * 70_000}).encode()
+    status, _, text = app.post("/v1/keys/verify", big, {"Content-Type": "application/json"})
+    assert status == 413 and "error" in json.loads(text)
+    status, _, text = app.post("/v1/keys/verify", b"x" * 1000, {"Content-Length": "12abc"})
+    assert status == 400 and "error" in json.loads(text)
+    app.assert_nothing_changed()
+
+
+def test_verify_with_deeply_nested_json_is_a_400(app: InProcess):
+    """JSON nested deeper than the parser's recursion limit, well within the 64 KB body limit,
+    is "a body that is not JSON with a string key": 400 with a JSON error, like any other."""
+    answers = {}
+    for what, nested in {"arrays": b"[" * 30_000 + b"]" * 30_000,
+                         "in the key": b'{"key": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+                         "objects": b'{"a":' * 10_000 + b"1" + b"}" * 10_000}.items():
+        assert len(nested) <= 64 * 1024
+        status, _, text = app.post("/v1/keys/verify", nested, {"Content-Type": "application/json"})
+        if status != 400 or "error" not in json.loads(text):
+            answers[what] = f"{status} {text[:80]}"
+    assert answers == {}
+    app.assert_nothing_changed()
+
+
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0xFF, exclude_characters="\r\n"),
+                      max_size=120)
+
+
+@FUZZ
+@given(data=st.data())
+def test_auth_with_arbitrary_header_values(app: InProcess, data):
+    secret = app.key.secret
+    value = st.one_of(HEADER_TEXT, key_like(app),
+                      st.builds(lambda scheme, key: f"{scheme} {key}",
+                                st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "Token", ""]),
+                                st.one_of(key_like(app), HEADER_TEXT))
+                      ).filter(lambda v: max(map(ord, v), default=0) <= 0xFF)  # HTTP header values are latin-1
+    headers = data.draw(st.dictionaries(st.sampled_from(["Authorization", "X-API-Key"]), value, max_size=2),
+                        label="headers")
+    status, out, text = app.get("/v1/auth", headers)
+    assert status in (204, 401), (status, text[:300])
+    assert "Traceback" not in text
+    exact = headers.get("Authorization") == f"Bearer {secret}" or (
+        "Authorization" not in headers and headers.get("X-API-Key") == secret)
+    if status == 204:
+        assert any(secret in v for v in headers.values()), headers
+        assert (out.get("x-key-id"), out.get("x-key-owner")) == (app.key.id, app.key.owner)
+        assert text == ""
+    else:
+        assert not exact, f"the valid key was refused: {headers!r} -> {text}"
+        assert out.get("www-authenticate", "").startswith("Bearer")
+        assert json.loads(text)["code"] in {"MALFORMED", "NOT_FOUND", "REVOKED", "EXPIRED"}
+        assert "x-key-id" not in out
+    assert secret not in text
+    app.assert_nothing_changed()
+
+
+# ======================================================================= after all that
+
+
+def test_after_all_the_fuzzing_nothing_changed(app: InProcess):
+    app.settle()
+    app.assert_nothing_changed()
+    events = app.store.audit.oldest_first()
+    assert [e.action for e in events if e.action == "key.revoked"] == []
+    assert {e.action for e in events} <= {"key.created", "key.revoke_denied"}, {e.action for e in events}
+    assert app.store.audit.verify() is None
+    assert not any(app.key.secret in json.dumps(c.body) for c in app.stub.calls)
