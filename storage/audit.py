@@ -136,7 +136,7 @@ class AuditLog:
         if self.notify_channel and notify:
             self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
                                 payload={"first": rows[0]["id"], "last": rows[-1]["id"]})
-        return [AuditEvent(**row) for row in rows]
+        return [AuditEvent.model_construct(**row) for row in rows]
 
     def record(self, event: EventInput) -> AuditEvent:
         """Append one event in its own transaction."""

@@ -1,0 +1,51 @@
+"""Benchmarks 3 and 4: ``apikeys create --count 100000`` (target >= 5,000 keys/s, one transaction)
+and revoking 10,000 keys of one owner (target < 2 s, one transaction, every event recorded).
+
+    .venv/bin/python -m bench.bulk
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from storage import open_store
+from storage.keys import encode_cursor
+
+from .common import ROOT, database, machine
+
+
+def main() -> None:
+    url = database("bulk.db")
+    open_store(url).close()  # schema first, so the timing is the command's own work
+    env = dict(os.environ, DATABASE_URL=url)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "create", "--name", "load", "--owner", "bulk",
+                          "--count", "100000"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    create_s = time.perf_counter() - start
+    created = json.loads(out.stdout)
+    assert len(created) == 100_000
+
+    store = open_store(url)
+    store.keys.create(name="victim", owner="breached", actor="bench", count=10_000)
+    newest = store.keys.list_keys(owner="breached", limit=1).items[0]
+    events_before = store.audit.oldest_first(limit=1)[0].id
+    start = time.perf_counter()
+    revoked = store.keys.revoke_owner("breached", up_to=encode_cursor(newest), actor="UADMIN001", reason="compromised")
+    revoke_s = time.perf_counter() - start
+    events = store.audit.oldest_first(limit=1)[0].id - events_before
+    assert len(revoked) == 10_000 and events == 10_000
+    assert store.audit.verify() is None
+    store.close()
+
+    print(f"machine: {machine()}; database {url.split(':')[0]}")
+    print(f"apikeys create --count 100000: {create_s:.2f} s for the whole command = {100_000 / create_s:,.0f} keys/s")
+    print(f"revoke-owner of 10,000 keys:   {revoke_s:.2f} s, {events:,} key.revoked events, chain verified")
+    print(json.dumps({"create_s": create_s, "create_per_s": 100_000 / create_s, "revoke_10k_s": revoke_s}))
+
+
+if __name__ == "__main__":
+    main()

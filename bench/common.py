@@ -1,0 +1,108 @@
+"""Shared helpers for the benchmarks: a Slack stand-in, a real server process, seeding, stats."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.devslack import SlackStub  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.slackhttp import SlackSender  # noqa: E402
+
+SECRET = "bench-signing-secret"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = cpu
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p95": percentile(values, 95), "n": len(values)}
+
+
+def database(name: str) -> str:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{Path(tempfile.mkdtemp(prefix='apikeys-bench-')) / name}"
+
+
+class Server:
+    def __init__(self, database_url: str, stub: SlackStub, *, workers: int = 2, extra: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+        env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(self.port), WEB_CONCURRENCY=str(workers),
+                   SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET, SLACK_API_URL=stub.api_url,
+                   APIKEYS_ADMINS="UADMIN001", APIKEYS_AUDIT_CHANNEL="C0AUDIT", **(extra or {}))
+        self.log = tempfile.NamedTemporaryFile(prefix="apikeys-bench-server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(Path(self.log.name).read_text())
+                time.sleep(0.1)
+        self.sender = SlackSender(self.url, SECRET, stub)
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        return [self.proc.pid, *map(int, out)]
+
+    def rss_mb(self) -> float:
+        """Resident memory of the master and its workers, in MB."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+@contextmanager
+def running(database_url: str, **kwargs):
+    stub = SlackStub().start()
+    server = Server(database_url, stub, **kwargs)
+    try:
+        yield stub, server
+    finally:
+        server.stop()
+        stub.stop()
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
