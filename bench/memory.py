@@ -11,6 +11,7 @@ import http.client
 import json
 import threading
 
+from bot.devslack import walk_buttons
 from storage import open_store
 
 from .common import database, machine, running
@@ -45,7 +46,8 @@ def main() -> None:
         for _ in range(50):
             reply = server.sender.command("")
             server.sender.command("history")
-            server.sender.click_button(reply.body["blocks"], "Revoke", response_url=reply.response_url)
+            block_id, revoke = next((b, e) for b, e in walk_buttons(reply.body["blocks"]) if e["text"]["text"] == "Revoke")
+            server.sender.click(revoke["action_id"], revoke["value"], block_id=block_id, response_url=reply.response_url)
         verify_many(server.url, secret, 10_000)
         warmed = server.rss_mb()
         verify_many(server.url, secret, 100_000)

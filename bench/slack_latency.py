@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 
+from bot.devslack import walk_buttons
 from storage import open_store
 
 from .common import database, fmt_ms, machine, running, summary
@@ -43,7 +44,8 @@ def measure(url: str, rounds: int) -> dict[str, dict]:
             # Revoke click: from the click to the confirmation arriving at the response_url.
             mark = stub.mark()
             start = time.perf_counter()
-            sender.click_button(reply.body["blocks"], "Revoke", response_url=reply.response_url)
+            block_id, revoke = next((b, e) for b, e in walk_buttons(reply.body["blocks"]) if e["text"]["text"] == "Revoke")
+            sender.click(revoke["action_id"], revoke["value"], block_id=block_id, response_url=reply.response_url)
             stub.wait_for_response(reply.response_url, since=mark, timeout=10)
             results["revoke_click"].append(time.perf_counter() - start)
     return {name: summary(values) for name, values in results.items()}

@@ -310,15 +310,21 @@ class KeyService:
             prev_cursor=encode_cursor(items[0]) if has_prev else None,
         )
 
-    def count_keys(self, *, status: str = "active", owner: str | None = None, now: datetime | None = None) -> int:
+    def count_keys(self, *, status: str = "active", owner: str | None = None, now: datetime | None = None,
+                   cap: int | None = None) -> int:
+        """How many keys match. With ``cap``, counting stops after ``cap + 1`` (so the cost stays flat
+        however many keys there are); a result above ``cap`` means "more than cap"."""
         check_status(status)
         conditions = []
         if (cond := status_filter(status, now or utcnow())) is not None:
             conditions.append(cond)
         if owner is not None:
             conditions.append(ApiKey.owner == owner)
+        query = select(ApiKey.id).where(*conditions)
+        if cap is not None:
+            query = query.limit(cap + 1)
         with self.db.read() as session:
-            return session.scalar(select(func.count()).select_from(ApiKey).where(*conditions)) or 0
+            return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
     # -- verify ---------------------------------------------------------------------------
     def verify(self, secret: object, *, via: str = "verify") -> Verification:

@@ -41,6 +41,7 @@ from .views import (
 MAX_BLOCKS = 50
 KEYS_PER_PAGE = 15
 EVENTS_PER_PAGE = 15
+COUNT_CAP = 1000  # the list counts keys up to here ("1,000+"), so its cost stays flat
 STATUS_TITLES = {"active": "Active API keys", "revoked": "Revoked API keys", "expired": "Expired API keys",
                  "all": "All API keys"}
 
@@ -120,7 +121,8 @@ def _pager(prev_value: str | None, next_value: str | None) -> list[Block]:
 
 def key_list(page: KeyPage, view: ListView, total: int, now: datetime) -> list[dict]:
     title = f"*{STATUS_TITLES[view.status]}*" + (f" of *{esc(view.owner)}*" if view.owner else "")
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{title} · {total:,} in all"))]
+    shown_total = f"{COUNT_CAP:,}+" if total > COUNT_CAP else f"{total:,}"
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{title} · {shown_total} in all"))]
     if not page.items:
         hint = "Create one with `apikeys create --name NAME --owner OWNER`." if view.status == "active" else ""
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"No keys to show. {hint}".strip())))

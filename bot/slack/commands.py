@@ -37,8 +37,8 @@ def render_list(store: Store, view: ListView) -> Answer:
     now = utcnow()
     page = store.keys.list_keys(status=view.status, owner=view.owner, limit=blocks.KEYS_PER_PAGE,
                                 after=view.after, before=view.before, now=now)
-    total = store.keys.count_keys(status=view.status, owner=view.owner, now=now)
-    return Answer(f"{blocks.STATUS_TITLES[view.status]}: {total}", blocks.key_list(page, view, total, now))
+    total = store.keys.count_keys(status=view.status, owner=view.owner, now=now, cap=blocks.COUNT_CAP)
+    return Answer(f"{blocks.STATUS_TITLES[view.status]}", blocks.key_list(page, view, total, now))
 
 
 def render_history(store: Store, view: HistoryView) -> Answer:
