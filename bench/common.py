@@ -88,6 +88,19 @@ class Server:
                 pass
         return total / 1024
 
+    def pss_mb(self) -> float:
+        """Proportional set size: shared pages split between the processes that share them (the
+        honest total for a forking server, where RSS counts every shared page once per process)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in open(f"/proc/{pid}/smaps_rollup"):
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=15)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 
 from storage.keyformat import KEY_PREFIX, MASK_ELLIPSIS
 
@@ -25,8 +26,22 @@ def looks_like_key(text: str) -> bool:
 
 
 class RedactingFormatter(logging.Formatter):
+    """Masks key-shaped text; also caches the timestamp text per second (formatting time is the
+    largest part of a log line's cost, and the key API logs one line per request)."""
+
+    _marker = f"{KEY_PREFIX}_"
+    _cached_second: int = -1
+    _cached_text: str = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._cached_second:
+            self._cached_second, self._cached_text = second, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        return f"{self._cached_text},{int(record.msecs):03d}"
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = super().format(record)
+        return redact(text) if self._marker in text else text
 
 
 FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"

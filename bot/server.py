@@ -29,7 +29,7 @@ def create_app(settings: Settings):
     from .http import KeyApiApp
 
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
-                       notify_channel=settings.audit_channel)
+                       notify_channel=settings.audit_channel, pool_size=settings.threads + 2)
     slack_app = None
     if settings.slack_enabled:
         from .slack import create_slack_wsgi  # the Slack app (HTTP mode)
@@ -110,6 +110,11 @@ def run_server(settings: Settings) -> int:
     if not settings.slack_enabled:
         log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")
     log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
+    # Import what the workers run before they are forked, so that they share those pages with the
+    # master (copy-on-write) instead of each loading its own copy: less memory per worker.
+    from . import http  # noqa: F401
+    if settings.slack_enabled:
+        from .slack import app  # noqa: F401
     _Gunicorn(settings, options_hooks).run()
     return 0
 

@@ -32,10 +32,10 @@ class Store:
 
 def open_store(
     url: str = DEFAULT_DATABASE_URL, *, bootstrap_admins: Iterable[str] = (), create_schema: bool = True,
-    notify_channel: str | None = None,
+    notify_channel: str | None = None, pool_size: int = 10,
 ) -> Store:
     """Open the key store. ``notify_channel``: queue one audit-channel post per audited action."""
-    db = Database(url)
+    db = Database(url, pool_size=pool_size)
     if create_schema:
         db.create_schema()
     audit = AuditLog(db, notify_channel=notify_channel)

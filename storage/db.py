@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     engine = create_engine(
         url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         pool_pre_ping=False,
     )
@@ -40,6 +42,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # 1 MiB of page cache per connection (SQLite's default is 2 MiB): a worker holds many
+        # connections and the operating system caches the file anyway.
+        cursor.execute("PRAGMA cache_size=-1024")
         cursor.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
@@ -54,7 +59,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 class Database:
     """Owns the engines. ``read()`` and ``write()`` give sessions that commit or roll back."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, pool_size: int = 10):
+        """``pool_size``: connections kept open per engine; size it to the threads that use it, or
+        every request beyond it pays for opening (and configuring) a new connection."""
         try:
             parsed = make_url(url)
         except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
@@ -62,10 +69,11 @@ class Database:
         self.url = url
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
-            self.write_engine = _sqlite_engine(url, immediate=True)
-            self.read_engine = _sqlite_engine(url, immediate=False)
+            # SQLite runs one writer at a time: a few pooled write connections are enough.
+            self.write_engine = _sqlite_engine(url, immediate=True, pool_size=min(pool_size, 3))
+            self.read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
         elif self.dialect == "postgresql":
-            self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
             self.read_engine = self.write_engine
         else:
             raise InvalidInput(
@@ -110,8 +118,14 @@ class Database:
 
     def ping(self) -> bool:
         try:
-            with self.read_engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            raw = self.read_engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+                cursor.close()
+            finally:
+                raw.close()
             return True
         except Exception:  # any failure means "not healthy"
             log.warning("database ping failed", exc_info=False)

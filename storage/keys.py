@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, exists, func, insert, or_, select, tuple_, update
 from sqlmodel import Session
@@ -203,14 +203,38 @@ def key_to_dict(key: ApiKey, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+class _VerifyRow(NamedTuple):
+    id: str
+    name: str
+    owner: str
+    digest: str
+    prefix: str
+    last4: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    last_used_at: datetime | None
+
+
+def _utc(value) -> datetime | None:
+    """A timestamp as the driver returns it (SQLite: text; PostgreSQL: aware datetime) in aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
 class KeyService:
     def __init__(self, db: Database, audit: AuditLog):
         self.db = db
         self.audit = audit
         self.revoked_uses = RevokedUseCounter(db, audit)
-        self._verify_columns = (
-            ApiKey.id, ApiKey.name, ApiKey.owner, ApiKey.digest, ApiKey.prefix, ApiKey.last4,
-            ApiKey.expires_at, ApiKey.revoked_at, ApiKey.revoked_by, ApiKey.last_used_at,
+        # The hot path: one indexed SELECT on a pooled DBAPI connection, no statement building.
+        placeholder = "%s" if db.dialect == "postgresql" else "?"
+        self._verify_sql = (
+            "SELECT id, name, owner, digest, prefix, last4, expires_at, revoked_at, revoked_by, last_used_at "
+            f"FROM api_keys WHERE digest = {placeholder}"
         )
 
     # -- create ---------------------------------------------------------------------------
@@ -336,11 +360,17 @@ class KeyService:
             return Verification(VerifyCode.MALFORMED)
         assert isinstance(secret, str)
         wanted = keyformat.digest(secret)
-        with self.db.read_engine.connect() as conn:
-            row = conn.execute(select(*self._verify_columns).where(ApiKey.digest == wanted)).first()
-            conn.rollback()
-        if row is None or not keyformat.digests_equal(row.digest, wanted):
+        raw = self.db.read_engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(self._verify_sql, (wanted,))
+            found = cursor.fetchone()
+            cursor.close()
+        finally:
+            raw.close()  # back to the pool (which rolls back whatever the driver opened)
+        if found is None or not keyformat.digests_equal(found[3], wanted):
             return Verification(VerifyCode.NOT_FOUND)
+        row = _VerifyRow(*found[:6], *(map(_utc, found[6:8])), found[8], _utc(found[9]))
         now = utcnow()
         if row.revoked_at is not None:
             self.revoked_uses.record(
