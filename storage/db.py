@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 
 from sqlalchemy import event, text
@@ -23,6 +25,22 @@ from .errors import DatabaseUnavailable, InvalidInput
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+def _enable_wal(cursor) -> None:
+    """Switch a database to WAL once. Switching takes an exclusive lock and SQLite answers "database is
+    locked" at once (without waiting) when another connection is doing the same, as happens when a
+    server's workers and a CLI open a brand-new database together: retry for a while."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     engine = create_engine(
@@ -38,8 +56,8 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         # Let SQLAlchemy (not the driver) decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # 1 MiB of page cache per connection (SQLite's default is 2 MiB): a worker holds many
