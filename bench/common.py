@@ -76,30 +76,26 @@ class Server:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
         return [self.proc.pid, *map(int, out)]
 
-    def rss_mb(self) -> float:
-        """Resident memory of the master and its workers, in MB."""
+    def _sum_kb(self, filename: str, field: str) -> float:
+        """Add up one /proc field (in kB) over the master and its workers; MB."""
         total = 0
         for pid in self.pids():
             try:
-                for line in open(f"/proc/{pid}/status"):
-                    if line.startswith("VmRSS:"):
+                for line in open(f"/proc/{pid}/{filename}"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
             except OSError:
                 pass
         return total / 1024
 
+    def rss_mb(self) -> float:
+        """Resident memory of the master and its workers, in MB."""
+        return self._sum_kb("status", "VmRSS:")
+
     def pss_mb(self) -> float:
         """Proportional set size: shared pages split between the processes that share them (the
         honest total for a forking server, where RSS counts every shared page once per process)."""
-        total = 0
-        for pid in self.pids():
-            try:
-                for line in open(f"/proc/{pid}/smaps_rollup"):
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024
+        return self._sum_kb("smaps_rollup", "Pss:")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -6,6 +6,7 @@ suite to PostgreSQL; otherwise a fresh SQLite file under the test's tmp_path is 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -52,15 +53,24 @@ def _drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(directory: Path) -> Iterator[str]:
+    """A new empty database: on the PostgreSQL server of TEST_DATABASE_URL, else SQLite in ``directory``."""
     base = os.environ.get("TEST_DATABASE_URL")
     if not base:
-        yield f"sqlite:///{tmp_path / 'apikeys.db'}"
+        yield f"sqlite:///{directory / 'apikeys.db'}"
         return
     url = _postgres_database(base)
-    yield url
-    _drop_postgres_database(url)
+    try:
+        yield url
+    finally:
+        _drop_postgres_database(url)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    with fresh_database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ from storage.keyformat import generate_secret
 from storage.keys import KEY_ID_RE
 from storage.models import AuditEvent
 
-from .conftest import ADMIN, MEMBER, _drop_postgres_database, _postgres_database
+from .conftest import ADMIN, MEMBER, fresh_database
 from .slackhttp import FORM, SlackSender
 from .test_slack import AUDIT, INCIDENT, Seeded, seed, shown
 
@@ -226,13 +225,8 @@ def _shutdown(server, wsgi) -> None:
 
 @pytest.fixture(scope="module")
 def module_database_url(tmp_path_factory) -> Iterator[str]:
-    base = os.environ.get("TEST_DATABASE_URL")
-    if not base:
-        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'apikeys.db'}"
-        return
-    url = _postgres_database(base)
-    yield url
-    _drop_postgres_database(url)
+    with fresh_database(tmp_path_factory.mktemp("fuzz")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
