@@ -8,6 +8,7 @@ lets in-flight requests finish (``graceful_timeout``) and exits 0.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -115,6 +116,9 @@ def run_server(settings: Settings) -> int:
     from . import http  # noqa: F401
     if settings.slack_enabled:
         from .slack import app  # noqa: F401
+    # Keep the garbage collector from touching (and so un-sharing) those objects in the workers.
+    gc.collect()
+    gc.freeze()
     _Gunicorn(settings, options_hooks).run()
     return 0
 
