@@ -8,7 +8,7 @@ verify calls per second against the floor of one SHA-256 plus one indexed lookup
 
     apt-get install wrk   # once
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python -m bench.verify_throughput [--keys 100000] [--seconds 5]
+    .venv/bin/python -m bench.verify_throughput [--keys 100000] [--seconds 3] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def drf_server(db_path: str, keys: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed for the HTTP figures: apt-get install wrk")
@@ -101,7 +102,7 @@ def main() -> None:
         verify_script = (f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
                          'wrk.headers["Content-Type"] = "application/json"\n')
         rounds: dict[str, list[float]] = {"healthz": [], "verify": [], "auth": []}
-        for _ in range(3):  # interleaved, so that a noisy moment hits all three alike; the median counts
+        for _ in range(args.rounds):  # interleaved, so that a noisy moment hits all three alike; the median counts
             rounds["healthz"].append(wrk(server.url + "/healthz", args.seconds))
             rounds["verify"].append(wrk(server.url + "/v1/keys/verify", args.seconds, script=verify_script))
             rounds["auth"].append(wrk(server.url + "/v1/auth", args.seconds,
