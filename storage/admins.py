@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .audit import Action, AuditLog, EventInput
 from .db import Database
@@ -61,9 +60,8 @@ class AdminService:
         with self.db.write() as session:
             if user_id in self.bootstrap or session.get(Admin, user_id) is not None:
                 return False
-            dialect = postgresql if self.db.dialect == "postgresql" else sqlite
             inserted = session.execute(
-                dialect.insert(Admin)
+                self.db.insert(Admin)
                 .values(user_id=user_id, added_by=actor, added_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["user_id"])
                 .returning(Admin.user_id)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
@@ -133,6 +134,10 @@ class Database:
         from .migrate import upgrade
 
         upgrade(self)
+
+    def insert(self, table):
+        """INSERT with this dialect's ``on_conflict_do_*`` (SQLite and PostgreSQL spell it alike)."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
 
     def ping(self) -> bool:
         try:

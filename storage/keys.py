@@ -156,6 +156,12 @@ def check_status(status: str) -> str:
     return status
 
 
+def _require_key_id_shape(key_id: object) -> None:
+    """An id that cannot exist is simply not found (no database query)."""
+    if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
+        raise KeyNotFound(str(key_id)[:40])
+
+
 def new_key_id() -> str:
     return "key_" + keyformat.b62encode(int.from_bytes(os.urandom(12), "big"), 17)
 
@@ -281,8 +287,7 @@ class KeyService:
 
     # -- read -----------------------------------------------------------------------------
     def get(self, key_id: str) -> ApiKey:
-        if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
-            raise KeyNotFound(str(key_id)[:40])
+        _require_key_id_shape(key_id)
         with self.db.read() as session:
             key = session.get(ApiKey, key_id)
         if key is None:
@@ -441,8 +446,7 @@ class KeyService:
         actor = check_actor(actor)
         reason_value = check_reason(reason)
         note = check_note(note)
-        if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
-            raise KeyNotFound(str(key_id)[:40])
+        _require_key_id_shape(key_id)
         with self.db.write() as session:
             now = utcnow()
             changed = session.execute(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
 from .db import Database
@@ -26,11 +25,10 @@ class Receipts:
 
     def first_use(self, identity: str) -> bool:
         """True the first time ``identity`` is seen, False on every later call (atomically)."""
-        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
         with self.db.write() as session:
             # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT DO NOTHING.
             inserted = session.execute(
-                dialect.insert(Receipt).values(id=digest(identity), at=utcnow())
+                self.db.insert(Receipt).values(id=digest(identity), at=utcnow())
                 .on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.id)
             ).first()
         return inserted is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
 from .audit import Action, AuditLog, EventInput
@@ -38,10 +37,9 @@ class RevokedUseCounter:
 
     def record(self, key: ApiKey, now: datetime, *, via: str) -> bool:
         """Count one presentation of revoked ``key``; True when it raised an alert."""
-        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
         table = RevokedKeyUse.__table__
         with self.db.write() as session:
-            stmt = dialect.insert(RevokedKeyUse).values(key_id=key.id, uses=1, first_at=now, last_at=now)
+            stmt = self.db.insert(RevokedKeyUse).values(key_id=key.id, uses=1, first_at=now, last_at=now)
             uses = session.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["key_id"],

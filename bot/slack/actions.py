@@ -126,7 +126,7 @@ class RevokeFlow:
             return
         reply.send(response_url, replace=True, text=f"Revoked {outcome.key.name}",
                    blocks=blocks.revoke_result(outcome.key, action.view))
-        self._notify_channel(client, actor.channel_id, outcome.key)
+        self._post_notice(client, actor.channel_id, blocks.revoke_notice_text(outcome.key))
 
     # -- "Revoke N Keys": revoke exactly the owner's keys that were shown -------------------------
     def confirm_owner(self, body: dict, actor: Actor, client) -> None:
@@ -186,9 +186,6 @@ class RevokeFlow:
         log.info(fields(event="revoke", key_id=key.id if key else None, actor=actor.user_id, outcome="denied", why=why))
         message = f":no_entry_sign: Not revoked: {why[0].upper() + why[1:]}. Nothing changed."
         reply.send(response_url, replace=False, text=message, blocks=blocks.text_message(message))
-
-    def _notify_channel(self, client, channel_id: str | None, key) -> None:
-        self._post_notice(client, channel_id, blocks.revoke_notice_text(key))
 
     def _post_notice(self, client, channel_id: str | None, text: str) -> None:
         """A short notice where it happened, when the bot can post there (best effort)."""

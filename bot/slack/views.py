@@ -7,7 +7,7 @@ show*; nothing here grants anything (authorisation is re-checked on the server).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from storage.keys import KEY_ID_RE, OWNER_RE, STATUSES
@@ -133,9 +133,6 @@ def decode_key_action(value: Any) -> KeyAction:
         raise BadValue("bad time")
     return KeyAction(key_id=key_id, view=_list_view(data.get("l", {})), reason=reason, issued_at=issued_at)
 
-
-def view_as_dict(view: ListView) -> dict[str, Any]:
-    return asdict(view)
 
 
 @dataclass(frozen=True)
