@@ -4,16 +4,24 @@ gunicorn runs ``WEB_CONCURRENCY`` worker processes with ``WEB_THREADS`` threads 
 database schema is prepared once in the master before workers start; each worker opens
 its own connection pool after the fork. On SIGTERM gunicorn stops accepting connections,
 lets in-flight requests finish (``graceful_timeout``) and exits 0.
+
+Each worker listens on a socket of its own (``SO_REUSEPORT``), so the kernel spreads new
+connections evenly across workers. With one shared socket the workers race to accept, and a
+burst of keep-alive connections (a proxy's pool, a load test) often lands mostly on one
+worker, which then does all the work on one core while the others idle.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
+import socket
 import sys
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from storage import StorageError, open_store
 
@@ -47,6 +55,39 @@ def create_app(settings: Settings):
     return app
 
 
+class Worker(ThreadWorker):
+    """gunicorn's threaded worker, which also closes its own listening socket as soon as it stops
+    accepting to shut down: new connections then go to a sibling (or are refused, when the
+    whole server is stopping) instead of queueing on a socket nobody will accept from."""
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            for listener in self.sockets:
+                listener.close()
+
+
+# Linux balances connections across SO_REUSEPORT sockets; other systems do not, so they keep one shared socket.
+PER_WORKER_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another socket already listens on host:port. Each worker binds with SO_REUSEPORT,
+    which would otherwise let a second server on the same port silently take half the traffic."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn's own sockets
+        probe.bind((host.strip("[]"), port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return True
+        raise
+    finally:
+        probe.close()
+    return False
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, settings: Settings, socket_mode=None):
         self.settings = settings
@@ -59,7 +100,8 @@ class _Gunicorn(BaseApplication):
         options = {
             "bind": f"{host}:{s.port}",
             "workers": s.workers,
-            "worker_class": "gthread",
+            "worker_class": Worker,
+            "reuse_port": PER_WORKER_SOCKETS,
             "threads": s.threads,
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "timeout": 30,
@@ -107,6 +149,13 @@ def run_server(settings: Settings) -> int:
             options_hooks = None
     except (ConfigError, StorageError) as exc:
         log.error("cannot start: %s", exc)
+        return 2
+    try:
+        if PER_WORKER_SOCKETS and port_in_use(settings.host, settings.port):
+            log.error("cannot start: %s:%s is already in use by another program", settings.host, settings.port)
+            return 2
+    except OSError as exc:
+        log.error("cannot start: cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
         return 2
     if not settings.slack_enabled:
         log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")

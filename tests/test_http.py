@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -263,3 +266,107 @@ def test_server_and_cli_write_at_the_same_time_without_lock_errors(server, keys,
     assert store.audit.verify() is None
     store.close()
     assert "locked" not in server.log()
+
+
+def _worker_pids(server) -> list[int]:
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def _tcp_sockets_on_port(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state ("01" established, "0A" listening) for local port ``port``."""
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            found[int(fields[9])] = fields[3]
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-worker sockets are Linux's")
+
+
+@LINUX_ONLY
+def test_keep_alive_connections_are_spread_across_workers(server, keys):
+    """A burst of keep-alive connections (a proxy's pool, a load test) must not pile onto one worker
+    while the other idles: each worker listens on a socket of its own and gets its share."""
+    port = urlsplit(server.url).port
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # /healthz answers as soon as the first worker listens; wait for both
+        if sum(1 for state in _tcp_sockets_on_port(port).values() if state == "0A") == 2:
+            break
+        time.sleep(0.05)
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(32)]
+    try:
+        for conn in connections:
+            conn.connect()
+        for conn in connections:
+            conn.request("POST", "/v1/keys/verify", json.dumps({"key": keys["valid"].secret}),
+                         {"Content-Type": "application/json"})
+            assert json.loads(conn.getresponse().read())["code"] == "VALID"
+        sockets = _tcp_sockets_on_port(port)
+        per_worker = {}
+        for pid in _worker_pids(server):
+            mine = _socket_inodes(pid) & sockets.keys()
+            per_worker[pid] = ([i for i in mine if sockets[i] == "0A"], [i for i in mine if sockets[i] == "01"])
+        assert len(per_worker) == 2
+        listening = [inode for own, _ in per_worker.values() for inode in own]
+        assert len(listening) == len(set(listening)) == 2  # one listening socket per worker
+        served = sorted(len(established) for _, established in per_worker.values())
+        assert sum(served) == 32
+        assert served[0] >= 4, f"connections per worker: {served}"  # all but one on one worker has odds of 1 in 10^6
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+@LINUX_ONLY
+def test_a_second_server_on_the_same_port_is_refused_and_the_first_keeps_serving(server, keys, database_url, tmp_path):
+    port = urlsplit(server.url).port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(port))
+    second = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 2
+    assert f"cannot start: 127.0.0.1:{port} is already in use" in second.stderr
+    assert "Traceback" not in second.stderr
+    for _ in range(20):  # the first server still answers every request itself
+        status, body = verify(server, keys["valid"].secret)
+        assert (status, body["code"]) == (200, "VALID")
+
+
+def test_a_stopping_server_refuses_new_connections_while_it_drains(database_url, tmp_path, keys):
+    """While a worker drains after SIGTERM it no longer listens: a new connection is refused at once
+    (a proxy retries elsewhere) instead of queueing on a socket nobody will accept from."""
+    srv = start_server(database_url, tmp_path, {"WEB_CONCURRENCY": "1"})
+    port = urlsplit(srv.url).port
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # kept alive: the worker lingers for it
+    try:
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read()
+        srv.proc.send_signal(signal.SIGTERM)
+        refused = False
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and not refused:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    time.sleep(0.02)
+            except ConnectionRefusedError:
+                refused = srv.proc.poll() is None  # refused while the server is still draining
+        assert refused
+        assert srv.proc.wait(timeout=10) == 0
+    finally:
+        idle.close()
+        srv.stop()
