@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 
@@ -43,6 +44,20 @@ def _enable_wal(cursor) -> None:
             time.sleep(0.05)
 
 
+def _configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
+    # Let SQLAlchemy (not the driver) decide when transactions begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _enable_wal(cursor)
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    # 1 MiB of page cache per connection (SQLite's default is 2 MiB): a worker holds many
+    # connections and the operating system caches the file anyway.
+    cursor.execute("PRAGMA cache_size=-1024")
+    cursor.close()
+
+
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     engine = create_engine(
         url,
@@ -54,17 +69,7 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every test
-        # Let SQLAlchemy (not the driver) decide when transactions begin.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        _enable_wal(cursor)
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # 1 MiB of page cache per connection (SQLite's default is 2 MiB): a worker holds many
-        # connections and the operating system caches the file anyway.
-        cursor.execute("PRAGMA cache_size=-1024")
-        cursor.close()
+        _configure_sqlite(dbapi_connection)
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
@@ -87,10 +92,19 @@ class Database:
             raise InvalidInput(f"DATABASE_URL is not a valid database URL ({exc})") from None
         self.url = url
         self.dialect = parsed.get_backend_name()
+        # SQLite file databases: one connection per thread for ``fetch_one`` (see there).
+        self._sqlite_path: str | None = None
+        self._local = threading.local()
+        self._thread_connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._generation = 0
         if self.dialect == "sqlite":
             # SQLite runs one writer at a time: a few pooled write connections are enough.
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=min(pool_size, 3))
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
+            path = parsed.database
+            if path and path != ":memory:" and not parsed.query and not path.startswith("file:"):
+                self._sqlite_path = path
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
             self.read_engine = self.write_engine
@@ -154,7 +168,62 @@ class Database:
             log.warning("database ping failed", exc_info=False)
             return False
 
+    def fetch_one(self, sql: str, params: tuple) -> tuple | None:
+        """The first row of a prebuilt statement, for the key-verification hot path.
+
+        On a SQLite file each calling thread uses a connection of its own, kept for the thread's
+        life: no pool checkout, whose locks cost more than the lookup itself once a worker's
+        threads contend for them. The connection is in autocommit mode and every row is fetched,
+        so the statement's read transaction ends with the call and the next call sees everything
+        committed before it (a revocation included). Elsewhere: a pooled DBAPI connection.
+        """
+        if self._sqlite_path is not None:
+            conn = self._thread_connection()
+            try:
+                rows = conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc):
+                    raise
+                raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
+            return rows[0] if rows else None
+        try:
+            raw = self.read_engine.raw_connection()
+        except DBAPIError as exc:
+            raise DatabaseUnavailable(f"the database is unavailable ({type(exc.orig).__name__})") from exc
+        try:
+            cursor = raw.cursor()
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+            cursor.close()
+        except Exception as exc:
+            if type(exc).__name__ not in {"OperationalError", "InterfaceError"}:
+                raise
+            raw.invalidate()  # the server went away: do not hand this connection out again
+            raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+        finally:
+            raw.close()  # back to the pool (which rolls back whatever the driver opened)
+        return row
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "generation", None) == self._generation:
+            return local.connection
+        try:
+            conn = sqlite3.connect(self._sqlite_path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            _configure_sqlite(conn)
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
+        with self._connections_lock:
+            self._thread_connections.append(conn)
+        local.connection, local.generation = conn, self._generation
+        return conn
+
     def dispose(self) -> None:
+        with self._connections_lock:
+            self._generation += 1  # threads open a fresh connection if they are called again
+            connections, self._thread_connections = self._thread_connections, []
+        for conn in connections:
+            conn.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

@@ -236,7 +236,7 @@ class KeyService:
         self.db = db
         self.audit = audit
         self.revoked_uses = RevokedUseCounter(db, audit)
-        # The hot path: one indexed SELECT on a pooled DBAPI connection, no statement building.
+        # The hot path: one indexed SELECT, prebuilt, on a bare DBAPI connection (Database.fetch_one).
         placeholder = "%s" if db.dialect == "postgresql" else "?"
         self._verify_sql = (
             "SELECT id, name, owner, digest, prefix, last4, expires_at, revoked_at, revoked_by, last_used_at "
@@ -365,14 +365,7 @@ class KeyService:
             return Verification(VerifyCode.MALFORMED)
         assert isinstance(secret, str)
         wanted = keyformat.digest(secret)
-        raw = self.db.read_engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute(self._verify_sql, (wanted,))
-            found = cursor.fetchone()
-            cursor.close()
-        finally:
-            raw.close()  # back to the pool (which rolls back whatever the driver opened)
+        found = self.db.fetch_one(self._verify_sql, (wanted,))
         if found is None or not keyformat.digests_equal(found[3], wanted):
             return Verification(VerifyCode.NOT_FOUND)
         row = _VerifyRow(*found[:6], *(map(_utc, found[6:8])), found[8], _utc(found[9]))

@@ -145,6 +145,55 @@ def test_revoked_key_that_has_also_expired_answers_revoked(store):
 
 
 # == last_used_at =============================================================================
+def test_every_thread_sees_a_revocation_at_once_on_its_next_verification(store):
+    """Verification reads on a connection of the calling thread's own (on SQLite); none of them may
+    hold on to a snapshot from before a revocation, whichever connection or process revoked."""
+    created = create_one(store)
+    ready, revoked, answers = threading.Barrier(5), threading.Event(), []
+
+    def worker():
+        before = store.keys.verify(created.secret).code  # opens (and keeps) this thread's connection
+        ready.wait()
+        revoked.wait()
+        answers.append((before, store.keys.verify(created.secret).code))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    assert store.keys.verify(created.secret).code is VerifyCode.VALID
+    ready.wait()
+    other = open_store(store.db.url)  # another process would do the same: its own connections
+    other.keys.revoke(created.key.id, actor=ACTOR, reason="compromised")
+    other.close()
+    revoked.set()
+    for t in threads:
+        t.join()
+    assert answers == [(VerifyCode.VALID, VerifyCode.REVOKED)] * 4
+    assert store.keys.verify(created.secret).code is VerifyCode.REVOKED
+
+
+def test_verification_works_again_after_the_store_is_closed_and_reopened_in_the_same_thread(database_url):
+    first = open_store(database_url)
+    created = create_one(first)
+    assert first.keys.verify(created.secret).code is VerifyCode.VALID
+    first.close()  # closes this thread's verification connection too
+    second = open_store(database_url)
+    assert second.keys.verify(created.secret).code is VerifyCode.VALID
+    second.keys.revoke(created.key.id, actor=ACTOR)
+    assert second.keys.verify(created.secret).code is VerifyCode.REVOKED
+    second.close()
+
+
+def test_verification_reports_an_unreachable_database_as_unavailable(store, tmp_path):
+    from storage import DatabaseUnavailable
+    from storage.db import Database
+
+    store.db = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    store.keys.db = store.db
+    with pytest.raises(DatabaseUnavailable):
+        store.keys.verify(generate_secret())
+
+
 def test_verify_records_last_use_at_most_once_a_minute(store):
     with freeze_time(T0) as frozen:
         created = create_one(store)
