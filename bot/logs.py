@@ -136,14 +136,18 @@ def configure(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def fields(**values) -> str:
-    """``key=value`` pairs (logfmt), quoting values with spaces."""
+    """``key=value`` pairs (logfmt). Values with spaces, quotes, ``=`` or line breaks are quoted,
+    and line breaks escaped, so a value (a reason typed in Slack, say) can never start a line of its own."""
     parts = []
     for name, value in values.items():
         if value is None:
             continue
-        text = str(value)
-        if not text or any(c in text for c in ' "='):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = value if type(value) is str else str(value)
+        if not text or _NEEDS_QUOTES.search(text):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
         parts.append(f"{name}={text}")
     return " ".join(parts)

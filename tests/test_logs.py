@@ -61,6 +61,16 @@ def test_fields_are_logfmt_and_skip_missing_values():
     assert fields(event="verify", code="VALID", key_id=None) == "event=verify code=VALID"
     assert fields(event="x", reason='a "quoted" word') == 'event=x reason="a \\"quoted\\" word"'
     assert fields(event="x", empty="") == 'event=x empty=""'
+    assert fields(n=3, ok=True) == "n=3 ok=True"
+
+
+def test_a_value_with_line_breaks_cannot_forge_a_log_line():
+    stream = io.StringIO()
+    log = make_logger(stream, "test.forge")
+    log.info(fields(event="key.revoked", reason="rotation\n2030-01-01 00:00:00,000 INFO fake: event=all_clear\r"))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith('reason="rotation\\n2030-01-01 00:00:00,000 INFO fake: event=all_clear\\r"')
 
 
 def test_lines_from_many_threads_arrive_whole_once_each_in_order_and_with_fewer_writes():
