@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from sqlalchemy import event, text
@@ -58,6 +59,16 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
     cursor.close()
 
 
+class _ThreadConnection:
+    """One thread's verification connection (see ``Database.fetch_one``); held by that thread only."""
+
+    __slots__ = ("connection", "generation", "__weakref__")
+
+    def __init__(self, connection: sqlite3.Connection, generation: int):
+        self.connection = connection
+        self.generation = generation
+
+
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     engine = create_engine(
         url,
@@ -95,7 +106,7 @@ class Database:
         # SQLite file databases: one connection per thread for ``fetch_one`` (see there).
         self._sqlite_path: str | None = None
         self._local = threading.local()
-        self._thread_connections: list[sqlite3.Connection] = []
+        self._thread_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
         self._generation = 0
         if self.dialect == "sqlite":
@@ -205,25 +216,26 @@ class Database:
         return row
 
     def _thread_connection(self) -> sqlite3.Connection:
-        local = self._local
-        if getattr(local, "generation", None) == self._generation:
-            return local.connection
+        held = getattr(self._local, "held", None)
+        if held is not None and held.generation == self._generation:
+            return held.connection
         try:
             conn = sqlite3.connect(self._sqlite_path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
             _configure_sqlite(conn)
         except sqlite3.Error as exc:
             raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
+        held = _ThreadConnection(conn, self._generation)
         with self._connections_lock:
-            self._thread_connections.append(conn)
-        local.connection, local.generation = conn, self._generation
+            self._thread_connections.add(held)
+        self._local.held = held  # the only strong reference: when the thread ends, the connection closes
         return conn
 
     def dispose(self) -> None:
         with self._connections_lock:
             self._generation += 1  # threads open a fresh connection if they are called again
-            connections, self._thread_connections = self._thread_connections, []
-        for conn in connections:
-            conn.close()
+            held, self._thread_connections = list(self._thread_connections), weakref.WeakSet()
+        for each in held:
+            each.connection.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

@@ -184,6 +184,26 @@ def test_verification_works_again_after_the_store_is_closed_and_reopened_in_the_
     second.close()
 
 
+def test_a_thread_that_ends_leaves_no_verification_connection_open(store):
+    import gc
+
+    created = create_one(store)
+    before, during = len(store.db._thread_connections), []
+
+    def verify_once():
+        assert store.keys.verify(created.secret).code is VerifyCode.VALID
+        during.append(len(store.db._thread_connections))
+
+    for _ in range(20):
+        t = threading.Thread(target=verify_once)
+        t.start()
+        t.join()
+    gc.collect()
+    if store.db.dialect == "sqlite":
+        assert min(during) == before + 1  # the thread had a connection of its own...
+    assert len(store.db._thread_connections) == before  # ...closed when the thread ended
+
+
 def test_verification_reports_an_unreachable_database_as_unavailable(store, tmp_path):
     from storage import DatabaseUnavailable
     from storage.db import Database
