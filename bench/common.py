@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -31,6 +32,15 @@ def machine() -> str:
         model = cpu
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+
+
+def wrk_post_json_script(payload: dict) -> str:
+    """A wrk Lua script that POSTs ``payload`` as JSON on every request; the path of a temporary file."""
+    body = json.dumps(payload)
+    path = Path(tempfile.mkstemp(suffix=".lua")[1])
+    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+    return str(path)
 
 
 def percentile(values: list[float], pct: float) -> float:

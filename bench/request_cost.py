@@ -18,12 +18,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from storage import open_store
 
-from .common import database, machine, running
+from .common import database, machine, running, wrk_post_json_script
 
 
 def _worker_cpu_seconds(pid: int) -> float:
@@ -42,13 +41,6 @@ def _worker_switches(pid: int) -> int:
     return total
 
 
-def _post_script(body: str) -> str:
-    path = Path(tempfile.mkstemp(suffix=".lua")[1])
-    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n')
-    return str(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
@@ -65,7 +57,7 @@ def main() -> None:
     store.close()
     routes = {
         "/healthz": [],
-        "/v1/keys/verify": ["-s", _post_script(json.dumps({"key": secret}))],
+        "/v1/keys/verify": ["-s", wrk_post_json_script({"key": secret})],
         "/v1/auth": ["-H", f"Authorization: Bearer {secret}"],
     }
     with running(url, workers=1, extra={"WEB_THREADS": str(args.threads)}) as (_stub, server):

@@ -30,20 +30,19 @@ from pathlib import Path
 
 from storage import open_store
 
-from .common import ROOT, database, free_port, machine, running
+from .common import ROOT, database, free_port, machine, running, wrk_post_json_script
 
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 
 
 def wrk(url: str, seconds: int, *, script: str | None = None, headers: dict | None = None) -> float:
-    """Requests per second reported by wrk (non-2xx answers are counted and must be zero)."""
+    """Requests per second reported by wrk (non-2xx answers are counted and must be zero);
+    ``script``: the path of a wrk Lua script."""
     cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency"]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
     if script:
-        path = Path(tempfile.mkstemp(suffix=".lua")[1])
-        path.write_text(script)
-        cmd += ["-s", str(path)]
+        cmd += ["-s", script]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
@@ -97,10 +96,8 @@ def main() -> None:
     results: dict[str, float] = {}
 
     with running(url) as (_stub, server):
-        body = json.dumps({"key": secret})
         wrk(server.url + "/healthz", 6)  # warm-up: every worker booted, pools and page cache filled
-        verify_script = (f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
-                         'wrk.headers["Content-Type"] = "application/json"\n')
+        verify_script = wrk_post_json_script({"key": secret})
         rounds: dict[str, list[float]] = {"healthz": [], "verify": [], "auth": []}
         for _ in range(args.rounds):  # interleaved, so that a noisy moment hits all three alike; the median counts
             rounds["healthz"].append(wrk(server.url + "/healthz", args.seconds))
