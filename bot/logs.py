@@ -65,11 +65,13 @@ class GroupWriteHandler(logging.StreamHandler):
         self._writing = False
         _handlers.add(self)
 
-    def handle(self, record: logging.LogRecord) -> bool:
-        if not self.filter(record):
-            return False
-        self.emit(record)  # locks only what it must (below)
-        return True
+    def handle(self, record: logging.LogRecord):
+        passed = self.filter(record)
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may hand back a replacement
+            record = passed
+        if passed:
+            self.emit(record)  # locks only what it must (below)
+        return passed
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
