@@ -145,7 +145,7 @@ class Database:
             session.commit()
         except DBAPIError as exc:
             session.rollback()
-            if exc.connection_invalidated or _is_unavailable(exc):
+            if exc.connection_invalidated or _is_unavailable(exc.orig):
                 raise DatabaseUnavailable(f"the database is unavailable ({type(exc.orig).__name__})") from exc
             raise
         except BaseException:
@@ -166,14 +166,7 @@ class Database:
 
     def ping(self) -> bool:
         try:
-            raw = self.read_engine.raw_connection()
-            try:
-                cursor = raw.cursor()
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
-                cursor.close()
-            finally:
-                raw.close()
+            self._fetch_one_pooled("SELECT 1", ())
             return True
         except Exception:  # any failure means "not healthy"
             log.warning("database ping failed", exc_info=False)
@@ -193,10 +186,13 @@ class Database:
             try:
                 rows = conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc):
+                if not _is_unavailable(exc):
                     raise
                 raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
             return rows[0] if rows else None
+        return self._fetch_one_pooled(sql, params)
+
+    def _fetch_one_pooled(self, sql: str, params: tuple) -> tuple | None:
         try:
             raw = self.read_engine.raw_connection()
         except DBAPIError as exc:
@@ -207,7 +203,7 @@ class Database:
             row = cursor.fetchone()
             cursor.close()
         except Exception as exc:
-            if type(exc).__name__ not in {"OperationalError", "InterfaceError"}:
+            if not _is_unavailable(exc):
                 raise
             raw.invalidate()  # the server went away: do not hand this connection out again
             raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
@@ -241,6 +237,7 @@ class Database:
             self.read_engine.dispose()
 
 
-def _is_unavailable(exc: DBAPIError) -> bool:
-    name = type(exc.orig).__name__
-    return name in {"OperationalError", "InterfaceError"} and "locked" not in str(exc.orig)
+def _is_unavailable(driver_error: BaseException) -> bool:
+    """Whether a driver's exception means the database cannot be reached (not a lock wait)."""
+    name = type(driver_error).__name__
+    return name in {"OperationalError", "InterfaceError"} and "locked" not in str(driver_error)
