@@ -14,21 +14,26 @@ import sys
 import time
 import weakref
 
-from storage.keyformat import KEY_PREFIX, MASK_ELLIPSIS
+from storage.keyformat import KEY_PREFIX
+from storage.redaction import looks_like_key, redact
 
-_KEYLIKE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{8,}}")
+__all__ = ["FORMAT", "GroupWriteHandler", "RedactingFormatter", "configure", "escape_controls", "fields",
+           "looks_like_key", "redact"]
+
+# Every control character but the line feed (tracebacks span lines; values never do, see
+# ``fields``): C0, DEL and C1 (0x9b is a one-byte CSI, as dangerous on a terminal as ESC [).
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
-def redact(text: str) -> str:
-    return _KEYLIKE.sub(lambda m: f"{KEY_PREFIX}_{MASK_ELLIPSIS}{m.group(0)[-4:]}[redacted]", text)
-
-
-def looks_like_key(text: str) -> bool:
-    return bool(_KEYLIKE.search(text))
+def escape_controls(text: str) -> str:
+    """Control characters written as ``\\xNN``, so that ESC, BEL or NUL from a request, a Slack
+    field or a CLI flag never reach a terminal or a log collector raw."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 class RedactingFormatter(logging.Formatter):
-    """Masks key-shaped text; also caches the timestamp text per second (formatting time is the
+    """Masks key-shaped text and escapes control characters in the whole line (message,
+    arguments and tracebacks alike); also caches the timestamp text per second (formatting time is the
     largest part of a log line's cost, and the key API logs one line per request)."""
 
     _marker = f"{KEY_PREFIX}_"
@@ -44,7 +49,9 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return redact(text) if self._marker in text else text
+        if self._marker in text:
+            text = redact(text)
+        return escape_controls(text) if not text.isprintable() else text
 
 
 class GroupWriteHandler(logging.StreamHandler):
@@ -136,6 +143,18 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("sqlalchemy", "urllib3", "slack_sdk.socket_mode", "slack_bolt.App", "alembic"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    route_all_loggers()
+
+
+def route_all_loggers() -> None:
+    """Send every logger the process has through the root's one redacting handler: a library that
+    installed a handler of its own (gunicorn does, for its error and access logs) would otherwise
+    write its lines past the redaction, for example a malformed request line carrying a key."""
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
 
 
 _NEEDS_QUOTES = re.compile(r'[\s"=]')

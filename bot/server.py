@@ -21,6 +21,7 @@ import socket
 import sys
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.gthread import ThreadWorker
 
 from storage import StorageError, open_store
@@ -67,6 +68,16 @@ class Worker(ThreadWorker):
                 listener.close()
 
 
+class _Logger(GunicornLogger):
+    """gunicorn's error log (and access log, when on) through the process's one redacting handler:
+    gunicorn gives them handlers of their own, and its error log quotes malformed request lines,
+    keys and control characters included."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        logs.route_all_loggers()
+
+
 # Linux balances connections across SO_REUSEPORT sockets; other systems do not, so they keep one shared socket.
 PER_WORKER_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
@@ -108,6 +119,7 @@ class _Gunicorn(BaseApplication):
             "keepalive": 5,
             "accesslog": None,
             "errorlog": "-",
+            "logger_class": _Logger,
             "loglevel": "info",
             "proc_name": "apikeys-bot",
             "control_socket_disable": True,

@@ -1,0 +1,48 @@
+"""Key-shaped text is never stored, logged or shown: the one masking function.
+
+Anything shaped like one of our keys (the prefix, an underscore and eight or more base62
+characters, glued to other text or not) is replaced by its masked form plus ``[redacted]``:
+``apk_…a1b2[redacted]``. The match is deliberately wider than a valid key (no checksum, no
+length limit): a truncated or mistyped copy of a secret is still most of a secret.
+
+Every service in ``storage`` runs the free text it writes (actors, notes, audit details, names
+it accepts) through here, and the bot's logging, Slack output and replies do the same as a last
+line of defence.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .keyformat import KEY_PREFIX, MASK_ELLIPSIS
+
+KEY_LIKE_RE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{8,}}")
+_MARKER = f"{KEY_PREFIX}_"
+
+
+def _masked(match: re.Match) -> str:
+    return f"{KEY_PREFIX}_{MASK_ELLIPSIS}{match.group(0)[-4:]}[redacted]"
+
+
+def redact(text: str) -> str:
+    """``text`` with every key-shaped string masked."""
+    if _MARKER not in text:
+        return text
+    return KEY_LIKE_RE.sub(_masked, text)
+
+
+def looks_like_key(text: str) -> bool:
+    return _MARKER in text and KEY_LIKE_RE.search(text) is not None
+
+
+def redact_value(value: Any) -> Any:
+    """A JSON-like value (dicts, lists, strings, numbers) with every string in it redacted,
+    dictionary keys included."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(k) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
