@@ -204,7 +204,9 @@ def cmd_audit(store: Store, args, out: TextIO) -> int:
 
 
 def cmd_admins(store: Store, args, out: TextIO) -> int:
-    actor = args.actor if getattr(args, "actor", None) else _cli_actor()
+    actor = getattr(args, "actor", None)
+    if actor is None:
+        actor = _cli_actor()
     if args.admins_command == "list":
         entries = store.admins.list()
         if not entries:

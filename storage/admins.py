@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from .audit import Action, AuditLog, EventInput
 from .db import Database
 from .errors import AdminNotFound, InvalidInput
+from .keys import check_actor
 from .models import Admin
 from .timeutil import utcnow
 
@@ -57,6 +58,7 @@ class AdminService:
     def add(self, user_id: str, *, actor: str) -> bool:
         """Grant the role. Returns False (and records nothing) when the user already held it."""
         user_id = check_user_id(user_id)
+        actor = check_actor(actor)
         with self.db.write() as session:
             if user_id in self.bootstrap or session.get(Admin, user_id) is not None:
                 return False
@@ -73,6 +75,7 @@ class AdminService:
 
     def remove(self, user_id: str, *, actor: str) -> None:
         user_id = check_user_id(user_id)
+        actor = check_actor(actor)
         if user_id in self.bootstrap:
             raise InvalidInput(f"{user_id} is an admin through APIKEYS_ADMINS; remove it there")
         with self.db.write() as session:

@@ -23,6 +23,7 @@ from .db import Database
 from .keyformat import digest
 from .models import AuditEvent, AuditHead
 from .outbox import Outbox
+from .redaction import redact, redact_value
 from .timeutil import iso, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -120,13 +121,15 @@ class AuditLog:
             last_id, prev = head
         rows = []
         for offset, item in enumerate(events, start=1):
-            details = canonical_json(item.details or {})
+            # The log is permanent: whatever free text reaches it (a Slack field, a pasted note) is masked.
+            details = canonical_json(redact_value(item.details or {}))
+            actor = redact(item.actor)
             entry_id = last_id + offset
             h = entry_hash(
-                id=entry_id, at=at, actor=item.actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev
+                id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev
             )
             rows.append(
-                dict(id=entry_id, at=at, actor=item.actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev, hash=h)
+                dict(id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev, hash=h)
             )
             prev = h
         session.execute(insert(AuditEvent), rows)

@@ -24,6 +24,7 @@ from .audit import Action, AuditEvent, AuditLog, EventInput
 from .db import Database
 from .errors import InvalidInput, KeyNotFound
 from .models import ApiKey, KeyStatus, RevokeReason
+from .redaction import looks_like_key, redact
 from .usage import RevokedUseCounter
 from .timeutil import iso, utcnow
 
@@ -91,9 +92,19 @@ class KeyPage:
 
 
 # -- validation ---------------------------------------------------------------------------
+# Free text that people or Slack supply is checked here before anything stores it: identifiers
+# that hold an API key (a name, an owner) are refused; prose (an actor, a note) has the key masked
+# (``redaction.redact``), so that a revocation typed in a hurry still goes through.
 def _no_control_chars(value: str, what: str) -> str:
     if any(unicodedata.category(ch).startswith("C") for ch in value):
         raise InvalidInput(f"{what} must not contain control characters")
+    return value
+
+
+def _no_key(value: str, what: str) -> str:
+    if looks_like_key(value):
+        raise InvalidInput(f"{what} must not contain an API key (the key is not stored; "
+                           "if it is a real one, treat it as leaked)")
     return value
 
 
@@ -103,11 +114,12 @@ def check_name(name: str, *, room: int = 0) -> str:
         raise InvalidInput("a key needs a name")
     if len(cleaned) > MAX_NAME - room:
         raise InvalidInput(f"a key name is at most {MAX_NAME - room} characters")
-    return _no_control_chars(cleaned, "a key name")
+    return _no_key(_no_control_chars(cleaned, "a key name"), "a key name")
 
 
 def check_owner(owner: str) -> str:
     cleaned = (owner or "").strip()
+    _no_key(cleaned, "an owner")
     if not OWNER_RE.match(cleaned):
         raise InvalidInput(
             f"invalid owner {owner!r}: 1-100 characters, letters, digits and . _ @ + - (like payments-team or ana@example.com)"
@@ -116,7 +128,7 @@ def check_owner(owner: str) -> str:
 
 
 def check_actor(actor: str) -> str:
-    cleaned = (actor or "").strip()
+    cleaned = redact((actor or "").strip())
     if not cleaned:
         raise InvalidInput("an actor (who is doing this) is required")
     if len(cleaned) > MAX_ACTOR:
@@ -137,7 +149,7 @@ def check_reason(reason: str | RevokeReason | None) -> RevokeReason | None:
 def check_note(note: str | None) -> str | None:
     if note is None:
         return None
-    cleaned = note.strip()
+    cleaned = redact(note.strip())
     if len(cleaned) > MAX_NOTE:
         raise InvalidInput(f"a note is at most {MAX_NOTE} characters")
     return _no_control_chars(cleaned.replace("\n", " "), "a note") or None

@@ -116,3 +116,96 @@ def test_control_characters_in_a_logged_value_are_escaped():
     _assert_clean(line)
     assert "ana\\x1b]0;owned\\x07" in line and "a\\x00b\\x9bc" in line and "x\\x1b[2J" in line
     assert line.count("\n") == 2
+
+
+# ======================================================================= free text in storage
+
+
+def _everything_stored(database_url: str) -> str:
+    """Every row of every table, as text: what someone with a database dump would read."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            dump = []
+            for table in inspect(conn).get_table_names():
+                dump += [repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"'))]
+        return "\n".join(dump)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def leaked():
+    """A key someone found in the wild, pasted into every free-text field."""
+    return generate_secret()
+
+
+def _created_id(run_cli) -> str:
+    result = run_cli("create", "--name", "billing", "--owner", "payments", "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)["id"]
+
+
+def test_a_key_pasted_into_revoke_actor_and_note_is_masked_everywhere(run_cli, database_url, leaked):
+    key_id = _created_id(run_cli)
+    result = run_cli("revoke", key_id, "--actor", f"ana (found {leaked})", "--note", f"leaked key was {leaked}!",
+                     "--reason", "compromised")
+    assert result.code == 0, result.err
+    outputs = [result.out, result.err]
+    for argv in (("audit", "--json"), ("audit",), ("list", "--status", "all", "--json"), ("list", "--status", "all")):
+        shown = run_cli(*argv)
+        assert shown.code == 0, shown.err
+        outputs += [shown.out, shown.err]
+    stored = _everything_stored(database_url)
+    for where in [*outputs, stored]:
+        assert leaked not in where and leaked[4:-4] not in where
+    assert f"apk_\u2026{leaked[-4:]}[redacted]" in stored  # masked, so the note still says which key
+    (revoked,) = json.loads(run_cli("list", "--status", "revoked", "--json").out)
+    assert revoked["revoked_by"] == f"ana (found apk_\u2026{leaked[-4:]}[redacted])"
+    assert run_cli("audit", "--verify").code == 0
+
+
+@pytest.mark.parametrize("field", ["--name", "--owner"])
+def test_a_key_in_a_name_or_owner_is_refused(run_cli, database_url, leaked, field):
+    argv = {"--name": "billing", "--owner": "payments"}
+    argv[field] = f"{leaked}" if field == "--owner" else f"billing {leaked}"
+    result = run_cli("create", *[part for pair in argv.items() for part in pair])
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "API key" in result.err
+    assert leaked not in result.err and leaked[4:-4] not in result.err
+    assert leaked[4:-4] not in _everything_stored(database_url)
+    assert json.loads(run_cli("list", "--status", "all", "--json").out) == []
+
+
+def test_a_key_in_the_admins_actor_is_masked(run_cli, database_url, leaked):
+    result = run_cli("admins", "add", "UNEWADMIN", "--actor", f"ops {leaked}")
+    assert result.code == 0, result.err
+    result = run_cli("admins", "remove", "UNEWADMIN", "--actor", f"ops {leaked}")
+    assert result.code == 0, result.err
+    stored = _everything_stored(database_url)
+    assert leaked[4:-4] not in stored and f"ops apk_\u2026{leaked[-4:]}[redacted]" in stored
+
+
+@pytest.mark.parametrize("actor", ["", "   ", "x" * 201, "ana\x1b[31m", "ana\x00", "ana\x07", "ana\nroot"])
+def test_the_admins_actor_is_validated_like_every_other_actor(run_cli, database_url, actor):
+    result = run_cli("admins", "add", "UNEWADMIN", "--actor", actor)
+    assert result.code == 2, result.out
+    assert result.err.startswith("apikeys: error:") and result.err.count("\n") == 1
+    assert "UNEWADMIN" not in run_cli("admins", "list").out
+
+
+def test_payload_fields_that_reach_audit_details_are_masked(store, leaked):
+    """Slack hands us channel ids, team ids and user names; a forged or odd payload can carry a key."""
+    (created,) = store.keys.create(name="billing", owner="payments", actor="test")
+    store.keys.revoke(created.key.id, actor="UADMIN001", note=None,
+                      context={"via": "slack", "channel_id": leaked, "team_id": f"T{leaked}", leaked: "as a name"})
+    store.audit.record(__import__("storage").EventInput(
+        actor=f"U{leaked}", action="key.leaked", key_id=created.key.id,
+        details={"posted_by": leaked, "nested": {"list": [leaked, 1, None]}}))
+    entries = store.audit.oldest_first()
+    everything = json.dumps([(e.actor, e.details) for e in entries])
+    assert leaked[4:-4] not in everything
+    assert everything.count("[redacted]") == 6
+    assert store.audit.verify() is None
