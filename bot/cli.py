@@ -114,7 +114,7 @@ def _created_dict(created) -> dict[str, Any]:
 
 
 # -- commands -------------------------------------------------------------------------------
-def cmd_create(store: Store, args, out: TextIO) -> int:
+def cmd_create(store: Store, args, out: TextIO, err: TextIO) -> int:
     expires_in = parse_duration(args.expires_in) if args.expires_in is not None else None
     if args.count is not None and args.count < 1:
         raise InvalidInput("--count must be at least 1")
@@ -142,7 +142,7 @@ def _iter_keys(keys: KeyService, status: str, owner: str | None):
         cursor = page.next_cursor
 
 
-def cmd_list(store: Store, args, out: TextIO) -> int:
+def cmd_list(store: Store, args, out: TextIO, err: TextIO) -> int:
     now = utcnow()
     keys = _iter_keys(store.keys, args.status, args.owner)
     if args.json:
@@ -160,7 +160,7 @@ def cmd_list(store: Store, args, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_revoke(store: Store, args, out: TextIO) -> int:
+def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
     outcome = store.keys.revoke(
         args.key_id, actor=args.actor, reason=args.reason, note=args.note, context={"via": "cli"}
     )
@@ -174,14 +174,19 @@ def cmd_revoke(store: Store, args, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_verify(store: Store, args, out: TextIO) -> int:
-    secret = sys.stdin.readline().strip() if args.key == "-" else args.key
+def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
+    if args.key == "-":
+        secret = sys.stdin.readline().strip()
+    else:
+        secret = args.key
+        err.write("apikeys: warning: the key is now in your shell history and visible in 'ps'; "
+                  "next time use 'apikeys verify -' and paste it on standard input\n")
     result = store.keys.verify(secret, via="cli")
     out.write(result.code.value + "\n")
     return EXIT_OK if result.valid else EXIT_NEGATIVE
 
 
-def cmd_audit(store: Store, args, out: TextIO) -> int:
+def cmd_audit(store: Store, args, out: TextIO, err: TextIO) -> int:
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be at least 1")
     if args.verify:
@@ -203,7 +208,7 @@ def cmd_audit(store: Store, args, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_admins(store: Store, args, out: TextIO) -> int:
+def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
     actor = getattr(args, "actor", None)
     if actor is None:
         actor = _cli_actor()
@@ -226,7 +231,7 @@ def cmd_admins(store: Store, args, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_db(store: Store, args, out: TextIO) -> int:
+def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     from storage import migrate
 
     current, head = migrate.current_revision(store.db), migrate.head_revision()
@@ -263,7 +268,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         store = open_store(settings.database_url, bootstrap_admins=settings.admins,
                            notify_channel=settings.audit_channel,
                            create_schema=not (args.command == "db" and args.db_command == "status"))
-        return COMMANDS[args.command](store, args, out)
+        return COMMANDS[args.command](store, args, out, err)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")
         return EXIT_USAGE

@@ -507,3 +507,18 @@ def test_the_command_runs_as_a_program(database_url, tmp_path):
     assert usage.stdout == ""
     assert "Traceback" not in usage.stderr
     assert usage.stderr.count("\n") == 1 and usage.stderr.endswith("\n")
+
+
+def test_verify_with_the_key_in_argv_warns_once_on_stderr(run_cli):
+    created = create_json(run_cli)
+    result = run_cli("verify", created["key"])
+    assert (result.code, result.out) == (0, "VALID\n")
+    assert result.err.count("\n") == 1
+    assert "shell history" in result.err and "ps" in result.err and "apikeys verify -" in result.err
+    assert created["key"] not in result.err
+
+
+def test_verify_from_stdin_does_not_warn(run_cli):
+    created = create_json(run_cli)
+    result = run_cli("verify", "-", stdin=created["key"] + "\n")
+    assert (result.code, result.out, result.err) == (0, "VALID\n", "")
