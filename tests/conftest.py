@@ -87,9 +87,12 @@ def drop_audit_triggers(store) -> None:
     with store.db.write() as session:
         if store.db.dialect == "postgresql":
             session.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
+            session.execute(text("DROP TRIGGER audit_events_append_only_insert ON audit_events"))
+            session.execute(text("DROP TRIGGER audit_events_never_truncated ON audit_events"))
         else:
             session.execute(text("DROP TRIGGER audit_events_append_only_update"))
             session.execute(text("DROP TRIGGER audit_events_append_only_delete"))
+            session.execute(text("DROP TRIGGER audit_events_append_only_insert"))
 
 
 @dataclass
