@@ -40,7 +40,7 @@ def open_store(
         db.create_schema()
     audit = AuditLog(db, notify_channel=notify_channel)
     return Store(db=db, keys=KeyService(db, audit), audit=audit, admins=AdminService(db, audit, bootstrap_admins),
-                 outbox=audit.outbox, receipts=Receipts(db))
+                 outbox=audit.outbox, receipts=audit.receipts)
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from .db import Database
 from .keyformat import digest
 from .models import AuditEvent, AuditHead
 from .outbox import Outbox
+from .receipts import Receipts
 from .redaction import redact, redact_value
 from .timeutil import iso, utcnow
 
@@ -99,6 +100,7 @@ class AuditLog:
         self.db = db
         self.notify_channel = notify_channel
         self.outbox = Outbox(db)
+        self.receipts = Receipts(db)
 
     # -- writing (always inside the caller's write transaction) ---------------------------
     def append(self, session: Session, event: EventInput, *, at: datetime | None = None, notify: bool = True) -> AuditEvent:
@@ -144,6 +146,14 @@ class AuditLog:
     def record(self, event: EventInput) -> AuditEvent:
         """Append one event in its own transaction."""
         with self.db.write() as session:
+            return self.append(session, event)
+
+    def record_once(self, identity: str, event: EventInput) -> AuditEvent | None:
+        """Append ``event`` unless ``identity`` was recorded before (a retried delivery, say): the
+        receipt and the entry are one transaction, so neither exists without the other."""
+        with self.db.write() as session:
+            if not self.receipts.first_use(identity, session):
+                return None
             return self.append(session, event)
 
     def between(self, first: int, last: int) -> list[AuditEvent]:

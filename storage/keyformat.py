@@ -24,10 +24,11 @@ KEY_LENGTH = len(KEY_PREFIX) + 1 + RANDOM_CHARS + CHECKSUM_CHARS
 MASK_ELLIPSIS = "\u2026"
 
 KEY_RE = re.compile(rf"^{KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}$")
-# Used to spot keys inside free text (chat messages, pasted logs).
-KEY_IN_TEXT_RE = re.compile(
-    rf"(?<![0-9A-Za-z_]){KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}(?![0-9A-Za-z_])"
-)
+# Used to spot keys inside free text (chat messages, pasted logs), glued to other text or not
+# (``APIKEY_apk_…``, ``key%3Dapk_…``, ``apk_…xyz``): the checksum, not a word boundary, tells a key
+# from a look-alike. A candidate cannot hide a key that starts inside it: its 28 characters after
+# the prefix are all alphanumeric, and a key needs the underscore.
+KEY_IN_TEXT_RE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSUM_CHARS}}}")
 
 
 def b62encode(number: int, width: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
 
 from .db import Database
 from .keyformat import digest
@@ -23,12 +23,17 @@ class Receipts:
     def __init__(self, db: Database):
         self.db = db
 
-    def first_use(self, identity: str) -> bool:
-        """True the first time ``identity`` is seen, False on every later call (atomically)."""
-        with self.db.write() as session:
-            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT DO NOTHING.
-            inserted = session.execute(
-                self.db.insert(Receipt).values(id=digest(identity), at=utcnow())
-                .on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.id)
-            ).first()
+    def first_use(self, identity: str, session: Session | None = None) -> bool:
+        """True the first time ``identity`` is seen, False on every later call (atomically).
+
+        With ``session``, the receipt is part of the caller's write transaction: it exists only if
+        that transaction commits, so a failure after it leaves the request unhandled (and retryable)."""
+        if session is None:
+            with self.db.write() as own:
+                return self.first_use(identity, own)
+        # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT DO NOTHING.
+        inserted = session.execute(
+            self.db.insert(Receipt).values(id=digest(identity), at=utcnow())
+            .on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.id)
+        ).first()
         return inserted is not None

@@ -197,16 +197,14 @@ def test_lookalikes_with_a_bad_checksum_are_ignored():
     assert find_keys_in_text(f"apk_{'A' * 28} apk_{'z' * 28}") == []
 
 
-def test_keys_glued_to_other_alphanumerics_are_ignored():
+def test_keys_glued_to_other_text_are_found():
+    """A leak is a leak however it was pasted: env files, URL-encoded query strings, no space after."""
     k = generate_secret()
-    assert find_keys_in_text(f"x{k}") == []
-    assert find_keys_in_text(f"9{k}") == []
-    assert find_keys_in_text(f"_{k}") == []
-    assert find_keys_in_text(f"{k}Z") == []
-    assert find_keys_in_text(f"{k}0abc") == []
-    assert find_keys_in_text(f"abc{k}def") == []
-    # ...while the same key separated by punctuation is found.
-    assert find_keys_in_text(f"x {k} Z") == [k]
+    for text in (f"x{k}", f"9{k}", f"_{k}", f"APIKEY_{k}", f"APIKEY={k}", f"{k},", f"{k}Z", f"{k}0abc",
+                 f"abc{k}def", f"api_key%3D{k}%26x", f"x {k} Z", f"apk_{k}"):
+        assert find_keys_in_text(text) == [k], text
+    other = generate_secret()
+    assert find_keys_in_text(f"{k}{other}") == [k, other]
 
 
 def test_text_without_keys_gives_nothing():

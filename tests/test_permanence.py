@@ -114,3 +114,57 @@ def test_upsert_cannot_unrevoke(store):
         _raw(store, f"INSERT {REVIVE} ON CONFLICT (id) DO UPDATE SET revoked_at = NULL, revoked_by = NULL",
              **{k: row[k] for k in ("id", "name", "owner", "prefix", "last4", "digest", "created_at", "created_by")})
     _assert_still_revoked(store, created)
+
+
+# ======================================================================= one transaction
+
+
+def _failing_append(monkeypatch):
+    """The audit append writes its rows (and queues its post), then fails: what a split would survive."""
+    from storage.audit import AuditLog
+
+    original = AuditLog.append_many
+
+    def append_then_fail(self, session, events, **kw):
+        original(self, session, events, **kw)
+        raise RuntimeError("audit append failed")
+
+    monkeypatch.setattr(AuditLog, "append_many", append_then_fail)
+
+
+@pytest.fixture
+def notifying_store(database_url):
+    from storage import open_store
+
+    s = open_store(database_url, notify_channel="C0AUDIT")
+    yield s
+    s.close()
+
+
+def test_a_revocation_whose_audit_entry_fails_does_not_happen(notifying_store, monkeypatch):
+    store = notifying_store
+    (created,) = store.keys.create(name="billing", owner="payments", actor="test")
+    queued_before = store.outbox.pending()
+    _failing_append(monkeypatch)
+    with pytest.raises(RuntimeError):
+        store.keys.revoke(created.key.id, actor="alice", reason="compromised")
+    assert store.keys.verify(created.secret).code is VerifyCode.VALID
+    assert store.keys.get(created.key.id).revoked_at is None
+    assert store.outbox.pending() == queued_before
+    assert [e.action for e in store.audit.oldest_first()] == ["key.created"]
+    monkeypatch.undo()
+    assert store.keys.revoke(created.key.id, actor="alice").revoked_now  # and it can still be revoked
+
+
+def test_a_bulk_revocation_whose_audit_entries_fail_does_not_happen(notifying_store, monkeypatch):
+    from storage.keys import encode_cursor
+
+    store = notifying_store
+    created = store.keys.create(name="batch", owner="payments", actor="test", count=3)
+    newest = max((c.key for c in created), key=lambda k: (k.created_at, k.id))
+    queued_before = store.outbox.pending()
+    _failing_append(monkeypatch)
+    with pytest.raises(RuntimeError):
+        store.keys.revoke_owner("payments", up_to=encode_cursor(newest), actor="alice")
+    assert all(store.keys.verify(c.secret).code is VerifyCode.VALID for c in created)
+    assert store.outbox.pending() == queued_before

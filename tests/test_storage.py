@@ -122,16 +122,21 @@ def test_malformed_answers_without_touching_the_database(store, monkeypatch):
     def no_database(*args, **kwargs):
         raise AssertionError("the database was touched")
 
-    store.db.read_engine.dispose()
-    store.db.write_engine.dispose()
-    monkeypatch.setattr(store.db.read_engine, "connect", no_database)
-    monkeypatch.setattr(store.db.write_engine, "connect", no_database)
+    # Every way into the database: the verification read (Database.fetch_one, the path really
+    # used), sessions, and the engines' connections.
+    for name in ("fetch_one", "read", "write", "_thread_connection", "_fetch_one_pooled"):
+        monkeypatch.setattr(store.db, name, no_database)
+    for engine in (store.db.read_engine, store.db.write_engine):
+        engine.dispose()
+        monkeypatch.setattr(engine, "connect", no_database)
+        monkeypatch.setattr(engine, "raw_connection", no_database)
 
     for candidate in ("garbage", None, typo_of(created.secret), "apk_" + "B" * 28):
         assert store.keys.verify(candidate).code is VerifyCode.MALFORMED
-    # Control: a well-formed key does need the database, so the patch is in effect.
+    # Control: a well-formed key that is not stored does need the database (its lookup, and nothing
+    # else: no last-used write), so the patch covers the path verification really reads through.
     with pytest.raises(AssertionError, match="database was touched"):
-        store.keys.verify(created.secret)
+        store.keys.verify(generate_secret())
 
 
 def test_revoked_key_that_has_also_expired_answers_revoked(store):

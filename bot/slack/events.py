@@ -5,7 +5,11 @@ the bot replies in the message's thread with a warning naming the key (masked) a
 with a ``Revoke`` button while it is active, and records ``key.leaked`` (which also alerts the
 audit channel). It never repeats the secret and never revokes by itself. Each (message, key)
 is handled once, so a retried event (``X-Slack-Retry-Num``) or an edit that adds nothing new
-gives no second warning. The bot's own messages are ignored.
+gives no second warning; the receipt and the ``key.leaked`` entry are one transaction.
+
+Only this app's own messages are ignored: a key printed by a CI bot, a webhook or another app is
+a leak like any other. Everything a message shows is scanned: its text, its blocks, attachments
+(text, fields, titles, footers), files (names, titles, snippet previews).
 """
 
 from __future__ import annotations
@@ -25,23 +29,42 @@ from .errors import guarded
 
 log = logging.getLogger("apikeys.leakwatch")
 
-IGNORED_SUBTYPES = {"bot_message", "message_deleted", "channel_join", "channel_leave", "message_replied"}
+IGNORED_SUBTYPES = {"message_deleted", "channel_join", "channel_leave", "message_replied"}
+SHOWN_FIELDS = ("text", "blocks", "attachments", "files", "file")
+MAX_STRINGS = 5000  # a message is at most a few hundred strings; a hostile one is cut short
+
+
+def _strings(value, out: list[str]) -> None:
+    if len(out) >= MAX_STRINGS:
+        return
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
 
 
 def _texts(message: dict) -> str:
-    """The text of a message and of its attachments (where pasted logs often end up)."""
-    parts = [message.get("text") or ""]
-    for attachment in message.get("attachments") or []:
-        if isinstance(attachment, dict):
-            parts += [str(attachment.get(k) or "") for k in ("text", "fallback", "pretext")]
-    return "\n".join(p for p in parts if isinstance(p, str))
+    """Every string a message shows: text, blocks, attachments and files (snippet previews included)."""
+    parts: list[str] = []
+    for name in SHOWN_FIELDS:
+        _strings(message.get(name), parts)
+    return "\n".join(parts)
+
+
+def _is_own(message: dict, bot_id: str | None, bot_user_id: str | None) -> bool:
+    """Whether this app posted the message (its warnings repeat no secret, but never scan them)."""
+    return bool((bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id))
 
 
 class LeakWatch:
     def __init__(self, store: Store):
         self.store = store
 
-    def handle(self, event: dict, client, bot_user_id: str | None) -> int:
+    def handle(self, event: dict, client, bot_user_id: str | None, bot_id: str | None = None) -> int:
         """Warn about every known key newly present in the message; returns how many warnings."""
         subtype = event.get("subtype")
         if subtype in IGNORED_SUBTYPES:
@@ -50,8 +73,10 @@ class LeakWatch:
         if subtype == "message_changed":
             message = event.get("message") or {}
             previous = event.get("previous_message") or {}
-        if message.get("bot_id") or (bot_user_id and message.get("user") == bot_user_id):
+        if not isinstance(message, dict) or _is_own(message, bot_id, bot_user_id):
             return 0
+        if not isinstance(previous, (dict, type(None))):
+            previous = {}
         channel = event.get("channel")
         ts = message.get("ts")
         if not channel or not ts:
@@ -65,17 +90,17 @@ class LeakWatch:
             key = self.store.keys.find_by_secret(secret)
             if key is None:
                 continue
-            if not self.store.receipts.first_use(f"leak|{channel}|{ts}|{key.id}"):
-                continue  # a retried event, or the same key in an edit of the same message
             now = utcnow()
             status = key.status_at(now).value
-            self.store.audit.record(EventInput(
+            poster = message.get("user") or message.get("bot_id")
+            recorded = self.store.audit.record_once(f"leak|{channel}|{ts}|{key.id}", EventInput(
                 actor="apikeys", action=Action.KEY_LEAKED, key_id=key.id,
                 details={"name": key.name, "key": key.masked, "owner": key.owner, "channel_id": channel,
-                         "message_ts": ts, "posted_by": message.get("user"), "status": status},
+                         "message_ts": ts, "posted_by": poster, "status": status},
             ))
-            log.warning(fields(event="key_leaked", key_id=key.id, channel=channel, posted_by=message.get("user"),
-                               status=status))
+            if recorded is None:
+                continue  # a retried event, or the same key in an edit of the same message
+            log.warning(fields(event="key_leaked", key_id=key.id, channel=channel, posted_by=poster, status=status))
             text, warning = blocks.leak_warning(key, message.get("user"), now)
             try:
                 client.chat_postMessage(channel=channel, thread_ts=message.get("thread_ts") or ts,
@@ -95,4 +120,4 @@ def register(app: App, store: Store) -> None:
     @guarded
     def on_message(event: dict, client, context) -> None:
         # Bolt has already acknowledged the event (within 3 s); this runs after.
-        watch.handle(event, client, context.bot_user_id)
+        watch.handle(event, client, context.bot_user_id, context.bot_id)
