@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from .audit import Action, AuditLog, EventInput
 from .db import Database
@@ -79,6 +79,11 @@ class AdminService:
         if user_id in self.bootstrap:
             raise InvalidInput(f"{user_id} is an admin through APIKEYS_ADMINS; remove it there")
         with self.db.write() as session:
+            session.execute(select(Admin.user_id).with_for_update())  # PostgreSQL: removals queue here
             if not session.execute(delete(Admin).where(Admin.user_id == user_id)).rowcount:
                 raise AdminNotFound(user_id)
+            # Never the last admin: someone must always be able to revoke from Slack. Counted after
+            # the delete, in the same write transaction, so two removals at once cannot both pass.
+            if not self.bootstrap and session.scalar(select(func.count()).select_from(Admin)) == 0:
+                raise InvalidInput(f"{user_id} is the last admin; add another admin first")
             self.audit.append(session, EventInput(actor=actor, action=Action.ADMIN_REMOVED, details={"user_id": user_id}))

@@ -39,6 +39,7 @@ class Action:
     KEY_USED_AFTER_REVOKE = "key.used_after_revoke"
     ADMIN_ADDED = "admin.added"
     ADMIN_REMOVED = "admin.removed"
+    COMMAND_DENIED = "command.denied"  # a state-changing slash command refused (a replayed request)
 
 
 @dataclass(frozen=True)

@@ -522,3 +522,15 @@ def test_verify_from_stdin_does_not_warn(run_cli):
     created = create_json(run_cli)
     result = run_cli("verify", "-", stdin=created["key"] + "\n")
     assert (result.code, result.out, result.err) == (0, "VALID\n", "")
+
+
+def test_the_last_admin_cannot_be_removed_from_the_cli_either(run_cli):
+    """Without APIKEYS_ADMINS, the stored admins are all there is: the last one stays."""
+    no_bootstrap = {"APIKEYS_ADMINS": ""}
+    assert run_cli("admins", "add", "UONLYADMIN", env=no_bootstrap).code == 0
+    assert run_cli("admins", "add", "USECOND01", env=no_bootstrap).code == 0
+    assert run_cli("admins", "remove", "USECOND01", env=no_bootstrap).code == 0
+    result = run_cli("admins", "remove", "UONLYADMIN", env=no_bootstrap)
+    assert result.code == 2 and "last admin" in result.err and result.err.count("\n") == 1
+    assert "UONLYADMIN" in run_cli("admins", "list", env=no_bootstrap).out
+    assert [e["action"] for e in audit_json(run_cli)].count("admin.removed") == 1

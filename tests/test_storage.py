@@ -880,3 +880,20 @@ def test_invalid_user_id_raises_invalid_input(store, user_id):
         store.admins.remove(user_id, actor=ADMIN)
     assert events(store) == []
     assert [e.user_id for e in store.admins.list()] == [ADMIN]
+
+
+def test_the_admin_service_never_removes_the_last_admin(database_url):
+    """The rule lives in storage, so Slack and the CLI keep it alike."""
+    from storage import InvalidInput, open_store
+
+    store = open_store(database_url)  # no bootstrap admins
+    try:
+        store.admins.add("UFIRST001", actor="ops")
+        store.admins.add("USECOND01", actor="ops")
+        store.admins.remove("USECOND01", actor="UFIRST001")
+        with pytest.raises(InvalidInput, match="last admin"):
+            store.admins.remove("UFIRST001", actor="UFIRST001")
+        assert [a.user_id for a in store.admins.list()] == ["UFIRST001"]
+        assert [e.action for e in store.audit.oldest_first()].count("admin.removed") == 1
+    finally:
+        store.close()

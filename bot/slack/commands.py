@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from slack_bolt import Ack, App
 
-from storage import DatabaseUnavailable, StorageError, Store
+from storage import Action, DatabaseUnavailable, EventInput, StorageError, Store
 from storage.keyformat import find_keys_in_text
 from storage.keys import KEY_ID_RE, OWNER_RE, encode_cursor
 from storage.timeutil import utcnow
@@ -77,15 +77,33 @@ def _admins(store: Store, actor: Actor, words: list[str]) -> Answer:
     if refusal:
         log.info(fields(event="admins." + verb, actor=actor.user_id, target=user_id, outcome="refused"))
         return Answer(refusal, blocks.text_message(f":no_entry_sign: {refusal} Nothing changed."))
+    replayed = _replayed(store, actor, f"admins {verb}", {"user_id": user_id})
+    if replayed:
+        return replayed
     if verb == "add":
         changed = store.admins.add(user_id, actor=actor.user_id)
         message = f"<@{user_id}> is now an admin." if changed else f"<@{user_id}> was already an admin; nothing changed."
     else:
-        if user_id == actor.user_id and len(store.admins.list()) <= 1:
-            return Answer("refused", blocks.text_message(":no_entry_sign: You are the last admin; add another admin first."))
-        store.admins.remove(user_id, actor=actor.user_id)
+        store.admins.remove(user_id, actor=actor.user_id)  # refuses to remove the last admin
         message = f"<@{user_id}> is no longer an admin."
     log.info(fields(event="admins." + verb, actor=actor.user_id, target=user_id, outcome="ok"))
+    return Answer(message, blocks.text_message(message))
+
+
+def _replayed(store: Store, actor: Actor, what: str, details: dict) -> Answer | None:
+    """Process a state-changing command once: a second delivery of the same signed request (a
+    replay within Slack's 5-minute signature window) is refused and recorded. Every command that
+    changes anything calls this before it does."""
+    if actor.request_id and store.receipts.first_use(f"command|{actor.request_id}|{actor.user_id}"):
+        return None
+    why = ("this command was already processed (a replayed request)" if actor.request_id
+           else "Slack did not identify this command (no trigger_id)")
+    store.audit.record(EventInput(
+        actor=actor.user_id or "unknown", action=Action.COMMAND_DENIED,
+        details={"command": what, "why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id, **details},
+    ))
+    log.info(fields(event="command", actor=actor.user_id, command=what, outcome="denied", why=why))
+    message = f":no_entry_sign: Not done: {why[0].upper() + why[1:]}. Nothing changed."
     return Answer(message, blocks.text_message(message))
 
 

@@ -14,6 +14,7 @@ class Actor:
     user_team_id: str | None      # the workspace the user belongs to
     own_team_id: str | None       # the workspace this app is installed in (auth.test)
     channel_id: str | None
+    request_id: str | None = None  # what makes this request unique (a slash command's trigger_id)
     _store: Store = field(repr=False, default=None)
     _is_admin: bool | None = field(default=None, repr=False)
 
@@ -51,9 +52,15 @@ def _get(body: dict, *path: str) -> Any:
 
 def actor_from_body(body: dict, own_team_id: str | None, store: Store) -> Actor:
     """Read the user and their home workspace from a command, interaction or event body."""
-    user_id = _get(body, "user", "id") or _get(body, "user_id")
-    # Interactions carry the user's own team; a slash command only comes from the installing workspace's
-    # members (its team_id is the user's workspace).
-    user_team = _get(body, "user", "team_id") or _get(body, "team_id") or _get(body, "team", "id")
+    if "command" in body:
+        # A slash command only comes from the installing workspace's members: its team_id is the
+        # user's workspace.
+        user_id, user_team = _get(body, "user_id"), _get(body, "team_id")
+    else:
+        # An interaction names the user's own workspace in user.team_id, and nothing else will do:
+        # the payload's team is the workspace the message lives in, which in a shared channel is
+        # ours even when the user is someone else's. A missing user.team_id is a refusal.
+        user_id, user_team = _get(body, "user", "id"), _get(body, "user", "team_id")
     channel_id = _get(body, "channel", "id") or _get(body, "channel_id") or _get(body, "container", "channel_id")
-    return Actor(user_id=user_id, user_team_id=user_team, own_team_id=own_team_id, channel_id=channel_id, _store=store)
+    return Actor(user_id=user_id, user_team_id=user_team, own_team_id=own_team_id, channel_id=channel_id,
+                 request_id=_get(body, "trigger_id"), _store=store)
