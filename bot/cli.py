@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 at the first broken entry")
 
     p = sub.add_parser("playground", help="the real bot with a local stand-in for Slack, in your browser")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1; HOST is ignored)")
     p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--allow-existing-database", action="store_true",
+                   help="run on DATABASE_URL even though it holds keys the playground did not create")
 
     p = sub.add_parser("db", help="database schema")
     db = p.add_subparsers(dest="db_command", metavar="upgrade|status", parser_class=_Parser)
@@ -262,7 +264,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         if args.command == "playground":
             from .playground import main as playground
 
-            return playground(["--host", args.host, "--port", str(args.port)])
+            return playground(["--host", args.host, "--port", str(args.port),
+                               *(["--allow-existing-database"] if args.allow_existing_database else [])])
         settings = Settings.from_env(env)
         # Every command brings the schema up to date first (a no-op when it is).
         store = open_store(settings.database_url, bootstrap_admins=settings.admins,

@@ -8,16 +8,29 @@ path. What the bot sends back (ack bodies, ``response_url`` posts, ``chat.postMe
 from the stand-in and shown as messages, replaced in place where Slack would replace them.
 
 The server is the production one (gunicorn, one worker): the stand-in, the page and the Slack
-app live in that worker, which is started with ``APIKEYS_PLAYGROUND_STUB_PORT`` set.
+app live in that worker. ``main`` hands ``run_server`` a ``wrap`` callable (``wrap`` below with the
+stand-in's port) that the worker applies to the app it builds; nothing in the production modules
+knows about the playground, and no environment variable turns a server into it.
+
+The page's JSON API changes the database the playground runs on (``/apikeys admins add`` is one
+command away), so it answers only the page itself: ``application/json`` bodies (a cross-site form
+or ``text/plain`` fetch, which a browser sends without asking, gets 415), no other origin (checked
+with ``Sec-Fetch-Site`` and ``Origin``; 403), and only under a host name that cannot be rebound to
+this machine by someone else's DNS (localhost, an IP address, ``--host``, this machine's name).
+The playground listens on 127.0.0.1 unless ``--host`` says otherwise, and refuses to start on a
+database holding keys it did not seed unless ``--allow-existing-database`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import ipaddress
 import itertools
 import json
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import threading
@@ -25,6 +38,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .devslack import ADMIN_USER, MEMBER_USER, OTHER_WORKSPACE_USER, SlackSender, SlackStub
 
@@ -115,6 +129,9 @@ class Conversation:
         return {"ok": reply.status == 200, "status": reply.status}
 
     def click(self, user: str, data: dict[str, Any]) -> dict[str, Any]:
+        raw_state = data.get("state") or {}
+        if not isinstance(raw_state, dict) or not all(isinstance(a, dict) for a in raw_state.values()):
+            raise ValueError("state must be an object of objects")
         with self.lock:
             message = self._find(int(data.get("message_id", -1)))
             if message is None or not self._visible(message, user):
@@ -124,7 +141,7 @@ class Conversation:
             message["_clicker"] = user
         state = {block: {action: {"type": "static_select", "selected_option": option}
                          for action, option in actions.items() if option}
-                 for block, actions in (data.get("state") or {}).items()}
+                 for block, actions in raw_state.items()}
         kwargs: dict[str, Any] = dict(user=user, team=self._team(user), channel=message["channel"], response_url=url,
                                       block_id=data.get("block_id") or "b", state=state,
                                       ephemeral=message["ephemeral_for"] is not None, text=data.get("text"))
@@ -165,41 +182,126 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class PlaygroundApp:
-    """WSGI: ``/playground`` and its JSON API; everything else goes to the real application."""
+API_METHODS = {"state": "GET", "command": "POST", "click": "POST", "say": "POST"}
+PAGE_HEADERS = [
+    ("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+    # Another site must not frame the page and have a visitor click its buttons for it.
+    ("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+]
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found",
+           405: "405 Method Not Allowed", 415: "415 Unsupported Media Type", 502: "502 Bad Gateway"}
 
-    def __init__(self, app, conversation: Conversation):
+
+def _host_and_port(netloc: str, default_port: int) -> tuple[str, int]:
+    """``("127.0.0.1", 3000)`` from ``127.0.0.1:3000`` (``ValueError`` when it is not a host[:port])."""
+    parts = urlsplit("//" + netloc)
+    if not parts.hostname or parts.username is not None or parts.path or parts.query or parts.fragment:
+        raise ValueError(netloc)
+    return parts.hostname.lower().rstrip("."), parts.port or default_port
+
+
+class PlaygroundApp:
+    """WSGI: ``/playground`` and its JSON API; everything else goes to the real application.
+
+    The API answers the page only: same origin (``Sec-Fetch-Site``, ``Origin``), a host name that
+    DNS rebinding cannot point here (``Host``), and JSON bodies (``Content-Type``)."""
+
+    def __init__(self, app, conversation: Conversation, *, host: str | None = None):
         self.app = app
         self.conversation = conversation
         self.page = (STATIC / "index.html").read_bytes()
+        self.names = {"localhost", socket.gethostname().lower()}
+        if host and host not in ("0.0.0.0", "::"):
+            self.names.add(host.strip("[]").lower().rstrip("."))
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path in ("/playground", "/playground/"):
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
-                                      ("Content-Length", str(len(self.page)))])
+            start_response("200 OK", [*PAGE_HEADERS, ("Content-Length", str(len(self.page)))])
             return [self.page]
         if not path.startswith("/playground/api/"):
             return self.app(environ, start_response)
-        try:
-            result = self._api(path.removeprefix("/playground/api/"), environ)
-            status = "200 OK" if result.get("ok", True) else "400 Bad Request"
-        except (ValueError, KeyError, TypeError) as exc:
-            result, status = {"ok": False, "error": f"bad request: {exc}"}, "400 Bad Request"
+        name = path.removeprefix("/playground/api/")
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                   ("X-Content-Type-Options", "nosniff")]
+        code, result = self._checked(name, environ)
+        if code == 405:
+            headers.append(("Allow", API_METHODS[name]))
         body = json.dumps(result).encode()
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        start_response(_STATUS[code], [*headers, ("Content-Length", str(len(body)))])
         return [body]
+
+    def _checked(self, name: str, environ) -> tuple[int, dict[str, Any]]:
+        if name not in API_METHODS:
+            return 404, {"ok": False, "error": f"no playground API {name[:40]!r}"}
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method != API_METHODS[name]:
+            return 405, {"ok": False, "error": f"/playground/api/{name} takes {API_METHODS[name]}, not {method[:10]}"}
+        refusal = self._foreign(environ)
+        if refusal:
+            return 403, {"ok": False, "error": refusal}
+        if method == "POST":
+            media_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+            if media_type != "application/json":
+                return 415, {"ok": False, "error": "the playground API takes a JSON body with "
+                                                   "Content-Type: application/json; nothing changed"}
+        try:
+            result = self._api(name, environ)
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, {"ok": False, "error": f"bad request: {exc}"}
+        except OSError as exc:  # the bot (this server's own /slack/events) did not answer
+            return 502, {"ok": False, "error": f"the bot did not answer ({type(exc).__name__})"}
+        return (200 if result.get("ok", True) else 400), result
+
+    def _foreign(self, environ) -> str | None:
+        """Why a request does not come from the page itself (None when it does)."""
+        site = environ.get("HTTP_SEC_FETCH_SITE")
+        if site is not None and site.strip().lower() not in ("same-origin", "none"):
+            return f"refused: the request comes from another site (Sec-Fetch-Site: {site[:40]}); nothing changed"
+        scheme = environ.get("wsgi.url_scheme", "http")
+        default_port = 443 if scheme == "https" else 80
+        netloc = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+        try:
+            host = _host_and_port(netloc, default_port)
+        except ValueError:
+            return "refused: the request has no valid Host header; nothing changed"
+        if not self._known_name(host[0]):
+            return (f"refused: the playground answers only under localhost, an IP address or its --host name, "
+                    f"not {host[0][:80]!r} (a DNS rebinding guard); nothing changed")
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        parts = urlsplit(origin.strip())
+        try:
+            same = (parts.scheme in ("http", "https") and not parts.path
+                    and _host_and_port(parts.netloc, 443 if parts.scheme == "https" else 80) == host)
+        except ValueError:
+            same = False
+        if not same:
+            return f"refused: the request comes from another origin ({origin[:80]}); nothing changed"
+        return None
+
+    def _known_name(self, name: str) -> bool:
+        try:
+            ipaddress.ip_address(name)
+            return True  # an address literal cannot be rebound by anyone's DNS
+        except ValueError:
+            return name in self.names or name.endswith(".localhost")
 
     def _api(self, name: str, environ) -> dict[str, Any]:
         if name == "state":
-            from urllib.parse import parse_qs
-
             user = parse_qs(environ.get("QUERY_STRING", "")).get("user", [ADMIN_USER])[0]
             return self.conversation.state(user if user in {u["id"] for u in USERS} else ADMIN_USER)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length_text = (environ.get("CONTENT_LENGTH") or "0").strip()
+        if not length_text.isdigit():
+            raise ValueError("Content-Length must be a number of bytes")
+        length = int(length_text)
         if length > 64 * 1024:
             raise ValueError("too large")
         data = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("the body must be a JSON object")
         user = data.get("user")
         if user not in {u["id"] for u in USERS}:
             raise ValueError("unknown user")
@@ -213,13 +315,22 @@ class PlaygroundApp:
         raise ValueError(f"no API {name}")
 
 
-def wrap(app, settings) -> PlaygroundApp:
-    """Called in the server's worker when playground mode is on: start the stand-in there."""
-    stub = SlackStub(bot_token=settings.slack_bot_token).start(port=int(os.environ["APIKEYS_PLAYGROUND_STUB_PORT"]))
+def _own_url(settings) -> str:
+    """Where the worker reaches its own server (the stand-in sends Slack's requests there)."""
+    host = settings.host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+
+def wrap(app, settings, *, stub_port: int) -> PlaygroundApp:
+    """Applied in the server's worker (``run_server(settings, wrap=...)``): start the stand-in there."""
+    stub = SlackStub(bot_token=settings.slack_bot_token).start(port=stub_port)
     stub.users.setdefault(OTHER_WORKSPACE_USER, {"team_id": "T0OTHER", "name": "eve"})
-    app_url = f"http://127.0.0.1:{settings.port}"
-    sender = SlackSender(app_url, settings.slack_signing_secret, stub)
-    return PlaygroundApp(app, Conversation(stub, sender))
+    sender = SlackSender(_own_url(settings), settings.slack_signing_secret, stub)
+    return PlaygroundApp(app, Conversation(stub, sender), host=settings.host)
 
 
 DEMO_KEYS = [
@@ -241,6 +352,43 @@ def seed(store) -> str | None:
     return created["search-indexer"].secret
 
 
+def _shown(database_url: str) -> str:
+    """The URL without its password, for the banner and messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: open_store says so
+        return "(not a database URL)"
+
+
+def foreign_keys(database_url: str) -> int:
+    """How many keys the database holds that the playground did not seed (0 for a new database).
+    Reads only: nothing is migrated or written before the answer is known."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage import Database, StorageError
+
+    db = Database(database_url, pool_size=1)
+    try:
+        with db.read() as session:
+            if not inspect(session.connection()).has_table("api_keys"):
+                return 0
+            return int(session.execute(text("SELECT COUNT(*) FROM api_keys WHERE created_by <> :seeder"),
+                                       {"seeder": "playground"}).scalar_one())
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot read the database at {_shown(database_url)} ({type(exc).__name__})") from None
+    finally:
+        db.dispose()
+
+
+def _refuse(message: str) -> int:
+    sys.stderr.write(f"apikeys: error: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from storage import open_store
 
@@ -251,27 +399,46 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="apikeys playground",
                                      description="The real bot with a local stand-in for Slack, in your browser.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1; HOST is ignored)")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--allow-existing-database", action="store_true",
+                        help="run on DATABASE_URL even though it holds keys the playground did not create")
     args = parser.parse_args(argv)
+    if not args.host.strip():
+        return _refuse("--host must not be empty (use 127.0.0.1, or 0.0.0.0 to listen on every interface)")
+    if not 0 < args.port < 65536:
+        return _refuse(f"--port must be a TCP port number, got {args.port}")
     logs.configure()
+    # DATABASE_URL (from the environment) points the playground at an existing database; by default
+    # it gets a fresh one. HOST and PORT are never taken from the environment or .env: only --host/--port.
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp(prefix='apikeys-playground-')}/playground.db"
+    if not args.allow_existing_database:
+        foreign = foreign_keys(database_url)
+        if foreign:
+            return _refuse(
+                f"DATABASE_URL ({_shown(database_url)}) holds {foreign} key{'s' if foreign != 1 else ''} the playground "
+                "did not create, and the playground makes demo users admins of it; unset DATABASE_URL for a fresh "
+                "database, or pass --allow-existing-database if you mean it")
+    stub_port = free_port()
     env = {
-        "DATABASE_URL": database_url, "HOST": args.host, "PORT": str(args.port), "WEB_CONCURRENCY": "1",
+        "DATABASE_URL": database_url, "HOST": args.host.strip(), "PORT": str(args.port), "WEB_CONCURRENCY": "1",
         "SLACK_BOT_TOKEN": "xoxb-playground", "SLACK_SIGNING_SECRET": secrets.token_hex(16),
         "APIKEYS_ADMINS": f"{ADMIN_USER},{OTHER_WORKSPACE_USER}", "APIKEYS_AUDIT_CHANNEL": AUDIT,
-        "APIKEYS_PLAYGROUND_STUB_PORT": str(free_port()),
+        "SLACK_API_URL": f"http://127.0.0.1:{stub_port}/api/",
     }
-    env["SLACK_API_URL"] = f"http://127.0.0.1:{env['APIKEYS_PLAYGROUND_STUB_PORT']}/api/"
     os.environ.update(env)
     os.environ.pop("SLACK_APP_TOKEN", None)
     settings = Settings.from_env()
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, notify_channel=None)
     demo = seed(store)
     store.close()
-    host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
+    host = settings.host
+    if host in ("0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
     print(f"\n  apikeys playground: open http://{host}:{args.port}/playground\n"
-          f"  database: {database_url}\n"
+          f"  database: {_shown(database_url)}\n"
           + (f"  a demo key to paste into a message (leak watch) or /apikeys find: {demo}\n" if demo else "")
           + "  Ctrl-C stops it.\n", flush=True)
-    return run_server(settings)
+    return run_server(settings, wrap=functools.partial(wrap, stub_port=stub_port))

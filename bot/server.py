@@ -48,12 +48,7 @@ def create_app(settings: Settings):
     if settings.slack_enabled and slack_app is None:
         return KeyApiApp(store, slack_off="Slack requests arrive over Socket Mode on this server "
                                           "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)")
-    app = KeyApiApp(store, slack_app=slack_app)
-    if os.environ.get("APIKEYS_PLAYGROUND_STUB_PORT"):
-        from .playground import wrap  # `apikeys playground`: the stand-in for Slack lives in this worker
-
-        return wrap(app, settings)
-    return app
+    return KeyApiApp(store, slack_app=slack_app)
 
 
 class Worker(ThreadWorker):
@@ -100,9 +95,10 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, settings: Settings, socket_mode=None):
+    def __init__(self, settings: Settings, socket_mode=None, wrap=None):
         self.settings = settings
         self.socket_mode = socket_mode
+        self.wrap = wrap
         super().__init__()
 
     def load_config(self) -> None:
@@ -134,7 +130,10 @@ class _Gunicorn(BaseApplication):
 
     def load(self):
         logs.configure()
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        # Only a caller of run_server wraps the app (`apikeys playground` adds its page and stand-in
+        # for Slack this way, in the worker); nothing in the environment can.
+        return app if self.wrap is None else self.wrap(app, self.settings)
 
 
 def main() -> int:
@@ -148,8 +147,9 @@ def main() -> int:
     return run_server(settings)
 
 
-def run_server(settings: Settings) -> int:
-    """Apply migrations, then serve until SIGTERM/SIGINT."""
+def run_server(settings: Settings, wrap=None) -> int:
+    """Apply migrations, then serve until SIGTERM/SIGINT. ``wrap(app, settings) -> app``, when
+    given, is applied to the application in each worker after ``create_app``."""
     try:
         store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=True)
         store.close()
@@ -180,7 +180,7 @@ def run_server(settings: Settings) -> int:
     # Keep the garbage collector from touching (and so un-sharing) those objects in the workers.
     gc.collect()
     gc.freeze()
-    _Gunicorn(settings, options_hooks).run()
+    _Gunicorn(settings, options_hooks, wrap).run()
     return 0
 
 
