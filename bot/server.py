@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import gc
 import logging
-import os
 import socket
 import sys
 
