@@ -48,20 +48,43 @@ def _respond(start_response, status: int, body: Any = None, headers: list[tuple[
     return [payload]
 
 
-def _read_body(environ: dict) -> bytes:
+UNREADABLE = "the request body could not be read (malformed chunked encoding, or it ended early)"
+
+
+def read_body(environ: dict, limit: int = MAX_BODY) -> bytes:
+    """The request body, at most ``limit`` bytes (else 413).
+
+    A body the server cannot deliver is the client's error, not ours: the server de-chunks
+    ``Transfer-Encoding: chunked`` while we read, and raises on a malformed chunk (gunicorn's
+    ``InvalidChunkSize``, ``ChunkMissingTerminator``, …) or when the connection ends early
+    (``NoMoreData``, an ``OSError``); a body shorter than its ``Content-Length`` is cut short too.
+    All of them are a 400 with a JSON error. (gunicorn then closes the connection: where the next
+    request would start is unknown.)
+    """
     length_text = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
     if length_text:
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit()):
             raise HttpError(400, "invalid Content-Length")
         length = int(length_text)
-        if length > MAX_BODY:
-            raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
-        return stream.read(length)
-    data = stream.read(MAX_BODY + 1)  # chunked bodies: the server de-chunks; bound what we read
-    if len(data) > MAX_BODY:
-        raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
+        if length > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes")
+        data = _read(stream, length)
+        if len(data) < length:
+            raise HttpError(400, UNREADABLE)
+        return data
+    data = _read(stream, limit + 1)  # chunked bodies: the server de-chunks; bound what we read
+    if len(data) > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes")
     return data
+
+
+def _read(stream, size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except Exception as exc:  # whatever the server raises for a body it cannot deliver
+        log.info(fields(event="request", outcome="unreadable_body", error=type(exc).__name__))
+        raise HttpError(400, UNREADABLE) from None
 
 
 def _presented_key(environ: dict) -> str | None:
@@ -121,7 +144,7 @@ class KeyApiApp:
 
     # -- routes -----------------------------------------------------------------------------
     def verify(self, environ: dict, start_response) -> list[bytes]:
-        raw = _read_body(environ)
+        raw = read_body(environ)
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):

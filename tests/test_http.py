@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -104,6 +105,64 @@ def test_verify_needs_post(server):
     status, headers, _ = request(server, "GET", "/v1/keys/verify")
     assert status == 405
     assert headers["Allow"] == "POST"
+
+
+class _Recorded:
+    """What a server sent on a socket, readable by http.client.HTTPResponse."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def makefile(self, *args, **kwargs):
+        return io.BytesIO(self.data)
+
+
+def raw_exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection, close our side, and parse the first answer."""
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)  # the server sees the end of what we send: nothing waits for more
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    resp = http.client.HTTPResponse(_Recorded(received))
+    resp.begin()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+VERIFY_HEAD = b"POST /v1/keys/verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
+# Bodies the server cannot read: each one used to be answered 500 (gunicorn raises while the app
+# reads wsgi.input), or, for the short body, answered as if it had all arrived.
+UNREADABLE_BODIES = {
+    "a chunk size that is not hex": CHUNKED + b'zz\r\n{"key": "x"}\r\n0\r\n\r\n',
+    "a chunk cut short": CHUNKED + b'40\r\n{"key": "apk_',
+    "a chunk without its CRLF": CHUNKED + b'c\r\n{"key": "x"}XX0\r\n\r\n',
+    "no end after the last chunk": CHUNKED + b'c\r\n{"key": "x"}\r\n0\r\n',
+    "a malformed chunk extension": CHUNKED + b'c;\x01\r\n{"key": "x"}\r\n0\r\n\r\n',
+    "a chunk size line that never ends": CHUNKED + b"1" * 10_000,
+    "a body shorter than its Content-Length": b'Content-Length: 100\r\n\r\n{"key": "x"}',
+}
+
+
+def test_verify_answers_400_json_to_a_body_it_cannot_read_and_keeps_serving(server, keys):
+    wrong = {}
+    for what, rest in UNREADABLE_BODIES.items():
+        status, headers, data = raw_exchange(server, VERIFY_HEAD + rest)
+        try:
+            error = json.loads(data).get("error")
+        except ValueError:
+            error = None
+        if status != 400 or headers.get("content-type") != "application/json" or not isinstance(error, str):
+            wrong[what] = f"{status} {data[:80]!r}"
+    assert wrong == {}
+    # A well-formed chunked body is read like any other, and the server keeps serving.
+    body = json.dumps({"key": keys["valid"].secret}).encode()
+    status, _, data = raw_exchange(server, VERIFY_HEAD + CHUNKED + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    assert (status, json.loads(data)["code"]) == (200, "VALID")
+    assert verify(server, keys["valid"].secret)[1]["code"] == "VALID"
+    assert "Traceback" not in server.log()
 
 
 def test_auth_accepts_bearer_and_x_api_key(server, keys):
