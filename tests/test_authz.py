@@ -143,3 +143,16 @@ def test_a_click_from_the_users_own_workspace_revokes(harness: Harness):
     assert status == 200
     assert "Revoked" in shown(harness.stub.wait_for_response(url, timeout=10))
     assert harness.store.keys.verify(created.secret).code.value == "REVOKED"
+
+
+# ======================================================================= the word "payload"
+
+
+@pytest.mark.parametrize("text", ["owner payload-team", "find payload", "admins add <@UPAYLOAD1|payload>"])
+def test_a_command_containing_the_word_payload_is_answered(harness: Harness, text: str):
+    """Bolt reads any form body containing "payload" as an interaction (and then finds none)."""
+    harness.store.keys.create(name="payload-api", owner="payload-team", actor="test")
+    status, answer = harness.send(command_body(text, response_url=harness.stub.response_url("cmd")))
+    assert status == 200, answer
+    assert answer["text"] != "apikeys help", answer  # the help is the answer to text it did not read
+    assert "payload" in shown(answer).lower()

@@ -12,7 +12,7 @@ from storage import Store
 from ..config import Settings
 from . import actions, commands, events, reply
 from .errors import report
-from .gate import SlackGate
+from .gate import SlackGate, parse_slack_body
 from .context import actor_from_body
 from .delivery import Deliverer
 
@@ -59,12 +59,30 @@ def start_delivery(store: Store, client: WebClient) -> Deliverer:
     return deliverer
 
 
+def _request_handler(app: App):
+    """Bolt's WSGI adapter, handing Bolt the body as the gate read it (``gate.parse_slack_body``)."""
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_bolt.request import BoltRequest
+    from slack_bolt.request.internals import build_context
+    from slack_bolt.context import BoltContext
+
+    class RequestHandler(SlackRequestHandler):
+        def dispatch(self, request):
+            bolt_request = BoltRequest(body=request.get_body(), query=request.query_string,
+                                       headers=request.get_headers())
+            body = parse_slack_body(bolt_request.raw_body, bolt_request.content_type)
+            if body is not bolt_request.body and body != bolt_request.body:
+                bolt_request.body = body
+                bolt_request.context = build_context(BoltContext({}), body)
+            return self.app.dispatch(bolt_request)
+
+    return RequestHandler(app)
+
+
 def create_slack_wsgi(settings: Settings, store: Store):
     """The WSGI callable for ``POST /slack/events`` (HTTP mode), plus the audit deliverer."""
-    from slack_bolt.adapter.wsgi import SlackRequestHandler
-
     client = make_client(settings)
     start_delivery(store, client)
     if not settings.slack_signing_secret:
         return None  # Socket Mode only: no HTTP route accepts Slack requests without a signing secret
-    return SlackGate(SlackRequestHandler(create_app(settings, store, client=client)), settings.slack_signing_secret)
+    return SlackGate(_request_handler(create_app(settings, store, client=client)), settings.slack_signing_secret)
