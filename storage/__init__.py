@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .admins import AdminService
 from .audit import Action, AuditLog, EventInput
 from .db import Database
+from .migrate import upgrade
 from .errors import AdminNotFound, DatabaseUnavailable, InvalidInput, KeyNotFound, StorageError
 from .keys import KeyService, Verification, VerifyCode
 from .models import ApiKey, AuditEvent, KeyStatus, RevokeReason
@@ -37,7 +38,7 @@ def open_store(
     """Open the key store. ``notify_channel``: queue one audit-channel post per audited action."""
     db = Database(url, pool_size=pool_size)
     if create_schema:
-        db.create_schema()
+        upgrade(db)  # the newest schema (idempotent, safe with concurrent starters)
     audit = AuditLog(db, notify_channel=notify_channel)
     return Store(db=db, keys=KeyService(db, audit), audit=audit, admins=AdminService(db, audit, bootstrap_admins),
                  outbox=audit.outbox, receipts=audit.receipts)

@@ -154,12 +154,6 @@ class Database:
         finally:
             session.close()
 
-    def create_schema(self) -> None:
-        """Bring the schema to the newest migration (idempotent, safe with concurrent starters)."""
-        from .migrate import upgrade
-
-        upgrade(self)
-
     def insert(self, table):
         """INSERT with this dialect's ``on_conflict_do_*`` (SQLite and PostgreSQL spell it alike)."""
         return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
