@@ -10,6 +10,7 @@ past the end. ``verify()`` finds the first such break.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ GENESIS_HASH = "0" * 64
 HEAD_ID = 1
 
 
-class Action:
+class Action(enum.StrEnum):
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
     KEY_REVOKE_DENIED = "key.revoke_denied"
