@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from storage import InvalidInput, RevokeReason, StorageError, Store, open_store
+from storage import InvalidInput, RevokeReason, StorageError, Store, migrate, open_store
 from storage.audit import event_to_dict
 from storage.keys import KeyService, key_to_dict
 from storage.timeutil import iso, parse_duration, utcnow
@@ -234,11 +234,9 @@ def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
-    from storage import migrate
-
     current, head = migrate.current_revision(store.db), migrate.head_revision()
     if args.db_command == "upgrade":
-        # open_store has already applied any pending migration.
+        # open_store has just applied any pending migration.
         out.write(f"The database schema is at revision {current} (newest: {head}).\n")
         return EXIT_OK
     if current == head:
@@ -267,10 +265,13 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             return playground(["--host", args.host, "--port", str(args.port),
                                *(["--allow-existing-database"] if args.allow_existing_database else [])])
         settings = Settings.from_env(env)
-        # Every command brings the schema up to date first (a no-op when it is).
+        # Only `apikeys db upgrade` (and the server's start) changes the schema: a CLI of another
+        # release pointed at production must never apply DDL on the side.
         store = open_store(settings.database_url, bootstrap_admins=settings.admins,
                            notify_channel=settings.audit_channel,
-                           create_schema=not (args.command == "db" and args.db_command == "status"))
+                           create_schema=args.command == "db" and args.db_command == "upgrade")
+        if args.command != "db":
+            migrate.require_head(store.db)
         return COMMANDS[args.command](store, args, out, err)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")

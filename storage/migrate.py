@@ -15,8 +15,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from .db import Database
+from .errors import DatabaseUnavailable, InvalidInput
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOCK_ID = 7262311
@@ -36,6 +38,19 @@ def head_revision() -> str:
 def current_revision(db: Database) -> str | None:
     with db.read_engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def require_head(db: Database) -> None:
+    """Refuse (``InvalidInput``) unless the database is at the newest schema this code knows."""
+    try:
+        current = current_revision(db)
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(f"the database is unavailable ({type(exc.orig).__name__})") from exc
+    head = head_revision()
+    if current != head:
+        state = f"at revision {current}" if current else "empty (no schema yet)"
+        raise InvalidInput(f"the database is {state}; this apikeys needs revision {head}: run 'apikeys db upgrade' "
+                           "(the server also upgrades it when it starts)")
 
 
 def upgrade(db: Database, revision: str = "head") -> str | None:

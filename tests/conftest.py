@@ -102,9 +102,8 @@ class CliResult:
     err: str
 
 
-@pytest.fixture
-def run_cli(database_url: str, tmp_path: Path):
-    """Run the ``apikeys`` entry function in-process with the test database."""
+def cli_runner(database_url: str):
+    """``run(*argv, stdin=, env=)``: the ``apikeys`` entry function in-process on ``database_url``."""
 
     def run(*argv: str, stdin: str | None = None, env: dict[str, str] | None = None) -> CliResult:
         out, err = io.StringIO(), io.StringIO()
@@ -119,6 +118,19 @@ def run_cli(database_url: str, tmp_path: Path):
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+@pytest.fixture
+def run_cli(database_url: str):
+    """The CLI on the test database, its schema prepared as the server's start leaves it."""
+    open_store(database_url).close()
+    return cli_runner(database_url)
+
+
+@pytest.fixture
+def run_cli_unmigrated(database_url: str):
+    """The CLI on the test database exactly as it is (empty, unless the test prepared it)."""
+    return cli_runner(database_url)
 
 
 def free_port() -> int:

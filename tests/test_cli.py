@@ -497,6 +497,7 @@ def _run_module(database_url, tmp_path, *argv):
 
 
 def test_the_command_runs_as_a_program(database_url, tmp_path):
+    assert _run_module(database_url, tmp_path, "db", "upgrade").returncode == 0
     verify = _run_module(database_url, tmp_path, "verify", "garbage")
     assert verify.returncode == 1, verify.stderr
     assert verify.stdout == "MALFORMED\n"

@@ -109,7 +109,8 @@ def test_a_database_from_before_migrations_is_adopted(database_url):
     db.dispose()
 
 
-def test_cli_db_status_and_upgrade(run_cli, database_url):
+def test_cli_db_status_and_upgrade(run_cli_unmigrated, database_url):
+    run_cli = run_cli_unmigrated
     db = Database(database_url)
     migrate.upgrade(db, "0001")
     status = run_cli("db", "status")
@@ -118,3 +119,31 @@ def test_cli_db_status_and_upgrade(run_cli, database_url):
     assert upgrade.code == 0 and migrate.head_revision() in upgrade.out
     assert run_cli("db", "status").code == 0
     db.dispose()
+
+
+@pytest.mark.parametrize("argv", [("list",), ("create", "--name", "x", "--owner", "ops"), ("audit",),
+                                  ("admins", "list"), ("verify", "garbage")])
+def test_cli_commands_other_than_db_upgrade_never_migrate(run_cli_unmigrated, database_url, argv):
+    """An older or newer CLI pointed at production must not apply DDL on the side."""
+    db = Database(database_url)
+    try:
+        migrate.upgrade(db, "0002")
+        result = run_cli_unmigrated(*argv)
+        assert result.code == 2 and result.out == ""
+        assert result.err.count("\n") == 1 and "revision 0002" in result.err and "apikeys db upgrade" in result.err
+        assert migrate.current_revision(db) == "0002"
+    finally:
+        db.dispose()
+
+
+def test_cli_on_an_empty_database_creates_nothing(run_cli_unmigrated, database_url):
+    from sqlalchemy import inspect
+
+    result = run_cli_unmigrated("list")
+    assert result.code == 2 and "empty" in result.err and "apikeys db upgrade" in result.err
+    db = Database(database_url)
+    try:
+        with db.read_engine.connect() as conn:
+            assert "api_keys" not in inspect(conn).get_table_names()
+    finally:
+        db.dispose()
