@@ -25,6 +25,13 @@ Example::
 Unknown paths answer 404; ``response_url`` paths that the stub never issued answer 404 with
 ``{"ok": false, "error": "unknown_response_url"}`` (a stub-specific error, so that an app posting
 to a wrong URL is noticed).
+
+Every message it receives (``chat.postMessage``, ``chat.postEphemeral``, ``chat.update``, a
+``response_url`` post) and every slash-command ack ``SlackSender`` receives is checked against
+Slack's limits by ``slack_limit_problems``: blocks that break one are refused with
+``invalid_blocks``, as Slack does (HTTP 400 on a ``response_url``), and every problem is kept in
+``stub.limit_problems`` until ``take_limit_problems`` — the tests assert at teardown that there
+were none.
 """
 
 from __future__ import annotations
@@ -52,9 +59,9 @@ from slack_sdk.signature import SignatureVerifier
 log = logging.getLogger("apikeys.devslack")
 
 __all__ = [
-    "ADMIN_USER", "APP_ID", "BOT_ID", "Call", "DEMO_CHANNELS", "DEMO_USERS", "MEMBER_USER",
+    "ADMIN_USER", "APP_ID", "BOT_ID", "Call", "DEMO_CHANNELS", "DEMO_USERS", "LIMITS", "MEMBER_USER",
     "OTHER_TEAM", "OTHER_WORKSPACE_USER", "OWN_TEAM", "RESPONSE", "SlackStub",
-    "SlackReply", "SlackSender", "button", "find_buttons", "walk_buttons", "free_port",
+    "SlackReply", "SlackSender", "button", "find_buttons", "walk_buttons", "free_port", "slack_limit_problems",
 ]
 
 OWN_TEAM = "T0OWN"
@@ -82,9 +89,200 @@ DEMO_TEAMS: dict[str, str] = {OWN_TEAM: "own", OTHER_TEAM: "other"}
 
 MAX_BLOCKS = 50
 MAX_TEXT = 40_000
+"""Slack truncates a message's ``text`` beyond this (chat.postMessage answers ``msg_too_long``)."""
+
+# Slack's limits (Block Kit reference: blocks, block elements, composition objects; chat.postMessage).
+LIMITS: dict[str, int] = {
+    "blocks": MAX_BLOCKS,             # blocks in one message
+    "text": 4_000,                    # a message's top-level ``text``: Slack recommends at most 4,000
+    "block_id": 255,                  # and unique within the message
+    "section.text": 3_000,
+    "section.fields": 10,
+    "section.field": 2_000,
+    "header.text": 150,
+    "context.elements": 10,
+    "actions.elements": 25,
+    "text_object": 3_000,             # any other text object
+    "action_id": 255,                 # and unique within its block
+    "button.text": 75,
+    "button.value": 2_000,
+    "button.url": 3_000,
+    "select.placeholder": 150,
+    "select.options": 100,
+    "option.text": 75,
+    "option.value": 150,
+    "option.description": 75,
+}
+_BUTTON_STYLES = frozenset({"primary", "danger"})
+
+
+def _text_of(obj: Any) -> str | None:
+    """The string of a text object (``{"type": ..., "text": ...}``), or None when it is not one."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("text"), str):
+        return obj["text"]
+    return None
+
+
+def _check_text(problems: list[str], where: str, obj: Any, limit: str, *, required: bool = True) -> None:
+    if obj is None and not required:
+        return
+    text = _text_of(obj)
+    if text is None:
+        problems.append(f"{where}: not a text object")
+    elif not text:
+        problems.append(f"{where}: empty text (Slack requires at least 1 character)")
+    elif len(text) > LIMITS[limit]:
+        problems.append(f"{where}: {len(text):,} characters, Slack allows {LIMITS[limit]:,}")
+
+
+def _check_length(problems: list[str], where: str, value: Any, limit: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        problems.append(f"{where}: not a string")
+    elif len(value) > LIMITS[limit]:
+        problems.append(f"{where}: {len(value):,} characters, Slack allows {LIMITS[limit]:,}")
+
+
+def _check_option(problems: list[str], where: str, option: Any) -> None:
+    if not isinstance(option, Mapping):
+        problems.append(f"{where}: not an option object")
+        return
+    _check_text(problems, f"{where}.text", option.get("text"), "option.text")
+    _check_length(problems, f"{where}.value", option.get("value"), "option.value")
+    _check_text(problems, f"{where}.description", option.get("description"), "option.description", required=False)
+
+
+def _check_element(problems: list[str], where: str, element: Any, action_ids: set[str]) -> None:
+    if not isinstance(element, Mapping):
+        problems.append(f"{where}: not an element object")
+        return
+    action_id = element.get("action_id")
+    _check_length(problems, f"{where}.action_id", action_id, "action_id")
+    if isinstance(action_id, str):
+        if action_id in action_ids:
+            problems.append(f"{where}.action_id: {action_id!r} is used twice in one block")
+        action_ids.add(action_id)
+    kind = element.get("type")
+    if kind == "button":
+        _check_text(problems, f"{where}.text", element.get("text"), "button.text")
+        _check_length(problems, f"{where}.value", element.get("value"), "button.value")
+        _check_length(problems, f"{where}.url", element.get("url"), "button.url")
+        if "style" in element and element["style"] not in _BUTTON_STYLES:
+            problems.append(f"{where}.style: {element['style']!r} is not primary or danger")
+    elif kind in ("static_select", "multi_static_select"):
+        _check_text(problems, f"{where}.placeholder", element.get("placeholder"), "select.placeholder",
+                    required=False)
+        options = element.get("options")
+        if not isinstance(options, list) or not options:
+            problems.append(f"{where}.options: a static select needs a list of 1 to 100 options")
+            return
+        if len(options) > LIMITS["select.options"]:
+            problems.append(f"{where}.options: {len(options)} options, Slack allows {LIMITS['select.options']}")
+        for i, option in enumerate(options):
+            _check_option(problems, f"{where}.options[{i}]", option)
+        initial = element.get("initial_option")
+        if initial is not None and initial not in options:
+            problems.append(f"{where}.initial_option: not one of the options")
+
+
+def _check_block(problems: list[str], where: str, block: Any, block_ids: set[str]) -> None:
+    if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
+        problems.append(f"{where}: not a block object")
+        return
+    block_id = block.get("block_id")
+    _check_length(problems, f"{where}.block_id", block_id, "block_id")
+    if isinstance(block_id, str):
+        if block_id in block_ids:
+            problems.append(f"{where}.block_id: {block_id!r} is used twice in one message")
+        block_ids.add(block_id)
+    action_ids: set[str] = set()
+    kind = block["type"]
+    if kind == "section":
+        fields = block.get("fields")
+        if "text" in block or fields is None:
+            _check_text(problems, f"{where}.text", block.get("text"), "section.text")
+        if fields is not None:
+            if not isinstance(fields, list) or not fields:
+                problems.append(f"{where}.fields: not a list of 1 to 10 text objects")
+            else:
+                if len(fields) > LIMITS["section.fields"]:
+                    problems.append(f"{where}.fields: {len(fields)} fields, Slack allows {LIMITS['section.fields']}")
+                for i, item in enumerate(fields):
+                    _check_text(problems, f"{where}.fields[{i}]", item, "section.field")
+        if block.get("accessory") is not None:
+            _check_element(problems, f"{where}.accessory", block["accessory"], action_ids)
+    elif kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not elements:
+            problems.append(f"{where}.elements: an actions block needs 1 to 25 elements")
+            return
+        if len(elements) > LIMITS["actions.elements"]:
+            problems.append(f"{where}.elements: {len(elements)} elements, Slack allows {LIMITS['actions.elements']}")
+        for i, element in enumerate(elements):
+            _check_element(problems, f"{where}.elements[{i}]", element, action_ids)
+    elif kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not elements:
+            problems.append(f"{where}.elements: a context block needs 1 to 10 elements")
+            return
+        if len(elements) > LIMITS["context.elements"]:
+            problems.append(f"{where}.elements: {len(elements)} elements, Slack allows {LIMITS['context.elements']}")
+        for i, element in enumerate(elements):
+            if isinstance(element, Mapping) and element.get("type") in ("mrkdwn", "plain_text"):
+                _check_text(problems, f"{where}.elements[{i}]", element, "text_object")
+    elif kind == "header":
+        _check_text(problems, f"{where}.text", block.get("text"), "header.text")
+
+
+def slack_limit_problems(payload: Any) -> list[str]:
+    """Every way ``payload`` breaks one of Slack's limits, one line each; empty when none does.
+
+    ``payload`` is a message (a dict with ``text`` and/or ``blocks``: a chat.postMessage body, a
+    ``response_url`` payload, a slash command's ack) or a list of blocks. Checked: at most 50
+    blocks; block ids at most 255 characters and unique in the message; section text 1 to 3,000
+    characters, at most 10 fields of at most 2,000; at most 10 context and 25 actions elements;
+    action ids at most 255 characters and unique in their block; button text 1 to 75 characters,
+    value at most 2,000, style primary or danger; static selects with 1 to 100 options whose text
+    is at most 75 characters and value at most 150 (``initial_option`` one of them); and the
+    message ``text`` at most 4,000 characters (what Slack recommends; it truncates at 40,000).
+    The stub answers ``invalid_blocks`` when the blocks break a limit, as Slack does.
+    """
+    problems: list[str] = []
+    if isinstance(payload, Mapping):
+        text = payload.get("text")
+        if text is not None and not isinstance(text, str):
+            problems.append("text: not a string")
+        elif isinstance(text, str) and len(text) > LIMITS["text"]:
+            problems.append(f"text: {len(text):,} characters, Slack recommends at most {LIMITS['text']:,}"
+                            f" (and truncates at {MAX_TEXT:,})")
+        if "blocks" not in payload:
+            return problems
+        blocks = payload["blocks"]
+        if isinstance(blocks, str):  # form-encoded: a JSON string the stub could not decode
+            problems.append("blocks: not valid JSON")
+            return problems
+    else:
+        blocks = payload
+    if not isinstance(blocks, list):
+        problems.append("blocks: not a list of blocks")
+        return problems
+    if len(blocks) > LIMITS["blocks"]:
+        problems.append(f"blocks: {len(blocks)} blocks, Slack allows {LIMITS['blocks']}")
+    block_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        _check_block(problems, f"blocks[{i}]", block, block_ids)
+    return problems
+
+
+def _breaks_block_limits(message: Mapping[str, Any]) -> bool:
+    """Whether Slack would refuse ``message``'s blocks (``invalid_blocks``); a long ``text`` it truncates."""
+    return "blocks" in message and any(not p.startswith("text:") for p in slack_limit_problems(message))
 JSON_FIELDS = frozenset({"blocks", "attachments", "metadata", "view", "unfurls", "user_auth_blocks"})
 """Form-encoded fields that slack_sdk sends as JSON strings; the stub decodes them when they parse."""
 _NOT_RECORDED_IN_MESSAGE = frozenset({"channel", "token", "as_user", "link_names", "parse"})
+MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.update", "chat.scheduleMessage"})
+"""Web API methods whose body is a message, checked against Slack's limits (as are response_url posts)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +310,8 @@ class Call:
     response: Any = None
     failed: bool = False
     delay: float = 0.0
+    limit_problems: tuple[str, ...] = ()
+    """How the message in this call breaks Slack's limits (``slack_limit_problems``), if it does."""
 
     @property
     def token(self) -> str | None:
@@ -151,12 +351,15 @@ class _Failure:
     error: str | None
     retry_after: int | None
     delay: float
+    location: str | None = None
 
     @property
     def replaces_answer(self) -> bool:
         return self.status is not None or self.error is not None
 
     def reply(self) -> _Reply:
+        if self.location is not None:
+            return _Reply(self.status or 302, "Found", {"Location": self.location})
         if self.status == 429:
             headers = {"Retry-After": str(self.retry_after if self.retry_after is not None else 1)}
             return _Reply(429, {"ok": False, "error": self.error or "ratelimited"}, headers)
@@ -277,6 +480,7 @@ class SlackStub:
         self.lock = threading.RLock()
         self._changed = threading.Condition(self.lock)
         self._calls: list[Call] = []
+        self._limit_problems: list[str] = []
         self._responses: dict[str, list[dict[str, Any]]] = {}
         self._failures: dict[str, deque[_Failure]] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -344,7 +548,8 @@ class SlackStub:
     # ------------------------------------------------------------------ configuration
 
     def fail_next(self, method_name: str, *, status: int | None = None, error: str | None = None,
-                  retry_after: int | None = None, delay: float | None = None, times: int = 1) -> None:
+                  retry_after: int | None = None, delay: float | None = None, times: int = 1,
+                  location: str | None = None) -> None:
         """Make the next ``times`` requests to ``method_name`` fail; queued failures apply in order.
 
         ``method_name`` is a Web API method or ``"response"`` (any ``response_url``).
@@ -356,14 +561,18 @@ class SlackStub:
         * ``delay=2.0``: sleep before answering (to make clients time out). Alone, the request is
           then handled normally (a message is still posted, as on Slack); combined with ``status``
           or ``error``, the failure is answered after the delay.
+        * ``location="http://..."``: a redirect there (``status`` 302 unless given), as a hostile or
+          misconfigured server might answer; a client that follows it shows up at that URL.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
+        if location is not None and status is None:
+            status = 302
         if status is None and error is None and not delay:
             status = 500
         if retry_after is not None and status is None:
             status = 429
-        failure = _Failure(status, error, retry_after, float(delay or 0))
+        failure = _Failure(status, error, retry_after, float(delay or 0), location)
         with self.lock:
             self._failures.setdefault(method_name, deque()).extend(failure for _ in range(times))
 
@@ -378,7 +587,7 @@ class SlackStub:
     def clear(self) -> None:
         """Forget recorded calls, response payloads, channel messages and pending failures.
 
-        Issued response URLs stay valid.
+        Issued response URLs stay valid. Limit problems are kept (see ``take_limit_problems``).
         """
         with self.lock:
             self._calls.clear()
@@ -394,6 +603,28 @@ class SlackStub:
         """A snapshot of all recorded calls, oldest first."""
         with self.lock:
             return list(self._calls)
+
+    @property
+    def limit_problems(self) -> list[str]:
+        """A snapshot of every way a message sent to the stub (or checked with ``check_limits``) broke
+        Slack's limits, oldest first: ``"<method or response path>: <problem>"``."""
+        with self.lock:
+            return list(self._limit_problems)
+
+    def take_limit_problems(self) -> list[str]:
+        """``limit_problems``, forgotten afterwards (a test that breaks a limit on purpose takes them)."""
+        with self.lock:
+            problems, self._limit_problems = self._limit_problems, []
+            return problems
+
+    def check_limits(self, what: str, payload: Any) -> list[str]:
+        """Check a message the stub did not receive itself (``SlackSender`` hands it the ack bodies of
+        slash commands) and record its problems like those of calls. Returns them."""
+        problems = [f"{what}: {problem}" for problem in slack_limit_problems(payload)]
+        if problems:
+            with self.lock:
+                self._limit_problems.extend(problems)
+        return problems
 
     def mark(self) -> int:
         """The number of calls recorded so far; pass it as ``since=`` to only see later calls."""
@@ -504,7 +735,11 @@ class SlackStub:
             self._send(req, _Reply(404, "Not Found"))
             return
 
+        problems: tuple[str, ...] = ()
+        if bad_body is None and (kind == RESPONSE or name in MESSAGE_METHODS):
+            problems = tuple(f"{name if kind == 'api' else parts.path}: {p}" for p in slack_limit_problems(body))
         with self.lock:
+            self._limit_problems.extend(problems)
             failures = self._failures.get(name)
             failure = failures.popleft() if failures else None
             if failure is not None and failure.replaces_answer:
@@ -518,7 +753,7 @@ class SlackStub:
                         url=base + parts.path, http_method=req.command, status=reply.status,
                         response=copy.deepcopy(reply.body),
                         failed=failure is not None and failure.replaces_answer,
-                        delay=failure.delay if failure else 0.0)
+                        delay=failure.delay if failure else 0.0, limit_problems=problems)
             self._calls.append(call)
             self._changed.notify_all()
         if failure is not None and failure.delay:
@@ -546,6 +781,8 @@ class SlackStub:
             return _error("unknown_response_url", 404)
         if bad_body is not None:
             return _error("invalid_payload", 400)
+        if _breaks_block_limits(body):
+            return _error("invalid_blocks", 400)
         self._responses[url].append(body)
         return _ok()
 
@@ -585,7 +822,7 @@ class SlackStub:
         blocks = body.get("blocks")
         if not body.get("text") and not blocks and not body.get("attachments"):
             return "no_text"
-        if blocks is not None and (not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS):
+        if blocks is not None and _breaks_block_limits(body):
             return "invalid_blocks"
         if isinstance(body.get("text"), str) and len(body["text"]) > MAX_TEXT:
             return "msg_too_long"
@@ -838,6 +1075,10 @@ class SlackSender:
                 parsed = json.loads(text)
             except ValueError:
                 pass
+        if isinstance(parsed, dict) and ("blocks" in parsed or "text" in parsed):
+            # An ack with a message (a slash command's answer) is shown by Slack like any other message.
+            what = f"ack of {sent['command']}" if isinstance(sent.get("command"), str) else "ack"
+            self.stub.check_limits(what, parsed)
         return SlackReply(status, out_headers, text, parsed, sent, response_url, elapsed)
 
     # ------------------------------------------------------------------ payload helpers

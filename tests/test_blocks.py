@@ -13,15 +13,21 @@ from bot.slack.views import (
     HistoryView,
     KeyAction,
     ListView,
+    OwnerAction,
     decode_key_action,
     decode_page,
     encode_key_action,
     encode_list,
 )
 from storage import ApiKey
+from storage.admins import AdminEntry
+from storage.audit import AuditEvent
+from storage.keyformat import generate_secret
 from storage.keys import KeyPage
 
 import pytest
+
+from .slacklimits import assert_within_limits
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
@@ -43,9 +49,10 @@ def buttons(payload: list[dict]) -> list[dict]:
 
 
 def assert_valid(payload: list[dict]) -> None:
-    assert len(payload) <= 50
+    """slack_sdk's own validation, and Slack's limits checked by the one checker every Slack test uses."""
+    assert_within_limits(payload)
     for block in payload:
-        Block.parse(block).validate_json()  # slack_sdk's own validation
+        Block.parse(block).validate_json()
 
 
 def test_a_full_page_of_keys_fits_a_message_and_every_row_has_a_revoke_button():
@@ -131,3 +138,118 @@ def test_values_round_trip():
     assert decode_page(encode_list(view)) == view
     action = KeyAction(key_id="key_00000000000000001", view=view, reason="other", issued_at=5)
     assert decode_key_action(encode_key_action(action)) == action
+
+
+def event(i: int, action: str = "key.created", actor: str = "cli:ops", **details) -> AuditEvent:
+    return AuditEvent(id=i, at=NOW, actor=actor, action=action, key_id=f"key_{i}", details=json.dumps(details),
+                      prev_hash="0" * 64, hash="1" * 64)
+
+
+def section_texts(payload: list[dict]) -> list[str]:
+    return [b["text"]["text"] for b in payload if b["type"] == "section" and "text" in b]
+
+
+def test_history_with_long_notes_full_of_key_shaped_text_splits_within_section_limits():
+    """Masking makes key-shaped text longer (``apk_12345678`` -> ``apk_…5678[redacted]``): the
+    split must measure the masked text, or a section ends up over Slack's 3,000 characters."""
+    note = "apk_12345678 " * 38  # a note (494 of at most 500 characters) of key-shaped fragments
+    events = [event(i, "key.revoked", name="n" * 80, key="apk_…abcd", owner="payments", reason="compromised",
+                    note=note, why="apk_ABCDEFGH " * 10) for i in range(15, 0, -1)]
+    payload = blocks.history_blocks(events, HistoryView(), has_older=True, has_newer=True, key=None)
+    assert_valid(payload)
+    texts = section_texts(payload)
+    assert len(texts) > 3  # it did split
+    shown = "\n".join(texts)
+    assert "apk_12345678" not in shown and "apk_ABCDEFGH" not in shown and "apk_…5678[redacted]" in shown
+    lines = "\n".join(texts[1:]).split("\n")  # after the title
+    assert len(lines) == 15 and all(line.endswith("[redacted] ”") for line in lines)  # every event, whole
+    assert "…" not in shown.replace("apk_…", "")  # nothing was cut
+    assert [b["text"]["text"] for b in buttons(payload)] == ["Previous", "Next"]
+
+
+def test_one_history_line_longer_than_a_section_is_shortened_not_dropped():
+    events = [event(2, "key.revoked", name="n", key="apk_…abcd", note="apk_12345678" * 300), event(1, name="last")]
+    payload = blocks.history_blocks(events, HistoryView(), has_older=False, has_newer=False, key=None)
+    assert_valid(payload)
+    shown = "\n".join(section_texts(payload))
+    assert "apk_12345678" not in shown and "*last*" in shown
+
+
+def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys: int = 15) -> dict[str, object]:
+    """Every public renderer of ``bot.slack.blocks``, fed ``text`` and the given fields wherever they go."""
+    active = [make_key(i, name=f"{name[:-3]}{i:03d}", owner=owner, created_by=actor) for i in range(keys)]
+    revoked = make_key(99, name=name, owner=owner, revoked_by=actor, revoke_reason="other", revoked_at=NOW)
+    expired = make_key(98, name=name, owner=owner, expires_at=NOW - timedelta(days=1))
+    view = ListView(status="all", owner=owner, after="c" * 80)
+    details = dict(name=name, key=text, owner=owner, note=note, why=text, reason="other", channel_id="C0INCIDENT",
+                   posted_by=actor, status="active", user_id="UADMIN001", count=keys, uses=3, via="verify",
+                   revoked_by=actor)
+    actions = ["key.revoked", "key.revoke_denied", "key.created", "key.leaked", "key.used_after_revoke",
+               "admin.added", "admin.removed", "key.other"]
+    history = [event(i, actions[i % len(actions)], actor=actor, **details) for i in range(15, 0, -1)]
+    owner_action = OwnerAction(owner=owner, up_to=active[0].id, count=keys, issued_at=1)
+    return {
+        "text_message": blocks.text_message(text),
+        "key_list": blocks.key_list(KeyPage(active, next_cursor="n" * 80, prev_cursor="p" * 80), view,
+                                    total=10**6, now=NOW),
+        "key_list (revoked, expired)": blocks.key_list(KeyPage([revoked, expired], None, None), view, total=2, now=NOW),
+        "confirm_revoke": blocks.confirm_revoke(active[0], view, reason="other", issued_at=1),
+        "revoke_result": blocks.revoke_result(revoked, view),
+        "already_revoked": blocks.already_revoked(revoked, view),
+        "revoke_notice_text": blocks.revoke_notice_text(revoked),
+        "find_results": blocks.find_results([active[0]], text, NOW, exact=True),
+        "find_results (fragment)": blocks.find_results(active + [revoked], text, NOW, exact=False),
+        "find_results (none)": blocks.find_results([], text, NOW, exact=False),
+        "leak_warning": blocks.leak_warning(active[0], actor, NOW),
+        "leak_warning (revoked)": blocks.leak_warning(revoked, actor, NOW),
+        "owner_confirm": blocks.owner_confirm(owner, active + [revoked] * 10, keys + 10, owner_action),
+        "owner_result": blocks.owner_result(owner, active, keys + 5, actor, "other"),
+        "help_blocks": blocks.help_blocks(text),
+        "admins_blocks": blocks.admins_blocks([AdminEntry("UADMIN001", "config", None, None),
+                                               AdminEntry("UADMIN002", "stored", actor, NOW)]),
+        "history_blocks": blocks.history_blocks(history, HistoryView(), has_older=True, has_newer=True, key=active[0]),
+        **{f"audit_post ({action})": blocks.audit_post([event(1, action, actor=actor, **details)]) for action in actions},
+        "audit_post (several)": blocks.audit_post([event(i, "key.revoked", actor=actor, **details) for i in range(30)]),
+    }
+
+
+def _messages(rendered: object) -> list[dict]:
+    """A renderer's output as the messages the bot sends: (fallback text, blocks), blocks, or text."""
+    if isinstance(rendered, tuple):
+        return [{"text": rendered[0], "blocks": rendered[1]}]
+    if isinstance(rendered, str):
+        return [{"text": rendered}]
+    return [{"text": "fallback", "blocks": rendered}]
+
+
+def test_the_renderer_table_covers_every_public_renderer():
+    import inspect
+
+    public = {name for name, fn in inspect.getmembers(blocks, inspect.isfunction)
+              if fn.__module__ == blocks.__name__ and not name.startswith("_")
+              and inspect.signature(fn).return_annotation in ("list[dict]", "tuple[str, list[dict]]")}
+    public.add("revoke_notice_text")  # a message text
+    covered = {name.split(" ")[0] for name in render_all("x", name="n", owner="o", actor="a", note="n", keys=1)}
+    assert public <= covered, f"renderers not checked against Slack's limits: {sorted(public - covered)}"
+
+
+def test_every_renderer_stays_within_slack_limits_at_the_sizes_storage_allows():
+    """Names of 80 characters (that escaping makes longer), owners of 100, actors of 200, notes of 500."""
+    rendered = render_all("q" * 3000, name=("&<>" * 27)[:80], owner="o" * 100, actor="a" * 200, note="&" * 500)
+    for what, output in rendered.items():
+        for message in _messages(output):
+            assert_within_limits(message, what)
+            for block in message.get("blocks", []):
+                Block.parse(block).validate_json()
+
+
+def test_every_renderer_keeps_full_keys_out_even_when_one_reaches_it():
+    """The last line of defence: whatever reaches a renderer (a name, an owner, a note, an actor, a
+    query, a list view in a button value), no full key leaves it, in blocks or fallback text."""
+    secret = generate_secret()
+    rendered = render_all(secret, name=f"svc {secret}", owner=secret, actor=f"ops {secret}", note=f"rotated {secret}")
+    for what, output in rendered.items():
+        text = json.dumps(output, ensure_ascii=False)
+        assert secret not in text and secret[4:] not in text, f"{what}: {text}"
+        for message in _messages(output):
+            assert_within_limits(message, what)

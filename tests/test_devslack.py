@@ -30,6 +30,7 @@ from bot.devslack import (
     ADMIN_USER, MEMBER_USER, OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub,
 )
 from tests.slackhttp import SlackSender, button, find_buttons
+from tests.slacklimits import assert_stub_within_limits, slack_limit_problems
 
 SECRET = "test-signing-secret"
 FAST = FixedValueRetryIntervalCalculator(fixed_internal=0.01)
@@ -39,6 +40,7 @@ FAST = FixedValueRetryIntervalCalculator(fixed_internal=0.01)
 def stub() -> Iterator[SlackStub]:
     with SlackStub() as s:
         yield s
+        assert_stub_within_limits(s)
 
 
 @pytest.fixture
@@ -114,6 +116,7 @@ def test_post_message_validation(stub: SlackStub, client: WebClient):
             client.api_call("chat.postMessage", json=body)  # api_call skips slack_sdk's own checks
         assert err.value.response.status_code == 200 and err.value.response["error"] == error
     assert client.chat_postMessage(channel="C0INCIDENT", text="x", blocks=[{"type": "divider"}] * 50)["ok"]
+    assert stub.take_limit_problems() == ["chat.postMessage: blocks: 51 blocks, Slack allows 50"]
     assert client.conversations_info(channel="C0PRIVATE")["channel"]["is_member"] is False
     assert client.conversations_info(channel="C0INCIDENT")["channel"] == {
         "id": "C0INCIDENT", "name": "incident", "is_channel": True, "is_im": False,
@@ -245,6 +248,131 @@ def _failure(fn) -> str:
     return str(err.value)
 
 
+# ---------------------------------------------------------------------- Slack's limits
+
+
+def plain(text: str) -> dict:
+    return {"type": "plain_text", "text": text}
+
+
+def mrkdwn(text: str) -> dict:
+    return {"type": "mrkdwn", "text": text}
+
+
+def a_button(action_id: str = "go", text: str = "Go", value: str = "v", **extra) -> dict:
+    return {"type": "button", "action_id": action_id, "text": plain(text), "value": value, **extra}
+
+
+def an_option(i: int = 0, text: str | None = None, value: str | None = None) -> dict:
+    return {"text": plain(text if text is not None else f"Option {i}"), "value": value if value is not None else str(i)}
+
+
+def a_select(options: list[dict] | None = None, **extra) -> dict:
+    options = options if options is not None else [an_option(0), an_option(1)]
+    return {"type": "static_select", "action_id": "pick", "placeholder": plain("Choose"), "options": options, **extra}
+
+
+def test_a_message_at_every_limit_passes():
+    options = [an_option(i, text="o" * 75, value=f"{i:03d}".ljust(150, "v")) for i in range(100)]
+    blocks = [
+        section("s" * 3000) | {"block_id": "b" * 255, "accessory": a_button("a" * 255, "t" * 75, "v" * 2000)},
+        {"type": "section", "fields": [mrkdwn("f" * 2000)] * 10},
+        {"type": "context", "elements": [mrkdwn("c" * 3000)] * 10},
+        {"type": "actions", "elements": [a_button(f"b{i}") for i in range(24)] + [a_select(options, initial_option=options[7])]},
+        {"type": "header", "text": plain("h" * 150)},
+        {"type": "divider"},
+    ]
+    # The same action_id in different blocks is fine (the key list has a Revoke button on every row).
+    blocks += [section(f"row {i}") | {"block_id": f"row{i}", "accessory": a_button("apikeys.revoke")} for i in range(44)]
+    assert len(blocks) == 50
+    assert slack_limit_problems({"text": "t" * 4000, "blocks": blocks}) == []
+    assert slack_limit_problems(blocks) == []
+    assert slack_limit_problems({"text": "only text"}) == []
+
+
+def _actions(*elements: dict) -> dict:
+    return {"type": "actions", "elements": list(elements)}
+
+
+OVER_THE_LIMIT = {
+    "51 blocks": ([{"type": "divider"}] * 51, "blocks: 51 blocks, Slack allows 50"),
+    "section text": ([section("s" * 3001)], "blocks[0].text: 3,001 characters, Slack allows 3,000"),
+    "empty section text": ([section("")], "blocks[0].text: empty text"),
+    "11 fields": ([{"type": "section", "fields": [mrkdwn("f")] * 11}], "blocks[0].fields: 11 fields, Slack allows 10"),
+    "a long field": ([{"type": "section", "fields": [mrkdwn("f"), mrkdwn("f" * 2001)]}],
+                     "blocks[0].fields[1]: 2,001 characters, Slack allows 2,000"),
+    "11 context elements": ([{"type": "context", "elements": [mrkdwn("c")] * 11}],
+                            "blocks[0].elements: 11 elements, Slack allows 10"),
+    "26 actions elements": ([_actions(*[a_button(f"b{i}") for i in range(26)])],
+                            "blocks[0].elements: 26 elements, Slack allows 25"),
+    "button text": ([_actions(a_button(text="t" * 76))], "blocks[0].elements[0].text: 76 characters, Slack allows 75"),
+    "empty button text": ([_actions(a_button(text=""))], "blocks[0].elements[0].text: empty text"),
+    "button value": ([_actions(a_button(value="v" * 2001))],
+                     "blocks[0].elements[0].value: 2,001 characters, Slack allows 2,000"),
+    "button style": ([_actions(a_button(style="fancy"))], "blocks[0].elements[0].style: 'fancy' is not primary or danger"),
+    "accessory button": ([section("x") | {"accessory": a_button(text="t" * 76)}],
+                         "blocks[0].accessory.text: 76 characters, Slack allows 75"),
+    "action_id": ([_actions(a_button("a" * 256))], "blocks[0].elements[0].action_id: 256 characters, Slack allows 255"),
+    "action_id twice in a block": ([_actions(a_button("same"), a_button("same"))],
+                                   "blocks[0].elements[1].action_id: 'same' is used twice in one block"),
+    "block_id": ([section("x") | {"block_id": "b" * 256}], "blocks[0].block_id: 256 characters, Slack allows 255"),
+    "block_id twice": ([section("x") | {"block_id": "b"}, section("y") | {"block_id": "b"}],
+                       "blocks[1].block_id: 'b' is used twice in one message"),
+    "101 options": ([_actions(a_select([an_option(i) for i in range(101)]))],
+                    "blocks[0].elements[0].options: 101 options, Slack allows 100"),
+    "option text": ([_actions(a_select([an_option(0, text="o" * 76)]))],
+                    "blocks[0].elements[0].options[0].text: 76 characters, Slack allows 75"),
+    "option value": ([_actions(a_select([an_option(0, value="v" * 151)]))],
+                     "blocks[0].elements[0].options[0].value: 151 characters, Slack allows 150"),
+    "initial option": ([_actions(a_select(initial_option=an_option(9)))],
+                       "blocks[0].elements[0].initial_option: not one of the options"),
+    "select placeholder": ([_actions(a_select(placeholder=plain("p" * 151)))],
+                           "blocks[0].elements[0].placeholder: 151 characters, Slack allows 150"),
+    "header text": ([{"type": "header", "text": plain("h" * 151)}], "blocks[0].text: 151 characters, Slack allows 150"),
+    "message text": ({"text": "t" * 4001}, "text: 4,001 characters, Slack recommends at most 4,000 (and truncates at 40,000)"),
+    "not blocks": ({"text": "x", "blocks": {"type": "divider"}}, "blocks: not a list of blocks"),
+}
+
+
+@pytest.mark.parametrize("case", list(OVER_THE_LIMIT))
+def test_each_limit_is_caught(case):
+    payload, problem = OVER_THE_LIMIT[case]
+    problems = slack_limit_problems(payload)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    if isinstance(payload, list):  # the same, inside a message
+        assert slack_limit_problems({"text": "fallback", "blocks": payload}) == problems
+
+
+def test_the_stub_refuses_blocks_over_a_limit_like_slack_and_records_every_problem(stub: SlackStub, client: WebClient):
+    too_long = [section("s" * 3001)]
+    with pytest.raises(SlackApiError) as err:
+        client.chat_postMessage(channel="C0INCIDENT", text="x", blocks=too_long)
+    assert err.value.response["error"] == "invalid_blocks"
+    with pytest.raises(SlackApiError, match="invalid_blocks"):
+        client.chat_postEphemeral(channel="C0INCIDENT", user=MEMBER_USER, text="x", blocks=too_long)
+    assert client.chat_postMessage(channel="C0INCIDENT", text="t" * 4001)["ok"]  # Slack truncates, not refuses
+    url = stub.response_url("cmd")
+    answer = WebhookClient(url).send(text="x", blocks=too_long)
+    assert answer.status_code == 400 and json.loads(answer.body) == {"ok": False, "error": "invalid_blocks"}
+    assert stub.responses_to(url) == [] and stub.current_message(url) is None
+    assert stub.api_calls("chat.postMessage")[0].limit_problems == (
+        "chat.postMessage: blocks[0].text: 3,001 characters, Slack allows 3,000",)
+    path = url.removeprefix(stub.base_url)
+    assert stub.limit_problems == [
+        "chat.postMessage: blocks[0].text: 3,001 characters, Slack allows 3,000",
+        "chat.postEphemeral: blocks[0].text: 3,001 characters, Slack allows 3,000",
+        "chat.postMessage: text: 4,001 characters, Slack recommends at most 4,000 (and truncates at 40,000)",
+        f"{path}: blocks[0].text: 3,001 characters, Slack allows 3,000",
+    ]
+    stub.clear()
+    assert len(stub.limit_problems) == 4  # clear() does not hide them
+    assert len(stub.take_limit_problems()) == 4 and stub.limit_problems == []
+    with pytest.raises(AssertionError, match="broke its limits"):
+        stub.check_limits("a test", {"blocks": [section("")]})
+        assert_stub_within_limits(stub)
+    assert stub.limit_problems == []  # the assertion took them
+
+
 # ---------------------------------------------------------------------- SlackSender
 
 
@@ -288,6 +416,10 @@ def bolt(stub: SlackStub):
              "elements": [{"type": "button", "action_id": "revoke", "value": "k1",
                            "text": {"type": "plain_text", "text": "Revoke"}}]},
         ])
+
+    @app.command("/toolong")
+    def on_toolong(ack):
+        ack(text="x", blocks=[section("s" * 3001)])
 
     @app.action("revoke")
     def on_revoke(ack, body, respond):
@@ -388,3 +520,10 @@ def test_events_and_bad_signatures_through_a_bolt_app(stub: SlackStub, bolt):
     status, headers, text = sender.raw(challenge, signed)
     assert status == 200 and json.loads(text) == {"challenge": "abc"}
     assert sender.url_verification("xyz").body == {"challenge": "xyz"}
+
+
+def test_an_ack_over_a_limit_is_recorded(stub: SlackStub, bolt):
+    sender, _ = bolt
+    reply = sender.command("", command="/toolong")
+    assert reply.status == 200 and len(reply.body["blocks"][0]["text"]["text"]) == 3001
+    assert stub.take_limit_problems() == ["ack of /toolong: blocks[0].text: 3,001 characters, Slack allows 3,000"]

@@ -40,6 +40,7 @@ from storage.outbox import OutboxMessage
 
 from .conftest import ADMIN, MEMBER, ServerProcess, start_server
 from .slackhttp import FORM, SlackReply, SlackSender, button, find_buttons
+from .slacklimits import assert_stub_within_limits
 
 SIGNING_SECRET = "e2e-slack-signing-secret-7f3a"
 AUDIT = "C0AUDIT"
@@ -95,7 +96,9 @@ def server_env(stub: SlackStub, extra: dict[str, str] | None = None) -> dict[str
 
 @pytest.fixture
 def make_world(database_url: str, tmp_path: Path, store: Store) -> Iterator[Callable[..., World]]:
-    """``make_world(extra_env)``: a fresh stub and server (two workers) on this test's database."""
+    """``make_world(extra_env)``: a fresh stub and server (two workers) on this test's database.
+
+    At teardown: no message the app sent (and no ack it gave) broke one of Slack's limits."""
     stub = SlackStub().start()
     with stub.lock:  # people the tests use besides the demo users
         stub.users[SECOND_ADMIN] = {"team_id": OWN_TEAM, "name": "ann"}
@@ -115,6 +118,7 @@ def make_world(database_url: str, tmp_path: Path, store: Store) -> Iterator[Call
         for server in world.servers:
             server.stop()
     stub.stop()
+    assert_stub_within_limits(stub)
 
 
 @pytest.fixture

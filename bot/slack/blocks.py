@@ -18,6 +18,7 @@ from slack_sdk.models.blocks import (
     Option,
     SectionBlock,
     StaticSelectElement,
+    TextObject,
 )
 
 from storage import ApiKey, AuditEvent, KeyStatus, RevokeReason
@@ -39,6 +40,8 @@ from .views import (
 )
 
 MAX_BLOCKS = 50
+SECTION_TEXT_MAX = 3000  # Slack's limit for a section's text (and any text object)
+FIELD_TEXT_MAX = 2000    # for each of a section's fields
 KEYS_PER_PAGE = 15
 EVENTS_PER_PAGE = 15
 COUNT_CAP = 1000  # the list counts keys up to here ("1,000+"), so its cost stays flat
@@ -73,10 +76,37 @@ def reason_label(reason: str | None) -> str:
         return esc(reason)
 
 
+def fit(text: str, limit: int = SECTION_TEXT_MAX) -> str:
+    """``text`` with anything key-shaped masked, *then* cut to ``limit`` characters (ending in "…").
+
+    In this order because masking lengthens text (``apk_12345678`` becomes ``apk_…5678[redacted]``):
+    text measured before masking can be over Slack's limit after it."""
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fit_texts(block: Block) -> None:
+    """Mask and cut every text of a section or context block to Slack's limits, before slack_sdk
+    validates the lengths (``to_dict``) and before anything else measures them."""
+    if isinstance(block, SectionBlock):
+        if block.text is not None:
+            block.text.text = fit(block.text.text)
+        for item in block.fields or ():
+            item.text = fit(item.text, FIELD_TEXT_MAX)
+    elif isinstance(block, ContextBlock):
+        for element in block.elements or ():
+            if isinstance(element, TextObject):
+                element.text = fit(element.text)
+
+
 def _serialise(blocks: Sequence[Block]) -> list[dict]:
-    """Validated dicts. As a last line of defence, anything shaped like a key is masked."""
+    """Validated dicts within Slack's limits. As a last line of defence, anything shaped like a key is
+    masked: in every text before it is measured (``fit``), and then in the whole output (button
+    values, ids and all)."""
     if len(blocks) > MAX_BLOCKS:
         raise ValueError(f"{len(blocks)} blocks; Slack allows {MAX_BLOCKS}")
+    for block in blocks:
+        _fit_texts(block)
     return json.loads(redact(json.dumps([b.to_dict() for b in blocks], ensure_ascii=False)))
 
 
@@ -202,8 +232,8 @@ def already_revoked(key: ApiKey, view: ListView) -> list[dict]:
 
 
 def revoke_notice_text(key: ApiKey) -> str:
-    return (f":no_entry: API key *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}) was revoked by "
-            f"{who(key.revoked_by)}, reason: {reason_label(key.revoke_reason)}.")
+    return fit(f":no_entry: API key *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}) was revoked by "
+               f"{who(key.revoked_by)}, reason: {reason_label(key.revoke_reason)}.")
 
 
 # -- breach response: find, leak warnings, revoke by owner ------------------------------------
@@ -243,7 +273,7 @@ def leak_warning(key: ApiKey, poster: str | None, now: datetime) -> tuple[str, l
         text=MarkdownTextObject(text=text),
         accessory=revoke_button(key, ListView()) if status is KeyStatus.ACTIVE else None,
     )]
-    return f"API key {key.name} ({key.masked}) was posted in this channel", _serialise(blocks)
+    return fit(f"API key {key.name} ({key.masked}) was posted in this channel"), _serialise(blocks)
 
 
 OWNER_NAMES_SHOWN = 20
@@ -257,7 +287,7 @@ def owner_confirm(owner: str, keys: Sequence[ApiKey], total: int, action: OwnerA
         SectionBlock(text=MarkdownTextObject(
             text=f":warning: *Revoke all {total:,} active keys of {esc(owner)}?*\nEvery service using them will be "
                  "refused at once. *This cannot be undone.* Keys created after this message are not included.")),
-        SectionBlock(text=MarkdownTextObject(text=(names + more)[:2900])),
+        SectionBlock(text=MarkdownTextObject(text=fit(names + more))),
         SectionBlock(block_id=BlockId.REASON.value, text=MarkdownTextObject(text="*Reason* (optional)"),
                      accessory=StaticSelectElement(action_id=ActionId.REASON.value, placeholder="Choose a reason",
                                                    options=options)),
@@ -344,14 +374,20 @@ def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_older
     if not events:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No events yet.")))
     else:
-        text = "\n".join(_event_line(e) for e in events)
-        # A section's text is at most 3000 characters: split over several sections when needed.
+        # A section's text is at most 3000 characters: split over several sections when needed,
+        # measuring each line as it will be sent (masked, then cut; masking makes text longer).
         chunk: list[str] = []
-        for line in text.split("\n"):
-            if sum(len(c) + 1 for c in chunk) + len(line) > 2900:
-                blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
-                chunk = []
-            chunk.append(line[:2900])
+        size = 0
+        for event in events:
+            for line in _event_line(event).split("\n"):
+                line = fit(line)
+                if not line.strip() and not chunk:
+                    continue  # a section cannot start with (or be) an empty line
+                if chunk and size + 1 + len(line) > SECTION_TEXT_MAX:
+                    blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+                    chunk, size = [], 0
+                size += len(line) + (1 if chunk else 0)
+                chunk.append(line)
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
     newer = encode_history(HistoryView(view.key_id, after_id=events[0].id)) if has_newer and events else None
     older = encode_history(HistoryView(view.key_id, before_id=events[-1].id)) if has_older and events else None
@@ -408,8 +444,8 @@ def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
         text = f":bust_in_silhouette: <@{esc(details.get('user_id', ''))}> {verb}\nBy {who(first.actor)} · {when(first.at)}"
     else:
         text = f"*{esc(action)}*" + (f": {key_ref}" if details.get("key") else "") + f"\nBy {who(first.actor)} · {when(first.at)}"
-    fallback = text.split("\n")[0]
-    return fallback, _serialise([SectionBlock(text=MarkdownTextObject(text=text[:3000]))])
+    fallback = fit(text.split("\n")[0])
+    return fallback, _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text)))])
 
 
 def _parse_iso(text: str | None) -> datetime | None:
