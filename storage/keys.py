@@ -9,14 +9,15 @@ Invariants owned here (and backed by database triggers, see ``db.py``):
 from __future__ import annotations
 
 import enum
+from collections import namedtuple
 import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
 from sqlmodel import Session
 
 from . import keyformat
@@ -221,26 +222,33 @@ def key_to_dict(key: ApiKey, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-class _VerifyRow(NamedTuple):
-    id: str
-    name: str
-    owner: str
-    digest: str
-    prefix: str
-    last4: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    revoked_by: str | None
-    last_used_at: datetime | None
+# The hot path's one statement: built from the table, compiled once per dialect, with each
+# column's own result processing (the models' UTCDateTime, on SQLite after its text parsing), so a
+# change to the table cannot leave this read behind.
+_VERIFY_COLUMNS = tuple(ApiKey.__table__.c[name] for name in (
+    "id", "name", "owner", "digest", "prefix", "last4", "expires_at", "revoked_at", "revoked_by", "last_used_at"))
 
 
-def _utc(value) -> datetime | None:
-    """A timestamp as the driver returns it (SQLite: text; PostgreSQL: aware datetime) in aware UTC."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+class _VerifyRead:
+    def __init__(self, dialect):
+        compiled = (select(*_VERIFY_COLUMNS).where(ApiKey.__table__.c.digest == bindparam("digest"))
+                    .compile(dialect=dialect))
+        self.sql = str(compiled)
+        self.positional = compiled.positional
+        processors = [column.type._cached_result_processor(dialect, None) for column in _VERIFY_COLUMNS]
+        self.processed = [(i, process) for i, process in enumerate(processors) if process is not None]
+
+    def params(self, digest: str):
+        return (digest,) if self.positional else {"digest": digest}
+
+    def row(self, found: tuple) -> "_VerifyRow":
+        values = list(found)
+        for i, process in self.processed:
+            values[i] = process(values[i])
+        return _VerifyRow(*values)
+
+
+_VerifyRow = namedtuple("_VerifyRow", [column.name for column in _VERIFY_COLUMNS])
 
 
 class KeyService:
@@ -249,11 +257,7 @@ class KeyService:
         self.audit = audit
         self.revoked_uses = RevokedUseCounter(db, audit)
         # The hot path: one indexed SELECT, prebuilt, on a bare DBAPI connection (Database.fetch_one).
-        placeholder = "%s" if db.dialect == "postgresql" else "?"
-        self._verify_sql = (
-            "SELECT id, name, owner, digest, prefix, last4, expires_at, revoked_at, revoked_by, last_used_at "
-            f"FROM api_keys WHERE digest = {placeholder}"
-        )
+        self._verify = _VerifyRead(db.read_engine.dialect)
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -377,15 +381,13 @@ class KeyService:
             return Verification(VerifyCode.MALFORMED)
         assert isinstance(secret, str)
         wanted = keyformat.digest(secret)
-        found = self.db.fetch_one(self._verify_sql, (wanted,))
+        found = self.db.fetch_one(self._verify.sql, self._verify.params(wanted))
         if found is None or not keyformat.digests_equal(found[3], wanted):
             return Verification(VerifyCode.NOT_FOUND)
-        row = _VerifyRow(*found[:6], *(map(_utc, found[6:8])), found[8], _utc(found[9]))
+        row = self._verify.row(found)
         now = utcnow()
         if row.revoked_at is not None:
-            self.revoked_uses.record(
-                ApiKey(id=row.id, name=row.name, owner=row.owner, prefix=row.prefix, last4=row.last4,
-                       revoked_at=row.revoked_at, revoked_by=row.revoked_by), now, via=via)
+            self.revoked_uses.record(ApiKey.model_construct(**row._asdict()), now, via=via)
             return Verification(VerifyCode.REVOKED, key_id=row.id)
         if row.expires_at is not None and now >= row.expires_at:
             return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
