@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
+from types import SimpleNamespace
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -29,6 +31,7 @@ from slack_sdk.webhook import WebhookClient
 from bot.devslack import (
     ADMIN_USER, MEMBER_USER, OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub,
 )
+from bot.slack.views import ListView
 from tests.slackhttp import SlackSender, button, find_buttons
 from tests.slacklimits import assert_stub_within_limits, slack_limit_problems
 
@@ -527,3 +530,140 @@ def test_an_ack_over_a_limit_is_recorded(stub: SlackStub, bolt):
     reply = sender.command("", command="/toolong")
     assert reply.status == 200 and len(reply.body["blocks"][0]["text"]["text"]) == 3001
     assert stub.take_limit_problems() == ["ack of /toolong: blocks[0].text: 3,001 characters, Slack allows 3,000"]
+
+
+# ---------------------------------------------------------------------- the bot's own requests to Slack
+#
+# The real app in-process (one worker's WSGI app, as in test_fuzz) talking to the stand-in, and an
+# "attacker": a second local server on another address, which must never hear from the bot.
+
+
+@pytest.fixture
+def bot_app(database_url: str):
+    from storage import open_store
+    from tests.test_fuzz import SECRET as APP_SECRET
+    from tests.test_fuzz import _serve, _shutdown
+
+    store = open_store(database_url, bootstrap_admins=[ADMIN_USER])
+    with SlackStub() as slack, SlackStub(host="127.0.0.2") as attacker:
+        server, wsgi, executor = _serve(database_url, slack)
+        sender = SlackSender(f"http://127.0.0.1:{server.server_address[1]}", APP_SECRET, slack)
+        try:
+            yield SimpleNamespace(slack=slack, attacker=attacker, sender=sender, executor=executor, store=store)
+        finally:
+            _shutdown(server, wsgi)
+            store.close()
+        assert_stub_within_limits(slack)
+        assert attacker.calls == [], [c.summary() for c in attacker.calls]
+
+
+def _show_list(bot, response_url: str):
+    from bot.slack.ids import ActionId
+    from bot.slack.views import encode_list
+
+    reply = bot.sender.click(ActionId.SHOW_LIST.value, encode_list(ListView()), response_url=response_url)
+    assert (reply.status, reply.text) == (200, "")
+    bot.executor.wait_idle()  # the handler behind the ack has finished: whatever it sent, it sent
+
+
+def test_a_click_whose_response_url_names_another_host_gets_no_post_there(bot_app, caplog):
+    bot = bot_app
+    evil = bot.attacker.response_url("evil") + "?token=s3cr3t-query"
+    forged = [
+        evil,                                                      # another host
+        evil.replace("http://", "https://"),
+        f"http://127.0.0.1:{bot.slack.port}@127.0.0.2:{bot.attacker.port}/response/evil-1",  # userinfo trick
+        f"http://127.0.0.2:{bot.attacker.port}/response/evil-1#http://127.0.0.1:{bot.slack.port}/",
+        "file:///etc/passwd",
+    ]
+    with caplog.at_level(logging.INFO, logger="apikeys.slack"):
+        for url in forged:
+            _show_list(bot, url)
+    refused = [r.getMessage() for r in caplog.records if "event=reply_refused" in r.getMessage()]
+    assert len(refused) == len(forged), refused
+    assert all("s3cr3t" not in line and "/response/" not in line and "passwd" not in line for line in refused)
+    assert any("127.0.0.2" in line for line in refused)
+    # The stand-in's own response_urls (the host of SLACK_API_URL) are answered as before.
+    thread = bot.slack.response_url("click")
+    _show_list(bot, thread)
+    assert "Active API keys" in json.dumps(bot.slack.responses_to(thread))
+
+
+def test_a_redirect_from_a_response_url_is_not_followed(bot_app):
+    bot = bot_app
+    for status in (301, 302, 303, 307, 308):
+        thread = bot.slack.response_url("click")
+        bot.slack.fail_next("response", status=status, location=bot.attacker.response_url("evil"))
+        _show_list(bot, thread)
+        assert [c.status for c in bot.slack.calls if c.url == thread] == [status]  # once, not retried elsewhere
+    # (the fixture checks that the attacker received nothing)
+
+
+def test_the_web_api_client_follows_no_redirect(bot_app):
+    from bot.config import Settings
+    from bot.slack.app import make_client
+
+    bot = bot_app
+    client = make_client(Settings(slack_bot_token="xoxb-test", slack_api_url=bot.slack.api_url))
+    bot.slack.fail_next("auth.test", location=bot.attacker.api_url + "auth.test")
+    with pytest.raises(SlackApiError):
+        client.auth_test()
+    assert client.auth_test()["ok"]
+
+
+def test_the_bot_sends_a_neutral_user_agent_everywhere(bot_app):
+    """No Python version, no OS name: in response_url posts, and in the Web API calls of every client
+    (Bolt's per-request client, the audit deliverer's)."""
+    import platform
+
+    from bot.slack import reply
+    from bot.slack.ids import ActionId
+    from bot.slack.views import KeyAction, encode_key_action
+
+    bot = bot_app
+    key = bot.store.keys.create(name="billing-api", owner="payments", actor="seed")[0].key
+    thread = bot.slack.response_url("click")
+    value = encode_key_action(KeyAction(key.id, ListView(), issued_at=int(time.time())))
+    reply_ = bot.sender.click(ActionId.CONFIRM_REVOKE.value, value, user=ADMIN_USER, channel="C0INCIDENT",
+                              response_url=thread)
+    assert reply_.status == 200
+    bot.slack.wait_for_api("chat.postMessage", lambda c: c.body["channel"] == "C0AUDIT")   # the deliverer
+    bot.slack.wait_for_api("chat.postMessage", lambda c: c.body["channel"] == "C0INCIDENT")  # the notice
+    bot.executor.wait_idle()
+    seen = {(c.method_name, c.headers.get("user-agent")) for c in bot.slack.calls}
+    assert {"auth.test", "chat.postMessage", "response"} <= {method for method, _ in seen}, seen
+    assert {agent for _, agent in seen} == {reply.USER_AGENT}, seen
+    for word in ("Python", "python", platform.system(), platform.release(), "slackclient"):
+        assert word not in reply.USER_AGENT
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("https://hooks.slack.com/commands/T0OWN/123/abc", True),
+    ("https://hooks.slack.com/actions/T0OWN/123/abc", True),
+    ("https://HOOKS.SLACK.COM/actions/T0OWN/123/abc", True),
+    ("https://hooks.slack.com:443/actions/T0OWN/123/abc", True),
+    ("https://hooks.slack-gov.com/actions/T0OWN/123/abc", True),
+    ("http://hooks.slack.com/actions/T0OWN/123/abc", False),       # https only
+    ("https://hooks.slack.com:8443/actions/x", False),
+    ("https://hooks.slack.com.evil.example/actions/x", False),
+    ("https://evil.example/hooks.slack.com/actions/x", False),
+    ("https://hooks.slack.com@evil.example/actions/x", False),
+    ("https://evil.example@hooks.slack.com/actions/x", False),    # no userinfo at all
+    ("https://hooks.slack.com./actions/x", False),
+    ("https://hooks.slack.com\t.evil.example/x", False),          # whitespace and controls refused
+    ("https://hooks.slack.com /x", False),
+    ("https://hooks.sláck.com/x", False),
+    ("https://slack.com/api/", True),                              # the host of SLACK_API_URL (the default)
+    ("http://slack.com/api/", False),
+    ("https://api.slack.com/x", False),
+    ("ftp://hooks.slack.com/x", False),
+    ("//hooks.slack.com/x", False),
+    ("", False),
+    (None, False),
+    ({"url": "https://hooks.slack.com/x"}, False),
+])
+def test_which_response_urls_the_bot_answers(url, allowed):
+    from bot.slack import reply
+
+    reply.configure("https://slack.com/api/")
+    assert reply.allowed_response_url(url) is allowed

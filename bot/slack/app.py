@@ -19,8 +19,10 @@ from .delivery import Deliverer
 log = logging.getLogger("apikeys.slack")
 
 def make_client(settings: Settings) -> WebClient:
-    return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
-                     retry_handlers=reply.retry_handlers())
+    """The Web API client (our User-Agent, no redirects); replies may also go to this API's host."""
+    reply.configure(settings.slack_api_url)
+    return reply.ApiClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
+                           retry_handlers=reply.retry_handlers())
 
 
 def create_app(settings: Settings, store: Store, *, client: WebClient | None = None,
