@@ -181,9 +181,9 @@ def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys:
     revoked = make_key(99, name=name, owner=owner, revoked_by=actor, revoke_reason="other", revoked_at=NOW)
     expired = make_key(98, name=name, owner=owner, expires_at=NOW - timedelta(days=1))
     view = ListView(status="all", owner=owner, after="c" * 80)
-    details = dict(name=name, key=text, owner=owner, note=note, why=text, reason="other", channel_id="C0INCIDENT",
-                   posted_by=actor, status="active", user_id="UADMIN001", count=keys, uses=3, via="verify",
-                   revoked_by=actor)
+    details = {"name": name, "key": text, "owner": owner, "note": note, "why": text, "reason": "other",
+               "channel_id": "C0INCIDENT", "posted_by": actor, "status": "active", "user_id": "UADMIN001",
+               "count": keys, "uses": 3, "via": "verify", "revoked_by": actor}
     actions = ["key.revoked", "key.revoke_denied", "key.created", "key.leaked", "key.used_after_revoke",
                "admin.added", "admin.removed", "key.other"]
     history = [event(i, actions[i % len(actions)], actor=actor, **details) for i in range(15, 0, -1)]
