@@ -387,7 +387,7 @@ class KeyService:
         row = self._verify.row(found)
         now = utcnow()
         if row.revoked_at is not None:
-            self.revoked_uses.record(ApiKey.model_construct(**row._asdict()), now, via=via)
+            self.revoked_uses.record(ApiKey(**row._asdict()), now, via=via)
             return Verification(VerifyCode.REVOKED, key_id=row.id)
         if row.expires_at is not None and now >= row.expires_at:
             return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
