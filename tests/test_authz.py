@@ -17,6 +17,7 @@ from storage import Store, open_store
 
 from .conftest import ADMIN, MEMBER
 from .slackhttp import FORM, SlackSender
+from .slacklimits import assert_stub_within_limits
 from .test_fuzz import SECRET, _serve, _shutdown
 
 
@@ -29,6 +30,7 @@ class Harness:
         self.sender = SlackSender(self.url, SECRET, self.stub)
 
     def close(self) -> None:
+        assert_stub_within_limits(self.stub)
         _shutdown(self.server, self.wsgi)
         self.stub.stop()
         self.store.close()
@@ -156,3 +158,23 @@ def test_a_command_containing_the_word_payload_is_answered(harness: Harness, tex
     assert status == 200, answer
     assert answer["text"] != "apikeys help", answer  # the help is the answer to text it did not read
     assert "payload" in shown(answer).lower()
+
+
+# ======================================================================= the client listeners get
+
+
+def test_listeners_get_the_client_that_follows_no_redirects(harness: Harness):
+    from bot.slack import reply
+
+    seen = []
+    bolt = harness.wsgi.slack_app.app
+
+    @bolt.command("/probe")
+    def probe(ack, client):
+        seen.append(client)
+        ack()
+
+    body = command_body("", response_url=harness.stub.response_url("cmd")).replace(b"%2Fapikeys", b"%2Fprobe")
+    status, _ = harness.send(body)
+    assert status == 200 and len(seen) == 1
+    assert isinstance(seen[0], reply.ApiClient) and seen[0].token == "xoxb-test"

@@ -59,6 +59,7 @@ from storage.keys import KEY_ID_RE
 from storage.models import AuditEvent
 
 from .conftest import ADMIN, MEMBER, fresh_database
+from .slacklimits import assert_stub_within_limits
 from .slackhttp import FORM, SlackSender
 from .test_slack import AUDIT, INCIDENT, Seeded, seed, shown
 
@@ -261,6 +262,7 @@ def app(module_database_url: str) -> Iterator[InProcess]:
         harness.assert_nothing_changed()
         assert store.audit.verify() is None
         assert not any(key.secret in json.dumps(c.body) for c in stub.calls)
+        assert_stub_within_limits(stub)
     finally:
         root.removeHandler(errors)
         _shutdown(server, wsgi)

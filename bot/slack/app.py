@@ -38,6 +38,16 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
     )
 
     @app.middleware
+    def our_client(context, next):
+        """Bolt builds a plain WebClient per request from ``app.client``: hand listeners ours instead
+        (our User-Agent, and no redirect ever followed, so the bot token never leaves SLACK_API_URL)."""
+        context["client"] = reply.ApiClient(
+            token=context.bot_token or client.token, base_url=client.base_url, timeout=client.timeout,
+            ssl=client.ssl, proxy=client.proxy, team_id=context.team_id, logger=client.logger,
+            retry_handlers=reply.retry_handlers())
+        return next()
+
+    @app.middleware
     def resolve_actor(context, body, next):
         """Who is acting and whether they are in our workspace, once per request."""
         own_team = context.authorize_result.team_id if context.authorize_result else None
