@@ -78,7 +78,7 @@ class Server:
                     break
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(Path(self.log.name).read_text())
+                    raise RuntimeError(Path(self.log.name).read_text()) from None
                 time.sleep(0.1)
         self.sender = SlackSender(self.url, SECRET, stub)
 

@@ -19,8 +19,8 @@ import json
 import os
 import re
 import shutil
-import statistics
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,7 +108,7 @@ def main() -> None:
         # Each round's three runs share one moment of the machine: compare within rounds, then take
         # the median, so that a slow moment in one round does not tilt the ratio.
         for name in ("verify", "auth"):
-            paired = [v / h for v, h in zip(rounds[name], rounds["healthz"])]
+            paired = [v / h for v, h in zip(rounds[name], rounds["healthz"], strict=True)]
             results[f"{name}_ratio"] = statistics.median(paired)
             results[f"{name}_ratios"] = [round(r, 2) for r in paired]
 
@@ -149,10 +149,13 @@ def main() -> None:
         ratios = results[f"{name}_ratios"]
         print(f"HTTP  {label:<19} {results[name]:>10,.0f} req/s  ({results[f'{name}_ratio']:.2f}x health: median of "
               f"the rounds' ratios, {min(ratios):.2f}-{max(ratios):.2f})")
-    print(f"HTTP  DRF + api-key check {results['drf_http']:>10,.0f} req/s  (ours /v1/auth is {results['auth'] / results['drf_http']:.1f}x)")
-    print(f"in-process verify         {results['inproc_verify']:>10,.0f} /s  ({results['inproc_verify'] / results['inproc_floor']:.2f}x the floor)")
+    print(f"HTTP  DRF + api-key check {results['drf_http']:>10,.0f} req/s  "
+          f"(ours /v1/auth is {results['auth'] / results['drf_http']:.1f}x)")
+    print(f"in-process verify         {results['inproc_verify']:>10,.0f} /s  "
+          f"({results['inproc_verify'] / results['inproc_floor']:.2f}x the floor)")
     print(f"in-process floor          {results['inproc_floor']:>10,.0f} /s  (SHA-256 + indexed SELECT, raw sqlite3)")
-    print(f"in-process DRF is_valid   {results['inproc_drf']:>10,.0f} /s  (ours is {results['inproc_verify'] / results['inproc_drf']:.1f}x)")
+    print(f"in-process DRF is_valid   {results['inproc_drf']:>10,.0f} /s  "
+          f"(ours is {results['inproc_verify'] / results['inproc_drf']:.1f}x)")
     print(json.dumps(results))
 
 

@@ -104,7 +104,7 @@ def _json(out: TextIO, value: Any) -> None:
 def _table(out: TextIO, header: Sequence[str], rows: list[Sequence[str]]) -> None:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     for line in [header, *rows]:
-        out.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() + "\n")
+        out.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
 def _created_dict(created) -> dict[str, Any]:
@@ -156,7 +156,8 @@ def cmd_list(store: Store, args, out: TextIO, err: TextIO) -> int:
         for k in keys
     ]
     if not rows:
-        out.write(f"No {args.status if args.status != 'all' else ''} keys{' for ' + args.owner if args.owner else ''}.\n".replace("No  ", "No "))
+        which = f"{args.status} " if args.status != "all" else ""
+        out.write(f"No {which}keys{' for ' + args.owner if args.owner else ''}.\n")
         return EXIT_OK
     _table(out, ("ID", "NAME", "OWNER", "KEY", "STATUS", "CREATED", "EXPIRES", "LAST USED"), rows)
     return EXIT_OK

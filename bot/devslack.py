@@ -37,22 +37,20 @@ were none.
 from __future__ import annotations
 
 import copy
+import http.client
 import itertools
 import json
 import logging
+import socket
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
-import http.client
-import socket
 
 from slack_sdk.signature import SignatureVerifier
 

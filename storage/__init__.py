@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from .admins import AdminService
 from .audit import Action, AuditLog, EventInput
 from .db import Database
-from .migrate import upgrade
 from .errors import AdminNotFound, DatabaseUnavailable, InvalidInput, KeyNotFound, StorageError
 from .keys import KeyService, Verification, VerifyCode
+from .migrate import upgrade
 from .models import ApiKey, AuditEvent, KeyStatus, RevokeReason
 from .outbox import Outbox
 from .receipts import Receipts

@@ -133,7 +133,8 @@ class AuditLog:
                 id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev
             )
             rows.append(
-                dict(id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev, hash=h)
+                dict(id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details,
+                     prev_hash=prev, hash=h)
             )
             prev = h
         session.execute(insert(AuditEvent), rows)

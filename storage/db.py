@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError

@@ -9,25 +9,24 @@ Invariants owned here (and backed by database triggers, see ``db.py``):
 from __future__ import annotations
 
 import enum
-from collections import namedtuple
 import os
 import re
 import unicodedata
+from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
-from sqlmodel import Session
 
 from . import keyformat
 from .audit import Action, AuditEvent, AuditLog, EventInput
 from .db import Database
 from .errors import InvalidInput, KeyNotFound
-from .models import ApiKey, KeyStatus, RevokeReason
+from .models import ApiKey, RevokeReason
 from .redaction import looks_like_key, redact
-from .usage import RevokedUseCounter
 from .timeutil import iso, utcnow
+from .usage import RevokedUseCounter
 
 MAX_BATCH = 100_000
 MAX_NAME = 80
@@ -277,7 +276,7 @@ class KeyService:
         rows, secrets, events = [], [], []
         # Ids sorted in creation order, so that NAME-1..NAME-N list in order (newest first).
         ids = sorted(new_key_id() for _ in names)
-        for key_id, key_name in zip(ids, names):
+        for key_id, key_name in zip(ids, names, strict=True):
             secret = keyformat.generate_secret()
             row = dict(
                 id=key_id, name=key_name, owner=owner, prefix=keyformat.KEY_PREFIX,
@@ -299,7 +298,7 @@ class KeyService:
                 session.execute(insert(ApiKey), rows[start:start + 5000])
             self.audit.append_many(session, events, at=now)
         # model_construct: these rows were just validated and written; skip re-validation (8x faster).
-        return [CreatedKey(ApiKey.model_construct(**row), secret) for row, secret in zip(rows, secrets)]
+        return [CreatedKey(ApiKey.model_construct(**row), secret) for row, secret in zip(rows, secrets, strict=True)]
 
     # -- read -----------------------------------------------------------------------------
     def get(self, key_id: str) -> ApiKey:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-
 from sqlalchemy import Column, Index, Text, types
 from sqlmodel import Field, SQLModel
 

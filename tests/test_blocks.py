@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from slack_sdk.models.blocks import Block
 
 from bot.slack import blocks
@@ -24,8 +25,6 @@ from storage.admins import AdminEntry
 from storage.audit import AuditEvent
 from storage.keyformat import generate_secret
 from storage.keys import KeyPage
-
-import pytest
 
 from .slacklimits import assert_within_limits
 

@@ -37,6 +37,7 @@ from storage.keys import encode_cursor
 from storage.usage import RevokedKeyUse
 
 from .conftest import ADMIN, MEMBER
+from .slackhttp import find_buttons
 from .test_slack import (  # noqa: F401 - make_world and world are fixtures used by name
     AUDIT,
     INCIDENT,
@@ -66,7 +67,6 @@ from .test_slack import (  # noqa: F401 - make_world and world are fixtures used
     wait_audit_post,
     world,
 )
-from .slackhttp import find_buttons
 
 GENERAL = "C0GENERAL"
 BOT_USER = "UBOT00001"  # the stub's bot user

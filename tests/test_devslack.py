@@ -29,7 +29,12 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
 from bot.devslack import (
-    ADMIN_USER, MEMBER_USER, OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub,
+    ADMIN_USER,
+    MEMBER_USER,
+    OTHER_TEAM,
+    OTHER_WORKSPACE_USER,
+    OWN_TEAM,
+    SlackStub,
 )
 from bot.slack.views import ListView
 from tests.slackhttp import SlackSender, button, find_buttons

@@ -59,8 +59,8 @@ from storage.keys import KEY_ID_RE
 from storage.models import AuditEvent
 
 from .conftest import ADMIN, MEMBER, fresh_database
-from .slacklimits import assert_stub_within_limits
 from .slackhttp import FORM, SlackSender
+from .slacklimits import assert_stub_within_limits
 from .test_slack import AUDIT, INCIDENT, Seeded, seed, shown
 
 SECRET = "fuzz-signing-secret-5c1d"

@@ -6,14 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy.exc import DBAPIError
-
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
-from storage import VerifyCode, open_store
-from storage import migrate
+from storage import VerifyCode, migrate, open_store
 from storage.db import Database
 
 

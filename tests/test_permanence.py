@@ -16,7 +16,6 @@ from sqlalchemy.exc import DBAPIError
 from storage import VerifyCode
 
 
-
 def _revoked(store):
     (created,) = store.keys.create(name="billing", owner="payments", actor="test")
     store.keys.revoke(created.key.id, actor="alice", reason="compromised")

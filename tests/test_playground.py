@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -43,7 +42,7 @@ def playground(database_url, tmp_path):
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "playground.log").read_text())
+                raise RuntimeError((tmp_path / "playground.log").read_text()) from None
             time.sleep(0.1)
     yield url
     proc.terminate()

@@ -29,8 +29,7 @@ from sqlalchemy import inspect, select, text
 from sqlmodel import SQLModel
 
 from bot.devslack import OWN_TEAM, SlackStub
-from storage import Store, open_store
-from storage import migrate
+from storage import Store, migrate, open_store
 from storage.db import Database
 from storage.outbox import OutboxMessage
 
@@ -243,14 +242,14 @@ def test_simultaneous_revoke_clicks_on_two_replicas_revoke_once(cluster: Cluster
         cards = [open_confirmation(view, key, user=user) for view, user, _ in clickers]
         sends = [(view.sender, build_click(view.sender, card, "Revoke Key", response_url=thread, user=user,
                                            state=select_state(card, reason)))
-                 for (view, user, reason), (card, thread) in zip(clickers, cards)]
+                 for (view, user, reason), (card, thread) in zip(clickers, cards, strict=True)]
         threads = [thread for _, thread in cards]
         mark = stub.mark()
         replies = race(sends)
         assert [(r.status, r.text) for r in replies] == [(200, ""), (200, "")]  # both acked at once
 
         # As soon as one replica has answered "revoked", the other one refuses the key.
-        result = stub.wait_for(lambda c: c.kind == "response" and c.url in threads and c.ok
+        result = stub.wait_for(lambda c, threads=threads: c.kind == "response" and c.url in threads and c.ok
                                and ":white_check_mark:" in shown(c.body), since=mark,
                                description="the revocation result")
         winner = threads.index(result.url)
@@ -259,7 +258,7 @@ def test_simultaneous_revoke_clicks_on_two_replicas_revoke_once(cluster: Cluster
         assert_refused_by(clickers[winner][0].url, key)
 
         # The other click is told the key is already revoked.
-        other = stub.wait_for(lambda c: c.kind == "response" and c.url == threads[loser] and c.ok,
+        other = stub.wait_for(lambda c, url=threads[loser]: c.kind == "response" and c.url == url and c.ok,
                               since=mark, description="the other click's answer")
         assert "already revoked" in shown(other.body) and ":white_check_mark:" not in shown(other.body), \
             shown(other.body)
@@ -274,7 +273,7 @@ def test_simultaneous_revoke_clicks_on_two_replicas_revoke_once(cluster: Cluster
         # One audit post for that revocation and one notice where it happened; nothing from the loser.
         post = wait_audit_post(stub, "Key revoked", key.name, since=mark)
         assert f"<@{clickers[winner][1]}>" in shown(post.body)
-        stub.wait_for_api("chat.postMessage", lambda c: c.body["channel"] == INCIDENT and key.name in c.body["text"],
+        stub.wait_for_api("chat.postMessage", lambda c, name=key.name: c.body["channel"] == INCIDENT and name in c.body["text"],
                           since=mark)
         assert_nothing_more(stub, lambda c: (is_audit_post(c) and "Key revoked" in shown(c.body))
                             or (c.method_name == "chat.postMessage" and c.body.get("channel") == INCIDENT),

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from storage import open_store
 from storage.keyformat import generate_secret
 
-from .conftest import ADMIN, start_server
+from .conftest import start_server
 
 CONTROLS = ("\x1b", "\x07", "\x00", "\x9b")
 

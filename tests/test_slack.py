@@ -1073,7 +1073,7 @@ def test_admins_add_and_remove(world: World, store: Store):
     assert store.admins.is_admin(MEMBER) and snapshot(store) == before
 
     for text in (f"admins add <@{MEMBER}", "admins add max", "admins add", "admins add <@bad>",
-                 f"admins remove {mention} extra", f"admins promote {mention}", f"admins add <#C0INCIDENT|incident>"):
+                 f"admins remove {mention} extra", f"admins promote {mention}", "admins add <#C0INCIDENT|incident>"):
         assert is_help(command(world, text).body), text
     assert snapshot(store) == before
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import SQLModel

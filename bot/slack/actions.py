@@ -15,17 +15,17 @@ from slack_bolt import Ack, App
 from slack_sdk.errors import SlackApiError
 
 from storage import Action, EventInput, KeyNotFound, KeyStatus, Store
-from storage.keys import check_reason
 from storage.errors import InvalidInput
+from storage.keys import check_reason
 from storage.timeutil import utcnow
 
 from ..logs import fields
 from . import blocks, reply
 from .commands import render_history, render_list
 from .context import Actor
+from .errors import guarded
 from .ids import ActionId, BlockId
 from .views import BadValue, HistoryView, ListView, decode_key_action, decode_owner_action, decode_page
-from .errors import guarded
 
 log = logging.getLogger("apikeys.slack")
 

@@ -11,10 +11,10 @@ from storage import Store
 
 from ..config import Settings
 from . import actions, commands, events, reply
-from .errors import report
-from .gate import SlackGate, parse_slack_body
 from .context import actor_from_body
 from .delivery import Deliverer
+from .errors import report
+from .gate import SlackGate, parse_slack_body
 
 log = logging.getLogger("apikeys.slack")
 
@@ -74,9 +74,9 @@ def start_delivery(store: Store, client: WebClient) -> Deliverer:
 def _request_handler(app: App):
     """Bolt's WSGI adapter, handing Bolt the body as the gate read it (``gate.parse_slack_body``)."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_bolt.context import BoltContext
     from slack_bolt.request import BoltRequest
     from slack_bolt.request.internals import build_context
-    from slack_bolt.context import BoltContext
 
     class RequestHandler(SlackRequestHandler):
         def dispatch(self, request):

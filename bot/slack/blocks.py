@@ -431,9 +431,10 @@ def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
         text = f":key: *Key created*: {key_ref}\nBy {who(first.actor)} · {when(first.at)}{expires}"
     elif action == "key.leaked":
         poster = f" by {who(details['posted_by'])}" if details.get("posted_by") else ""
+        status = ("Still active: revoke it with `/apikeys find`" if details.get("status") == "active"
+                  else "Status: " + esc(details.get("status", "")))
         text = (f":rotating_light: *Key leaked*: {key_ref} was posted in <#{esc(details.get('channel_id', ''))}>{poster}\n"
-                f"{'Still active: revoke it with `/apikeys find`' if details.get('status') == 'active' else 'Status: ' + esc(details.get('status', ''))}"
-                f" · {when(first.at)}")
+                f"{status} · {when(first.at)}")
     elif action == "key.used_after_revoke":
         text = (f":rotating_light: *Revoked key presented*: {key_ref}\n"
                 f"{details.get('uses', 0):,} use(s) since it was revoked {when(_parse_iso(details.get('revoked_at')))}"

@@ -17,8 +17,8 @@ from storage.timeutil import utcnow
 from ..logs import fields, looks_like_key, redact
 from . import blocks
 from .context import Actor
-from .views import HistoryView, ListView, OwnerAction
 from .errors import guarded
+from .views import HistoryView, ListView, OwnerAction
 
 log = logging.getLogger("apikeys.slack")
 
