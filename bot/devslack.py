@@ -151,16 +151,20 @@ def _check_option(problems: list[str], where: str, option: Any) -> None:
     _check_text(problems, f"{where}.description", option.get("description"), "option.description", required=False)
 
 
+def _check_id(problems: list[str], where: str, value: Any, limit: str, seen: set[str], scope: str) -> None:
+    """An action_id or block_id: within its length limit, and used once in its ``scope``."""
+    _check_length(problems, where, value, limit)
+    if isinstance(value, str):
+        if value in seen:
+            problems.append(f"{where}: {value!r} is used twice in one {scope}")
+        seen.add(value)
+
+
 def _check_element(problems: list[str], where: str, element: Any, action_ids: set[str]) -> None:
     if not isinstance(element, Mapping):
         problems.append(f"{where}: not an element object")
         return
-    action_id = element.get("action_id")
-    _check_length(problems, f"{where}.action_id", action_id, "action_id")
-    if isinstance(action_id, str):
-        if action_id in action_ids:
-            problems.append(f"{where}.action_id: {action_id!r} is used twice in one block")
-        action_ids.add(action_id)
+    _check_id(problems, f"{where}.action_id", element.get("action_id"), "action_id", action_ids, "block")
     kind = element.get("type")
     if kind == "button":
         _check_text(problems, f"{where}.text", element.get("text"), "button.text")
@@ -188,12 +192,7 @@ def _check_block(problems: list[str], where: str, block: Any, block_ids: set[str
     if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
         problems.append(f"{where}: not a block object")
         return
-    block_id = block.get("block_id")
-    _check_length(problems, f"{where}.block_id", block_id, "block_id")
-    if isinstance(block_id, str):
-        if block_id in block_ids:
-            problems.append(f"{where}.block_id: {block_id!r} is used twice in one message")
-        block_ids.add(block_id)
+    _check_id(problems, f"{where}.block_id", block.get("block_id"), "block_id", block_ids, "message")
     action_ids: set[str] = set()
     kind = block["type"]
     if kind == "section":
