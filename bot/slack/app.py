@@ -44,7 +44,7 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
         context["client"] = reply.ApiClient(
             token=context.bot_token or client.token, base_url=client.base_url, timeout=client.timeout,
             ssl=client.ssl, proxy=client.proxy, team_id=context.team_id, logger=client.logger,
-            retry_handlers=reply.retry_handlers())
+            retry_handlers=client.retry_handlers.copy())
         return next()
 
     @app.middleware
@@ -82,10 +82,11 @@ def _request_handler(app: App):
         def dispatch(self, request):
             bolt_request = BoltRequest(body=request.get_body(), query=request.query_string,
                                        headers=request.get_headers())
-            body = parse_slack_body(bolt_request.raw_body, bolt_request.content_type)
-            if body is not bolt_request.body and body != bolt_request.body:
-                bolt_request.body = body
-                bolt_request.context = build_context(BoltContext({}), body)
+            if not bolt_request.body and bolt_request.raw_body:  # Bolt read nothing: see parse_slack_body
+                body = parse_slack_body(bolt_request.raw_body, bolt_request.content_type)
+                if body:
+                    bolt_request.body = body
+                    bolt_request.context = build_context(BoltContext({}), body)
             return self.app.dispatch(bolt_request)
 
     return RequestHandler(app)
