@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
@@ -15,6 +16,9 @@ from .context import actor_from_body
 from .delivery import Deliverer
 from .errors import report
 from .gate import SlackGate, parse_slack_body
+
+if TYPE_CHECKING:
+    from slack_bolt.request import BoltRequest
 
 log = logging.getLogger("apikeys.slack")
 
@@ -71,23 +75,32 @@ def start_delivery(store: Store, client: WebClient) -> Deliverer:
     return deliverer
 
 
-def _request_handler(app: App):
-    """Bolt's WSGI adapter, handing Bolt the body as the gate read it (``gate.parse_slack_body``)."""
-    from slack_bolt.adapter.wsgi import SlackRequestHandler
+def bolt_request(raw_body: bytes | str, query: str | None, headers: dict) -> BoltRequest:
+    """A Bolt request for a body as Slack sent it, parsed as the gate parsed it: where Bolt's own
+    parser reads nothing (``gate.parse_slack_body``) the gate's reading is handed to Bolt. The WSGI
+    handler and the in-process scenario tests both build requests here."""
     from slack_bolt.context import BoltContext
     from slack_bolt.request import BoltRequest
     from slack_bolt.request.internals import build_context
 
+    if isinstance(raw_body, bytes):
+        raw_body = raw_body.decode("utf-8")
+    request = BoltRequest(body=raw_body, query=query, headers=headers)
+    if not request.body and request.raw_body:  # Bolt read nothing: see parse_slack_body
+        body = parse_slack_body(request.raw_body, request.content_type)
+        if body:
+            request.body = body
+            request.context = build_context(BoltContext({}), body)
+    return request
+
+
+def _request_handler(app: App):
+    """Bolt's WSGI adapter, handing Bolt the request as ``bolt_request`` builds it."""
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+
     class RequestHandler(SlackRequestHandler):
         def dispatch(self, request):
-            bolt_request = BoltRequest(body=request.get_body(), query=request.query_string,
-                                       headers=request.get_headers())
-            if not bolt_request.body and bolt_request.raw_body:  # Bolt read nothing: see parse_slack_body
-                body = parse_slack_body(bolt_request.raw_body, bolt_request.content_type)
-                if body:
-                    bolt_request.body = body
-                    bolt_request.context = build_context(BoltContext({}), body)
-            return self.app.dispatch(bolt_request)
+            return self.app.dispatch(bolt_request(request.get_body(), request.query_string, request.get_headers()))
 
     return RequestHandler(app)
 
