@@ -20,7 +20,7 @@ from bot.slack.views import (
     encode_key_action,
     encode_list,
 )
-from storage import ApiKey
+from storage import Action, ApiKey
 from storage.admins import AdminEntry
 from storage.audit import AuditEvent
 from storage.keyformat import generate_secret
@@ -111,6 +111,20 @@ def test_audit_post_names_key_admin_reason_time_and_channel():
     assert "Key revoked" in text
 
 
+def test_every_action_has_its_own_audit_post():
+    assert set(blocks.AUDIT_POSTS) == set(Action)
+
+
+def test_a_refused_command_is_posted_with_the_command_the_user_and_why():
+    text, payload = blocks.audit_post([event(3, "command.denied", actor="UADMIN001", command="admins add",
+                                             user_id="UMEMBER01", why="a replayed request", channel_id="C0INCIDENT")])
+    body = payload[0]["text"]["text"]
+    for expected in ("Command refused", "<@UADMIN001>", "`/apikeys admins add`", "<@UMEMBER01>",
+                     "a replayed request", "<#C0INCIDENT>"):
+        assert expected in body, body
+    assert text.startswith(":warning: *Command refused*")
+
+
 def test_history_splits_long_pages_within_section_limits():
     from storage.audit import AuditEvent
 
@@ -182,9 +196,8 @@ def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys:
     view = ListView(status="all", owner=owner, after="c" * 80)
     details = {"name": name, "key": text, "owner": owner, "note": note, "why": text, "reason": "other",
                "channel_id": "C0INCIDENT", "posted_by": actor, "status": "active", "user_id": "UADMIN001",
-               "count": keys, "uses": 3, "via": "verify", "revoked_by": actor}
-    actions = ["key.revoked", "key.revoke_denied", "key.created", "key.leaked", "key.used_after_revoke",
-               "admin.added", "admin.removed", "key.other"]
+               "count": keys, "uses": 3, "via": "verify", "revoked_by": actor, "command": text}
+    actions = [action.value for action in Action] + ["key.other"]
     history = [event(i, actions[i % len(actions)], actor=actor, **details) for i in range(15, 0, -1)]
     owner_action = OwnerAction(owner=owner, up_to=active[0].id, count=keys, issued_at=1)
     return {

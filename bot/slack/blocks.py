@@ -5,7 +5,7 @@ here ever receives a secret: keys are shown masked."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from slack_sdk.models.blocks import (
@@ -21,7 +21,7 @@ from slack_sdk.models.blocks import (
     TextObject,
 )
 
-from storage import ApiKey, AuditEvent, KeyStatus, RevokeReason
+from storage import Action, ApiKey, AuditEvent, KeyStatus, RevokeReason
 from storage.admins import USER_ID_RE, AdminEntry
 from storage.keys import KeyPage
 from storage.timeutil import iso
@@ -396,57 +396,113 @@ def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_older
 
 
 # -- the audit channel ------------------------------------------------------------------------
+class _Post:
+    """What every audit-channel renderer needs from one audited action (one or more entries)."""
+
+    def __init__(self, events: Sequence[AuditEvent]):
+        self.events = events
+        self.first = events[0]
+        self.details: dict = json.loads(self.first.details)
+        d = self.details
+        self.by = f"By {who(self.first.actor)} · {when(self.first.at)}"
+        self.where = f" · in <#{d['channel_id']}>" if d.get("channel_id") else ""
+        self.via = " · via CLI" if d.get("via") == "cli" else ""
+        self.key_ref = f"*{esc(d.get('name', ''))}* `{esc(d.get('key', ''))}` (owner {esc(d.get('owner', ''))})"
+
+    def names(self, shown: int = 10) -> str:
+        names = ", ".join(f"*{esc(json.loads(e.details).get('name', ''))}*" for e in self.events[:shown])
+        return names + (f" and {len(self.events) - shown} more" if len(self.events) > shown else "")
+
+
+def _post_revoked(p: _Post) -> str:
+    d = p.details
+    reason = f"By {who(p.first.actor)} · reason: {reason_label(d.get('reason'))} · {when(p.first.at)}{p.where}{p.via}"
+    if len(p.events) > 1:
+        return f":no_entry: *{len(p.events)} keys revoked* of owner {esc(d.get('owner', ''))}: {p.names()}\n{reason}"
+    note = f"\nNote: “{esc(d['note'])}”" if d.get("note") else ""
+    return f":no_entry: *Key revoked*: {p.key_ref}\n{reason}{note}"
+
+
+def _post_revoke_denied(p: _Post) -> str:
+    d = p.details
+    if d.get("key"):
+        target = p.key_ref
+    elif d.get("owner"):
+        count = f" {d['count']}" if d.get("count") else ""
+        target = f"all{count} active keys of *{esc(d['owner'])}*"
+    else:
+        target = f"`{esc(d.get('requested_key_id') or p.first.key_id or 'an unknown key')}`"
+    return (f":warning: *Revoke refused*: {who(p.first.actor)} tried to revoke {target}\n"
+            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}")
+
+
+def _post_command_denied(p: _Post) -> str:
+    d = p.details
+    target = f" <@{esc(d['user_id'])}>" if d.get("user_id") else ""
+    return (f":warning: *Command refused*: {who(p.first.actor)} · `/apikeys {esc(d.get('command', ''))}`{target}\n"
+            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}")
+
+
+def _post_created(p: _Post) -> str:
+    d = p.details
+    if len(p.events) > 1:
+        last = json.loads(p.events[-1].details)
+        return (f":key: *{len(p.events)} keys created* for owner {esc(d.get('owner', ''))}: "
+                f"*{esc(d.get('name', ''))}* … *{esc(last.get('name', ''))}*\n{p.by}")
+    expires = f" · expires {when(_parse_iso(d.get('expires_at')))}" if d.get("expires_at") else ""
+    return f":key: *Key created*: {p.key_ref}\n{p.by}{expires}"
+
+
+def _post_leaked(p: _Post) -> str:
+    d = p.details
+    poster = f" by {who(d['posted_by'])}" if d.get("posted_by") else ""
+    status = ("Still active: revoke it with `/apikeys find`" if d.get("status") == "active"
+              else "Status: " + esc(d.get("status", "")))
+    return (f":rotating_light: *Key leaked*: {p.key_ref} was posted in <#{esc(d.get('channel_id', ''))}>{poster}\n"
+            f"{status} · {when(p.first.at)}")
+
+
+def _post_used_after_revoke(p: _Post) -> str:
+    d = p.details
+    return (f":rotating_light: *Revoked key presented*: {p.key_ref}\n"
+            f"{d.get('uses', 0):,} use(s) since it was revoked {when(_parse_iso(d.get('revoked_at')))}"
+            f" by {who(d.get('revoked_by'))} · last at {when(_parse_iso(d.get('last_at')))}"
+            f" · via {esc(d.get('via', 'verify'))}\nWhoever holds it is still trying to use it.")
+
+
+def _post_admin(verb: str):
+    def render(p: _Post) -> str:
+        return f":bust_in_silhouette: <@{esc(p.details.get('user_id', ''))}> {verb}\n{p.by}"
+    return render
+
+
+def _post_other(p: _Post) -> str:
+    """An action this version has no renderer for (one recorded by a newer release)."""
+    subject = f": {p.key_ref}" if p.details.get("key") else ""
+    return f"*{esc(p.first.action)}*{subject}\n{p.by}"
+
+
+AUDIT_POSTS: dict[Action, Callable[[_Post], str]] = {
+    Action.KEY_CREATED: _post_created,
+    Action.KEY_REVOKED: _post_revoked,
+    Action.KEY_REVOKE_DENIED: _post_revoke_denied,
+    Action.KEY_LEAKED: _post_leaked,
+    Action.KEY_USED_AFTER_REVOKE: _post_used_after_revoke,
+    Action.ADMIN_ADDED: _post_admin("is now an admin"),
+    Action.ADMIN_REMOVED: _post_admin("is no longer an admin"),
+    Action.COMMAND_DENIED: _post_command_denied,
+}
+
+
 def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
     """One audit-channel post for one audited action (which may cover several entries)."""
-    first = events[0]
-    details = json.loads(first.details)
-    where = f" · in <#{details['channel_id']}>" if details.get("channel_id") else ""
-    via = " · via CLI" if details.get("via") == "cli" else ""
-    key_ref = f"*{esc(details.get('name', ''))}* `{esc(details.get('key', ''))}` (owner {esc(details.get('owner', ''))})"
-    action = first.action
-    if action == "key.revoked" and len(events) > 1:
-        names = ", ".join(f"*{esc(json.loads(e.details).get('name', ''))}*" for e in events[:10])
-        more = f" and {len(events) - 10} more" if len(events) > 10 else ""
-        text = (f":no_entry: *{len(events)} keys revoked* of owner {esc(details.get('owner', ''))}: {names}{more}\n"
-                f"By {who(first.actor)} · reason: {reason_label(details.get('reason'))} · {when(first.at)}{where}{via}")
-    elif action == "key.revoked":
-        note = f"\nNote: “{esc(details['note'])}”" if details.get("note") else ""
-        text = (f":no_entry: *Key revoked*: {key_ref}\n"
-                f"By {who(first.actor)} · reason: {reason_label(details.get('reason'))} · {when(first.at)}{where}{via}{note}")
-    elif action == "key.revoke_denied":
-        if details.get("key"):
-            target = key_ref
-        elif details.get("owner"):
-            target = f"all {details.get('count', '')} active keys of *{esc(details['owner'])}*".replace("all  ", "all ")
-        else:
-            target = f"`{esc(details.get('requested_key_id') or first.key_id or 'an unknown key')}`"
-        text = (f":warning: *Revoke refused*: {who(first.actor)} tried to revoke {target}\n"
-                f"Why: {esc(details.get('why', 'not allowed'))} · {when(first.at)}{where}")
-    elif action == "key.created" and len(events) > 1:
-        last = json.loads(events[-1].details)
-        text = (f":key: *{len(events)} keys created* for owner {esc(details.get('owner', ''))}: "
-                f"*{esc(details.get('name', ''))}* … *{esc(last.get('name', ''))}*\nBy {who(first.actor)} · {when(first.at)}")
-    elif action == "key.created":
-        expires = f" · expires {when(_parse_iso(details.get('expires_at')))}" if details.get("expires_at") else ""
-        text = f":key: *Key created*: {key_ref}\nBy {who(first.actor)} · {when(first.at)}{expires}"
-    elif action == "key.leaked":
-        poster = f" by {who(details['posted_by'])}" if details.get("posted_by") else ""
-        status = ("Still active: revoke it with `/apikeys find`" if details.get("status") == "active"
-                  else "Status: " + esc(details.get("status", "")))
-        text = (f":rotating_light: *Key leaked*: {key_ref} was posted in <#{esc(details.get('channel_id', ''))}>{poster}\n"
-                f"{status} · {when(first.at)}")
-    elif action == "key.used_after_revoke":
-        text = (f":rotating_light: *Revoked key presented*: {key_ref}\n"
-                f"{details.get('uses', 0):,} use(s) since it was revoked {when(_parse_iso(details.get('revoked_at')))}"
-                f" by {who(details.get('revoked_by'))} · last at {when(_parse_iso(details.get('last_at')))}"
-                f" · via {esc(details.get('via', 'verify'))}\nWhoever holds it is still trying to use it.")
-    elif action in ("admin.added", "admin.removed"):
-        verb = "is now an admin" if action == "admin.added" else "is no longer an admin"
-        text = f":bust_in_silhouette: <@{esc(details.get('user_id', ''))}> {verb}\nBy {who(first.actor)} · {when(first.at)}"
-    else:
-        text = f"*{esc(action)}*" + (f": {key_ref}" if details.get("key") else "") + f"\nBy {who(first.actor)} · {when(first.at)}"
-    fallback = fit(text.split("\n")[0])
-    return fallback, _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text)))])
+    post = _Post(events)
+    try:
+        render = AUDIT_POSTS[Action(post.first.action)]
+    except ValueError:
+        render = _post_other
+    text = render(post)
+    return fit(text.split("\n")[0]), _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text)))])
 
 
 def _parse_iso(text: str | None) -> datetime | None:
