@@ -497,11 +497,7 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str]] = {
 def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
     """One audit-channel post for one audited action (which may cover several entries)."""
     post = _Post(events)
-    try:
-        render = AUDIT_POSTS[Action(post.first.action)]
-    except ValueError:
-        render = _post_other
-    text = render(post)
+    text = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
     return fit(text.split("\n")[0]), _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text)))])
 
 
