@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.devslack import OWN_TEAM, SlackStub
-from bot.slack.views import KeyAction, ListView, encode_key_action
+from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 
 from .conftest import ADMIN, MEMBER
@@ -110,7 +110,7 @@ def test_a_read_only_command_may_be_repeated(harness: Harness):
 def _confirm_click(harness: Harness, key_id: str, user: dict[str, Any], response_url: str) -> bytes:
     import time
 
-    value = encode_key_action(KeyAction(key_id=key_id, view=ListView(), issued_at=int(time.time())))
+    value = encode(KeyAction(key_id=key_id, view=ListView(), issued_at=int(time.time())))
     payload = {
         "type": "block_actions", "user": user, "api_app_id": "A0APIKEYS", "trigger_id": "9.9.9",
         "team": {"id": OWN_TEAM, "domain": "own"}, "channel": {"id": "C0INCIDENT", "name": "incident"},

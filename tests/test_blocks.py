@@ -9,16 +9,15 @@ import pytest
 from slack_sdk.models.blocks import Block
 
 from bot.slack import blocks
-from bot.slack.views import (
+from bot.slack.values import (
     BadValue,
     HistoryView,
     KeyAction,
     ListView,
     OwnerAction,
-    decode_key_action,
+    decode,
     decode_page,
-    encode_key_action,
-    encode_list,
+    encode,
 )
 from storage import Action, ApiKey
 from storage.admins import AdminEntry
@@ -88,9 +87,9 @@ def test_confirmation_has_exact_labels_danger_style_and_reason_choices():
     assert set(by_label) == {"Cancel Revoke Key", "Revoke Key"}
     assert by_label["Revoke Key"]["style"] == "danger"
     assert "style" not in by_label["Cancel Revoke Key"]
-    confirm = decode_key_action(by_label["Revoke Key"]["value"])
+    confirm = decode(KeyAction, by_label["Revoke Key"]["value"])
     assert confirm.key_id == make_key().id and confirm.reason == "rotation" and confirm.issued_at == 123
-    assert decode_key_action(by_label["Cancel Revoke Key"]["value"]).view == ListView(owner="payments")
+    assert decode(KeyAction, by_label["Cancel Revoke Key"]["value"]).view == ListView(owner="payments")
     select = next(b["accessory"] for b in payload if b.get("accessory", {}).get("type") == "static_select")
     assert [o["value"] for o in select["options"]] == ["compromised", "rotation", "decommissioned", "other"]
     assert select["initial_option"]["value"] == "rotation"
@@ -138,19 +137,58 @@ def test_history_splits_long_pages_within_section_limits():
 
 @pytest.mark.parametrize("value", [None, "", "x", "[]", "{}", '{"k": 5}', '{"k": "key_x"}', "{" * 3000,
                                    '{"k": "key_00000000000000001", "l": {"s": "bogus"}}',
-                                   '{"k": "key_00000000000000001", "t": "yesterday"}'])
+                                   '{"k": "key_00000000000000001", "t": "yesterday"}',
+                                   # strict parsing: no coercion of strings, booleans or floats to numbers
+                                   '{"k": "key_00000000000000001", "t": "5"}',
+                                   '{"k": "key_00000000000000001", "t": true}',
+                                   '{"k": "key_00000000000000001", "t": 5.0}',
+                                   '{"k": "key_00000000000000001", "t": -1}',
+                                   '{"k": "key_00000000000000001", "t": 9007199254740992}',
+                                   '{"k": "key_00000000000000001", "r": 3}',
+                                   '{"k": "key_00000000000000001\\n"}',
+                                   '{"k": "key_00000000000000001", "l": []}',
+                                   '{"k": "key_00000000000000001", "l": {"o": "payments\\n"}}',
+                                   '{"k": "key_00000000000000001", "l": {"a": "%s"}}' % ("c" * 81)])
 def test_values_we_did_not_render_are_rejected(value):
     with pytest.raises(BadValue):
-        decode_key_action(value)
+        decode(KeyAction, value)
     with pytest.raises(BadValue):
         decode_page(value)
 
 
+@pytest.mark.parametrize("value", ['{"v": "h", "i": true}', '{"v": "h", "j": "7"}', '{"v": "h", "i": 2147483648}',
+                                   '{"v": "h", "k": "key_x"}', '{"v": "x"}', '{"v": 1}', '{"v": "l", "s": "bogus"}',
+                                   '{"o": "fleet", "u": "c", "n": 3}'])
+def test_page_and_owner_values_we_did_not_render_are_rejected(value):
+    with pytest.raises(BadValue):
+        decode_page(value)
+    with pytest.raises(BadValue):
+        decode(OwnerAction, value)
+
+
+def test_the_statuses_a_list_value_accepts_are_storages():
+    from typing import get_args
+
+    from bot.slack.values import Status
+    from storage.keys import STATUSES
+
+    assert set(get_args(Status)) == set(STATUSES)
+
+
+def test_values_are_compact_and_leave_defaults_out():
+    assert encode(ListView()) == '{"v":"l"}'
+    assert encode(KeyAction(key_id="key_00000000000000001")) == '{"k":"key_00000000000000001"}'
+    owner = OwnerAction(owner="fleet", up_to="c", count=3, issued_at=9)
+    assert encode(owner) == '{"o":"fleet","u":"c","n":3,"t":9}' and decode(OwnerAction, encode(owner)) == owner
+    history = HistoryView(key_id="key_00000000000000001", before_id=7)
+    assert decode_page(encode(history)) == history
+
+
 def test_values_round_trip():
     view = ListView(status="revoked", owner="payments", after="20261126000000000000.key_00000000000000001")
-    assert decode_page(encode_list(view)) == view
+    assert decode_page(encode(view)) == view
     action = KeyAction(key_id="key_00000000000000001", view=view, reason="other", issued_at=5)
-    assert decode_key_action(encode_key_action(action)) == action
+    assert decode(KeyAction, encode(action)) == action
 
 
 def event(i: int, action: str = "key.created", actor: str = "cli:ops", **details) -> AuditEvent:

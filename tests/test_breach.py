@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from bot.devslack import BOT_ID, OWN_TEAM, Call
 from bot.slack.blocks import audit_post
-from bot.slack.views import OwnerAction, encode_owner_action
+from bot.slack.values import OwnerAction, encode
 from storage import Action, EventInput, Store, open_store
 from storage.keyformat import generate_secret, is_well_formed
 from storage.keys import encode_cursor
@@ -564,7 +564,7 @@ def test_revoke_owner_with_many_keys_and_who_may_do_it(world: World, store: Stor
 
     # A forged "Revoke 32 Keys" by a member: refused, recorded, nothing revoked.
     newest = store.keys.list_keys(status="active", owner="fleet", limit=1).items[0]
-    forged = encode_owner_action(OwnerAction(owner="fleet", up_to=encode_cursor(newest), count=32,
+    forged = encode(OwnerAction(owner="fleet", up_to=encode_cursor(newest), count=32,
                                              issued_at=int(time.time())))
     action_id = find_buttons(card, "Revoke 32 Keys")[0]["action_id"]
     thread = world.stub.response_url("forged")
@@ -579,7 +579,7 @@ def test_revoke_owner_with_many_keys_and_who_may_do_it(world: World, store: Stor
     refused_post = wait_audit_post(world.stub, "Revoke refused", f"<@{MEMBER}>", since=mark)
 
     # A stale (an hour old) bulk confirmation, even from an admin: refused.
-    stale = encode_owner_action(OwnerAction(owner="fleet", up_to=encode_cursor(newest), count=32,
+    stale = encode(OwnerAction(owner="fleet", up_to=encode_cursor(newest), count=32,
                                             issued_at=int(time.time()) - 3600))
     mark = world.stub.mark()
     assert world.sender.click(action_id, stale, text="Revoke 32 Keys", user=ADMIN,

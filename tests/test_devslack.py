@@ -36,7 +36,7 @@ from bot.devslack import (
     OWN_TEAM,
     SlackStub,
 )
-from bot.slack.views import ListView
+from bot.slack.values import ListView
 from tests.slackhttp import SlackSender, button, find_buttons
 from tests.slacklimits import assert_stub_within_limits, slack_limit_problems
 
@@ -564,9 +564,9 @@ def bot_app(database_url: str):
 
 def _show_list(bot, response_url: str):
     from bot.slack.ids import ActionId
-    from bot.slack.views import encode_list
+    from bot.slack.values import encode
 
-    reply = bot.sender.click(ActionId.SHOW_LIST.value, encode_list(ListView()), response_url=response_url)
+    reply = bot.sender.click(ActionId.SHOW_LIST.value, encode(ListView()), response_url=response_url)
     assert (reply.status, reply.text) == (200, "")
     bot.executor.wait_idle()  # the handler behind the ack has finished: whatever it sent, it sent
 
@@ -623,12 +623,12 @@ def test_the_bot_sends_a_neutral_user_agent_everywhere(bot_app):
 
     from bot.slack import reply
     from bot.slack.ids import ActionId
-    from bot.slack.views import KeyAction, encode_key_action
+    from bot.slack.values import KeyAction, encode
 
     bot = bot_app
     key = bot.store.keys.create(name="billing-api", owner="payments", actor="seed")[0].key
     thread = bot.slack.response_url("click")
-    value = encode_key_action(KeyAction(key.id, ListView(), issued_at=int(time.time())))
+    value = encode(KeyAction(key_id=key.id, view=ListView(), issued_at=int(time.time())))
     reply_ = bot.sender.click(ActionId.CONFIRM_REVOKE.value, value, user=ADMIN_USER, channel="C0INCIDENT",
                               response_url=thread)
     assert reply_.status == 200

@@ -52,7 +52,7 @@ from sqlalchemy import func, select
 from bot.config import Settings
 from bot.devslack import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub
 from bot.server import create_app
-from bot.slack.views import KeyAction, ListView, encode_key_action
+from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 from storage.keyformat import generate_secret
 from storage.keys import KEY_ID_RE
@@ -388,7 +388,7 @@ def button_values(app: InProcess, privileged: bool, action_id: Any = None) -> st
     else:
         matching = page
     other = st.one_of(key_action, owner_action, page)
-    genuine = st.builds(lambda _: encode_key_action(KeyAction(app.key.id, ListView(), issued_at=int(time.time()))),
+    genuine = st.builds(lambda _: encode(KeyAction(key_id=app.key.id, view=ListView(), issued_at=int(time.time()))),
                         st.none())  # what a real confirmation for the seeded key carries
     return weighted(
         (6, matching.map(json.dumps)),
@@ -1081,7 +1081,7 @@ def test_a_container_of_the_wrong_type_is_ignored(app: InProcess):
     for container in ([None], "message", 5):
         app.begin()
         thread = app.stub.response_url("container")
-        value = encode_key_action(KeyAction(app.key.id, ListView()))
+        value = encode(KeyAction(key_id=app.key.id, view=ListView()))
         payload = _payload(app, response_url=thread, container=container, actions=[{
             "action_id": "apikeys.revoke", "type": "button", "value": value, "action_ts": f"{time.time():.6f}"}])
         started = time.monotonic()
@@ -1149,7 +1149,7 @@ def test_a_malformed_state_does_not_abort_an_admin_revocation(database_url: str)
         for state in ("garbage", [1], 5):
             key = seed(store, f"key-{type(state).__name__}")
             thread = stub.response_url("state")
-            value = encode_key_action(KeyAction(key.id, ListView(), issued_at=int(time.time())))
+            value = encode(KeyAction(key_id=key.id, view=ListView(), issued_at=int(time.time())))
             payload = {"type": "block_actions", "user": {"id": ADMIN, "team_id": OWN_TEAM},
                        "team": {"id": OWN_TEAM}, "channel": {"id": INCIDENT}, "trigger_id": f"{time.time_ns()}.1",
                        "response_url": thread, "state": state,

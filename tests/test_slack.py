@@ -34,7 +34,7 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from bot.devslack import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, Call, SlackStub
-from bot.slack.views import KeyAction, ListView, encode_key_action
+from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 from storage.outbox import OutboxMessage
 
@@ -779,7 +779,7 @@ def test_stale_or_future_confirmation_is_refused(world: World, store: Store):
     now = int(time.time())
     for issued_at in (now - 3600, now + 3600):
         mark = world.stub.mark()
-        value = encode_key_action(KeyAction(key.id, ListView(), issued_at=issued_at))
+        value = encode(KeyAction(key_id=key.id, view=ListView(), issued_at=issued_at))
         reply = world.sender.click(action_id, value, text="Revoke Key", response_url=thread)
         assert reply.status == 200
         answer = world.stub.wait_for_response(thread, since=mark)
@@ -813,7 +813,7 @@ def test_forged_action_values_never_fail_and_change_nothing(world: World, store:
         "not an object": "[1, 2, 3]",
         "empty": "",
         "no value at all": None,
-        "unknown key id": encode_key_action(KeyAction(MISSING_KEY_ID, ListView(), issued_at=now)),
+        "unknown key id": encode(KeyAction(key_id=MISSING_KEY_ID, view=ListView(), issued_at=now)),
         "key id of the wrong type": json.dumps({"k": 12345, "t": now}),
         "time of the wrong type": json.dumps({"k": key.id, "t": str(now)}),
         "time as a boolean": json.dumps({"k": key.id, "t": True}),
@@ -834,7 +834,7 @@ def test_forged_action_values_never_fail_and_change_nothing(world: World, store:
 
     others = [
         (revoke_id, "{not json", "Revoke"),
-        (revoke_id, encode_key_action(KeyAction(MISSING_KEY_ID, ListView())), "Revoke"),
+        (revoke_id, encode(KeyAction(key_id=MISSING_KEY_ID, view=ListView())), "Revoke"),
         (revoke_id, "A" * 5000, "Revoke"),
         ("apikeys.nuke_everything", json.dumps({"k": key.id}), "Nuke"),
         ("unknown.action", None, "?"),

@@ -1,4 +1,6 @@
-"""The Bolt app: listeners grouped by kind, each module with ``register(app, store)``."""
+"""The Bolt app: listeners grouped by kind (``commands``, ``actions``, ``events``), module-level
+functions each module registers with ``register(app)``. One middleware gives every listener the
+store and the actor in Bolt's ``context``; authorization is declared per listener (``authz``)."""
 
 from __future__ import annotations
 
@@ -52,9 +54,10 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
         return next()
 
     @app.middleware
-    def resolve_actor(context, body, next):
-        """Who is acting and whether they are in our workspace, once per request."""
+    def store_and_actor(context, body, next):
+        """The key store, and who is acting and whether they are in our workspace, once per request."""
         own_team = context.authorize_result.team_id if context.authorize_result else None
+        context["store"] = store
         context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own_team, store)
         return next()
 
@@ -63,9 +66,9 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
         report(error, body)
         return None
 
-    commands.register(app, store)
-    actions.register(app, store)
-    events.register(app, store)
+    commands.register(app)
+    actions.register(app)
+    events.register(app)
     return app
 
 

@@ -28,16 +28,7 @@ from storage.timeutil import iso
 
 from ..logs import redact
 from .ids import ActionId, BlockId
-from .views import (
-    HistoryView,
-    KeyAction,
-    ListView,
-    OwnerAction,
-    encode_history,
-    encode_key_action,
-    encode_list,
-    encode_owner_action,
-)
+from .values import HistoryView, KeyAction, ListView, OwnerAction, encode
 
 MAX_BLOCKS = 50
 SECTION_TEXT_MAX = 3000  # Slack's limit for a section's text (and any text object)
@@ -132,7 +123,7 @@ def _key_line(key: ApiKey, now: datetime) -> str:
 
 def revoke_button(key: ApiKey, view: ListView) -> ButtonElement:
     return ButtonElement(text="Revoke", action_id=ActionId.REVOKE.value,
-                         value=encode_key_action(KeyAction(key_id=key.id, view=view)))
+                         value=encode(KeyAction(key_id=key.id, view=view)))
 
 
 def key_row(key: ApiKey, view: ListView, now: datetime) -> SectionBlock:
@@ -161,8 +152,8 @@ def key_list(page: KeyPage, view: ListView, total: int, now: datetime) -> list[d
         blocks += [key_row(key, view, now) for key in page.items]
         blocks.append(DividerBlock())
     blocks += _pager(
-        encode_list(ListView(view.status, view.owner, before=page.prev_cursor)) if page.prev_cursor else None,
-        encode_list(ListView(view.status, view.owner, after=page.next_cursor)) if page.next_cursor else None,
+        encode(ListView(status=view.status, owner=view.owner, before=page.prev_cursor)) if page.prev_cursor else None,
+        encode(ListView(status=view.status, owner=view.owner, after=page.next_cursor)) if page.next_cursor else None,
     )
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text="`/apikeys revoked` · `/apikeys all` · `/apikeys owner NAME` · `/apikeys history` · `/apikeys help`")]))
@@ -199,9 +190,9 @@ def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at
         SectionBlock(block_id=BlockId.REASON.value, text=MarkdownTextObject(text="*Reason* (optional)"), accessory=select),
         ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
             ButtonElement(text="Cancel Revoke Key", action_id=ActionId.CANCEL_REVOKE.value,
-                          value=encode_key_action(KeyAction(key_id=key.id, view=view))),
+                          value=encode(KeyAction(key_id=key.id, view=view))),
             ButtonElement(text="Revoke Key", action_id=ActionId.CONFIRM_REVOKE.value, style="danger",
-                          value=encode_key_action(KeyAction(key_id=key.id, view=view, reason=reason, issued_at=issued_at))),
+                          value=encode(KeyAction(key_id=key.id, view=view, reason=reason, issued_at=issued_at))),
         ]),
     ]
     return _serialise(blocks)
@@ -209,7 +200,7 @@ def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at
 
 def _back_to_list(view: ListView) -> ActionsBlock:
     return ActionsBlock(elements=[ButtonElement(text="Back to keys", action_id=ActionId.SHOW_LIST.value,
-                                                value=encode_list(view))])
+                                                value=encode(view))])
 
 
 def revoke_result(key: ApiKey, view: ListView) -> list[dict]:
@@ -293,9 +284,9 @@ def owner_confirm(owner: str, keys: Sequence[ApiKey], total: int, action: OwnerA
                                                    options=options)),
         ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
             ButtonElement(text="Cancel Revoke Key", action_id=ActionId.CANCEL_REVOKE_OWNER.value,
-                          value=encode_list(ListView(owner=owner))),
+                          value=encode(ListView(owner=owner))),
             ButtonElement(text=f"Revoke {total} Keys", action_id=ActionId.CONFIRM_REVOKE_OWNER.value,
-                          style="danger", value=encode_owner_action(action)),
+                          style="danger", value=encode(action)),
         ]),
     ]
     return _serialise(blocks)
@@ -389,8 +380,8 @@ def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_older
                 size += len(line) + (1 if chunk else 0)
                 chunk.append(line)
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
-    newer = encode_history(HistoryView(view.key_id, after_id=events[0].id)) if has_newer and events else None
-    older = encode_history(HistoryView(view.key_id, before_id=events[-1].id)) if has_older and events else None
+    newer = encode(HistoryView(key_id=view.key_id, after_id=events[0].id)) if has_newer and events else None
+    older = encode(HistoryView(key_id=view.key_id, before_id=events[-1].id)) if has_older and events else None
     blocks += _pager(newer, older)
     return _serialise(blocks)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 
 from storage import Action, DatabaseUnavailable, EventInput, StorageError, Store
 from storage.keyformat import find_keys_in_text
@@ -15,10 +15,12 @@ from storage.keys import KEY_ID_RE, OWNER_RE, encode_cursor
 from storage.timeutil import utcnow
 
 from ..logs import fields, looks_like_key, redact
-from . import blocks
+from . import blocks, render
+from .authz import refused, require_admin
 from .context import Actor
 from .errors import guarded
-from .views import HistoryView, ListView, OwnerAction
+from .render import Answer, help_answer, message
+from .values import HistoryView, ListView, OwnerAction
 
 log = logging.getLogger("apikeys.slack")
 
@@ -27,67 +29,34 @@ PLAIN_USER_RE = re.compile(r"^@?([UW][A-Z0-9]{2,31})$")
 MAX_TEXT = 500
 
 
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    blocks: list[dict]
-
-
-def render_list(store: Store, view: ListView) -> Answer:
-    now = utcnow()
-    page = store.keys.list_keys(status=view.status, owner=view.owner, limit=blocks.KEYS_PER_PAGE,
-                                after=view.after, before=view.before, now=now)
-    total = store.keys.count_keys(status=view.status, owner=view.owner, now=now, cap=blocks.COUNT_CAP)
-    return Answer(f"{blocks.STATUS_TITLES[view.status]}", blocks.key_list(page, view, total, now))
-
-
-def render_history(store: Store, view: HistoryView) -> Answer:
-    key = store.keys.get(view.key_id) if view.key_id else None
-    per_page = blocks.EVENTS_PER_PAGE
-    events = store.audit.recent(limit=per_page + 1, key_id=view.key_id, before_id=view.before_id,
-                                after_id=view.after_id)
-    if view.after_id is not None:  # paging back towards the newest: the extra entry is the newest one
-        has_newer, events = len(events) > per_page, events[-per_page:]
-        has_older = True
-    else:
-        has_older, events = len(events) > per_page, events[:per_page]
-        has_newer = view.before_id is not None
-    return Answer("Audit history", blocks.history_blocks(events, view, has_older=has_older, has_newer=has_newer, key=key))
-
-
-def help_answer(problem: str | None = None) -> Answer:
-    return Answer("apikeys help", blocks.help_blocks(problem))
-
-
 def parse_user(text: str) -> str | None:
     match = MENTION_RE.match(text) or PLAIN_USER_RE.match(text)
     return match.group(1) if match else None
 
 
-def _admins(store: Store, actor: Actor, words: list[str]) -> Answer:
+def _admins(store: Store, words: list[str]) -> Answer:
+    """``admins`` lists them; a malformed ``admins add/remove`` gets the help (a well-formed one is
+    ``change_admins``, behind ``require_admin``)."""
     if not words:
         return Answer("Admins", blocks.admins_blocks(store.admins.list()))
     verb, rest = words[0].lower(), words[1:]
     if verb not in ("add", "remove") or len(rest) != 1:
         return help_answer("Use `/apikeys admins add @user` or `/apikeys admins remove @user`.")
-    user_id = parse_user(rest[0])
-    if user_id is None:
-        return help_answer("Name the user with an @-mention, like `/apikeys admins add @ana`.")
-    refusal = actor.refusal()
-    if refusal:
-        log.info(fields(event="admins." + verb, actor=actor.user_id, target=user_id, outcome="refused"))
-        return Answer(refusal, blocks.text_message(f":no_entry_sign: {refusal} Nothing changed."))
+    return help_answer("Name the user with an @-mention, like `/apikeys admins add @ana`.")
+
+
+def _change_admins(store: Store, actor: Actor, verb: str, user_id: str) -> Answer:
     replayed = _replayed(store, actor, f"admins {verb}", {"user_id": user_id})
     if replayed:
         return replayed
     if verb == "add":
         changed = store.admins.add(user_id, actor=actor.user_id)
-        message = f"<@{user_id}> is now an admin." if changed else f"<@{user_id}> was already an admin; nothing changed."
+        text = f"<@{user_id}> is now an admin." if changed else f"<@{user_id}> was already an admin; nothing changed."
     else:
         store.admins.remove(user_id, actor=actor.user_id)  # refuses to remove the last admin
-        message = f"<@{user_id}> is no longer an admin."
+        text = f"<@{user_id}> is no longer an admin."
     log.info(fields(event="admins." + verb, actor=actor.user_id, target=user_id, outcome="ok"))
-    return Answer(message, blocks.text_message(message))
+    return message(text)
 
 
 def _replayed(store: Store, actor: Actor, what: str, details: dict) -> Answer | None:
@@ -103,8 +72,7 @@ def _replayed(store: Store, actor: Actor, what: str, details: dict) -> Answer | 
         details={"command": what, "why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id, **details},
     ))
     log.info(fields(event="command", actor=actor.user_id, command=what, outcome="denied", why=why))
-    message = f":no_entry_sign: Not done: {why[0].upper() + why[1:]}. Nothing changed."
-    return Answer(message, blocks.text_message(message))
+    return refused(why)
 
 
 def _find(store: Store, query: str) -> Answer:
@@ -128,22 +96,43 @@ def _find(store: Store, query: str) -> Answer:
     return Answer(f"{len(keys)} matching keys", blocks.find_results(keys, query[:80], now, exact=False))
 
 
-def _revoke_owner(store: Store, actor: Actor, owner: str) -> Answer:
-    refusal = actor.refusal()
-    if refusal:
-        return Answer(refusal, blocks.text_message(f":no_entry_sign: {refusal} Nothing changed."))
+def _revoke_owner(store: Store, owner: str) -> Answer:
+    """The bulk confirmation (nothing changes until its button is clicked)."""
     now = utcnow()
     page = store.keys.list_keys(status="active", owner=owner, limit=blocks.OWNER_NAMES_SHOWN, now=now)
     total = store.keys.count_keys(status="active", owner=owner, now=now)
     if not page.items:
-        message = f"{owner} has no active keys; nothing to revoke."
-        return Answer(message, blocks.text_message(message))
+        return message(f"{owner} has no active keys; nothing to revoke.")
     action = OwnerAction(owner=owner, up_to=encode_cursor(page.items[0]), count=total, issued_at=int(time.time()))
     return Answer(f"Revoke {total} keys of {owner}?", blocks.owner_confirm(owner, page.items, total, action))
 
 
-def answer(store: Store, actor: Actor, text: str) -> Answer:
-    """What ``/apikeys <text>`` shows. Unknown or malformed text gets the help."""
+def _words(text: object) -> list[str]:
+    text = str(text or "").strip()
+    return text.split() if len(text) <= MAX_TEXT else []
+
+
+def admins_change(text: object) -> tuple[str, str] | None:
+    """``("add" | "remove", user_id)`` for a well-formed ``admins add/remove @user``, else None."""
+    words = _words(text)
+    if len(words) == 3 and words[0].lower() == "admins" and words[1].lower() in ("add", "remove"):
+        user_id = parse_user(words[2])
+        if user_id:
+            return words[1].lower(), user_id
+    return None
+
+
+def owner_to_revoke(text: object) -> str | None:
+    """The owner of a well-formed ``revoke-owner <owner>``, else None."""
+    words = _words(text)
+    if len(words) == 2 and words[0].lower() == "revoke-owner" and OWNER_RE.match(words[1]) and not looks_like_key(words[1]):
+        return words[1]
+    return None
+
+
+def answer(store: Store, text: str) -> Answer:
+    """What ``/apikeys <text>`` shows, for everything anyone may ask. Unknown or malformed text gets
+    the help; a well-formed admin command never gets here (its own listener, behind require_admin)."""
     text = (text or "").strip()
     if len(text) > MAX_TEXT:
         return help_answer("That command is too long.")
@@ -151,39 +140,64 @@ def answer(store: Store, actor: Actor, text: str) -> Answer:
     verb = words[0].lower() if words else "list"
     rest = words[1:]
     if verb in ("list", "revoked", "all", "expired") and not rest:
-        return render_list(store, ListView(status="active" if verb == "list" else verb))
+        return render.key_list(store, ListView(status="active" if verb == "list" else verb))
     if verb == "owner":
         if len(rest) != 1 or not OWNER_RE.match(rest[0]) or looks_like_key(rest[0]):
             return help_answer("Use `/apikeys owner <owner>`, with the owner as one word (like payments-team).")
-        return render_list(store, ListView(status="active", owner=rest[0]))
+        return render.key_list(store, ListView(status="active", owner=rest[0]))
     if verb == "history":
         if len(rest) > 1 or (rest and not KEY_ID_RE.match(rest[0])):
             return help_answer("Use `/apikeys history` or `/apikeys history <key id>` (key ids look like key_…).")
-        return render_history(store, HistoryView(key_id=rest[0] if rest else None))
+        return render.history(store, HistoryView(key_id=rest[0] if rest else None))
     if verb == "admins":
-        return _admins(store, actor, rest)
+        return _admins(store, rest)
     if verb == "find":
         return _find(store, text[len(words[0]):].strip())
     if verb == "revoke-owner":
-        if len(rest) != 1 or not OWNER_RE.match(rest[0]) or looks_like_key(rest[0]):
-            return help_answer("Use `/apikeys revoke-owner <owner>`, with the owner as one word.")
-        return _revoke_owner(store, actor, rest[0])
+        return help_answer("Use `/apikeys revoke-owner <owner>`, with the owner as one word.")
     if verb == "help" and not rest:
         return help_answer()
     return help_answer(f"I don't know “{redact(text[:80])}”.")
 
 
-def register(app: App, store: Store) -> None:
-    @app.command("/apikeys")
-    @guarded
-    def apikeys_command(ack: Ack, command: dict, context) -> None:
-        actor: Actor = context["actor"]
-        try:
-            result = answer(store, actor, command.get("text", ""))
-        except DatabaseUnavailable:
-            raise
-        except StorageError as exc:  # bad input or an unknown key: say so, nothing changed
-            result = help_answer(str(exc))
-        words = str(command.get("text") or "").split()
-        log.info(fields(event="command", actor=actor.user_id, word=(words[0] if words else "list")[:20]))
-        ack(response_type="ephemeral", text=redact(result.text), blocks=result.blocks)
+def _respond(ack: Ack, command: dict, context: BoltContext, compute: Callable[[], Answer]) -> None:
+    """Ack with the answer (ephemeral, well within Slack's 3 s); bad input is the help, nothing changed."""
+    try:
+        result = compute()
+    except DatabaseUnavailable:
+        raise
+    except StorageError as exc:  # bad input, an unknown key, the last admin: say so
+        result = help_answer(str(exc))
+    words = _words(command.get("text"))
+    log.info(fields(event="command", actor=context["actor"].user_id, word=(words[0] if words else "list")[:20]))
+    ack(response_type="ephemeral", text=redact(result.text), blocks=result.blocks)
+
+
+@guarded
+def change_admins(ack: Ack, command: dict, context: BoltContext) -> None:
+    verb, user_id = admins_change(command.get("text"))
+    _respond(ack, command, context, lambda: _change_admins(context["store"], context["actor"], verb, user_id))
+
+
+@guarded
+def revoke_owner(ack: Ack, command: dict, context: BoltContext) -> None:
+    owner = owner_to_revoke(command.get("text"))
+    _respond(ack, command, context, lambda: _revoke_owner(context["store"], owner))
+
+
+@guarded
+def apikeys(ack: Ack, command: dict, context: BoltContext) -> None:
+    _respond(ack, command, context, lambda: answer(context["store"], command.get("text", "")))
+
+
+def _text_matches(parse: Callable[[object], object]) -> Callable[[dict], bool]:
+    def matches(command: dict) -> bool:
+        return parse(command.get("text")) is not None
+    return matches
+
+
+def register(app: App) -> None:
+    # Bolt takes the first listener whose matchers accept the command: the admin words first.
+    app.command("/apikeys", matchers=[_text_matches(admins_change)], middleware=[require_admin])(change_admins)
+    app.command("/apikeys", matchers=[_text_matches(owner_to_revoke)], middleware=[require_admin])(revoke_owner)
+    app.command("/apikeys")(apikeys)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 from slack_sdk.errors import SlackApiError
 
 from storage import Action, EventInput, Store
@@ -60,64 +60,60 @@ def _is_own(message: dict, bot_id: str | None, bot_user_id: str | None) -> bool:
     return bool((bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id))
 
 
-class LeakWatch:
-    def __init__(self, store: Store):
-        self.store = store
-
-    def handle(self, event: dict, client, bot_user_id: str | None, bot_id: str | None = None) -> int:
-        """Warn about every known key newly present in the message; returns how many warnings."""
-        subtype = event.get("subtype")
-        if subtype in IGNORED_SUBTYPES:
-            return 0
-        message, previous = event, None
-        if subtype == "message_changed":
-            message = event.get("message") or {}
-            previous = event.get("previous_message") or {}
-        if not isinstance(message, dict) or _is_own(message, bot_id, bot_user_id):
-            return 0
-        if not isinstance(previous, (dict, type(None))):
-            previous = {}
-        channel = event.get("channel")
-        ts = message.get("ts")
-        if not channel or not ts:
-            return 0
-        found = find_keys_in_text(_texts(message))
-        if previous is not None:
-            already = set(find_keys_in_text(_texts(previous)))
-            found = [k for k in found if k not in already]
-        warned = 0
-        for secret in found[:10]:
-            key = self.store.keys.find_by_secret(secret)
-            if key is None:
-                continue
-            now = utcnow()
-            status = key.status_at(now).value
-            poster = message.get("user") or message.get("bot_id")
-            recorded = self.store.audit.record_once(f"leak|{channel}|{ts}|{key.id}", EventInput(
-                actor="apikeys", action=Action.KEY_LEAKED, key_id=key.id,
-                details={"name": key.name, "key": key.masked, "owner": key.owner, "channel_id": channel,
-                         "message_ts": ts, "posted_by": poster, "status": status},
-            ))
-            if recorded is None:
-                continue  # a retried event, or the same key in an edit of the same message
-            log.warning(fields(event="key_leaked", key_id=key.id, channel=channel, posted_by=poster, status=status))
-            text, warning = blocks.leak_warning(key, message.get("user"), now)
-            try:
-                client.chat_postMessage(channel=channel, thread_ts=message.get("thread_ts") or ts,
-                                        text=text, blocks=warning, unfurl_links=False)
-            except SlackApiError as exc:
-                log.warning(fields(event="leak_warning", channel=channel, outcome=exc.response.get("error")))
-            except Exception as exc:  # the audit record and its alert are already safe
-                log.warning(fields(event="leak_warning", channel=channel, outcome=type(exc).__name__))
-            warned += 1
-        return warned
+def warn_about_leaks(store: Store, event: dict, client, bot_user_id: str | None, bot_id: str | None = None) -> int:
+    """Warn about every known key newly present in the message; returns how many warnings."""
+    subtype = event.get("subtype")
+    if subtype in IGNORED_SUBTYPES:
+        return 0
+    message, previous = event, None
+    if subtype == "message_changed":
+        message = event.get("message") or {}
+        previous = event.get("previous_message") or {}
+    if not isinstance(message, dict) or _is_own(message, bot_id, bot_user_id):
+        return 0
+    if not isinstance(previous, (dict, type(None))):
+        previous = {}
+    channel = event.get("channel")
+    ts = message.get("ts")
+    if not channel or not ts:
+        return 0
+    found = find_keys_in_text(_texts(message))
+    if previous is not None:
+        already = set(find_keys_in_text(_texts(previous)))
+        found = [k for k in found if k not in already]
+    warned = 0
+    for secret in found[:10]:
+        key = store.keys.find_by_secret(secret)
+        if key is None:
+            continue
+        now = utcnow()
+        status = key.status_at(now).value
+        poster = message.get("user") or message.get("bot_id")
+        recorded = store.audit.record_once(f"leak|{channel}|{ts}|{key.id}", EventInput(
+            actor="apikeys", action=Action.KEY_LEAKED, key_id=key.id,
+            details={"name": key.name, "key": key.masked, "owner": key.owner, "channel_id": channel,
+                     "message_ts": ts, "posted_by": poster, "status": status},
+        ))
+        if recorded is None:
+            continue  # a retried event, or the same key in an edit of the same message
+        log.warning(fields(event="key_leaked", key_id=key.id, channel=channel, posted_by=poster, status=status))
+        text, warning = blocks.leak_warning(key, message.get("user"), now)
+        try:
+            client.chat_postMessage(channel=channel, thread_ts=message.get("thread_ts") or ts,
+                                    text=text, blocks=warning, unfurl_links=False)
+        except SlackApiError as exc:
+            log.warning(fields(event="leak_warning", channel=channel, outcome=exc.response.get("error")))
+        except Exception as exc:  # the audit record and its alert are already safe
+            log.warning(fields(event="leak_warning", channel=channel, outcome=type(exc).__name__))
+        warned += 1
+    return warned
 
 
-def register(app: App, store: Store) -> None:
-    watch = LeakWatch(store)
+@guarded
+def on_message(event: dict, client, context: BoltContext) -> None:
+    # Bolt has already acknowledged the event (within 3 s); this runs after.
+    warn_about_leaks(context["store"], event, client, context.bot_user_id, context.bot_id)
 
-    @app.event("message")
-    @guarded
-    def on_message(event: dict, client, context) -> None:
-        # Bolt has already acknowledged the event (within 3 s); this runs after.
-        watch.handle(event, client, context.bot_user_id, context.bot_id)
+
+def register(app: App) -> None:
+    app.event("message")(on_message)

@@ -1,0 +1,66 @@
+"""The shape of the Slack app: authorization is one declaration per listener, listeners are plain
+module-level functions, and no listener module leans on another."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+from slack_bolt import App
+
+from bot.slack import actions, authz, commands, events
+
+LISTENER_MODULES = (commands, actions, events)
+CHANGES_STATE = {actions.confirm, actions.confirm_owner, commands.change_admins, commands.revoke_owner}
+
+
+@pytest.fixture(scope="module")
+def app() -> App:
+    app = App(signing_secret="x", token="xoxb-test", token_verification_enabled=False)
+    for module in LISTENER_MODULES:
+        module.register(app)
+    return app
+
+
+def _unwrapped(function):
+    return inspect.unwrap(function)
+
+
+def test_every_listener_that_changes_anything_is_declared_behind_require_admin(app):
+    behind = {_unwrapped(listener.ack_function) for listener in app._listeners
+              if any(getattr(m, "func", None) is authz.require_admin for m in listener.middleware)}
+    assert behind == {_unwrapped(f) for f in CHANGES_STATE}
+
+
+def test_require_admin_is_the_last_middleware_so_nothing_runs_between_it_and_the_listener(app):
+    for listener in app._listeners:
+        funcs = [getattr(m, "func", None) for m in listener.middleware]
+        if authz.require_admin in funcs:
+            assert funcs[-1] is authz.require_admin, listener.ack_function
+
+
+def test_no_listener_checks_the_role_itself():
+    for module in LISTENER_MODULES:
+        assert ".refusal(" not in inspect.getsource(module), module.__name__
+
+
+def test_listeners_are_module_level_functions(app):
+    for listener in app._listeners:
+        function = _unwrapped(listener.ack_function)
+        assert "<locals>" not in function.__qualname__, function.__qualname__
+        assert inspect.getmodule(function) in LISTENER_MODULES
+
+
+def test_no_listener_module_imports_another():
+    names = {m.__name__.rsplit(".", 1)[1] for m in LISTENER_MODULES}
+    for module in LISTENER_MODULES:
+        tree = ast.parse(Path(module.__file__).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                imported = {(node.module or "").rsplit(".", 1)[-1]} | {a.name for a in node.names}
+                assert not imported & (names - {module.__name__.rsplit(".", 1)[1]}), (module.__name__, ast.dump(node))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.rsplit(".", 1)[-1] not in names, (module.__name__, alias.name)
