@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.devslack import SlackStub  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.slackhttp import SlackSender  # noqa: E402
+from tests.slackstub import SlackStub  # noqa: E402
 
 SECRET = "bench-signing-secret"
 

@@ -12,8 +12,8 @@ import json
 import threading
 import time
 
-from bot.devslack import walk_buttons
 from storage import open_store
+from tests.slackhttp import walk_buttons
 
 from .common import database, machine, running
 

@@ -12,8 +12,8 @@ import http.client
 import json
 import time
 
-from bot.devslack import SlackStub
 from storage import open_store
+from tests.slackstub import SlackStub
 
 from .common import Server, fmt_ms, machine, summary
 

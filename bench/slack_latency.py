@@ -11,8 +11,8 @@ import argparse
 import json
 import time
 
-from bot.devslack import walk_buttons
 from storage import open_store
+from tests.slackhttp import walk_buttons
 
 from .common import database, fmt_ms, machine, running, summary
 

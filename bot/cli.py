@@ -261,7 +261,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     try:
         args = build_parser().parse_args(argv)
         if args.command == "playground":
-            from .playground import main as playground
+            from .playground.app import main as playground
 
             return playground(["--host", args.host, "--port", str(args.port),
                                *(["--allow-existing-database"] if args.allow_existing_database else [])])

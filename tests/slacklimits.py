@@ -1,6 +1,6 @@
 """Slack's limits, checked the same way in every Slack test.
 
-The one checker is ``bot.devslack.slack_limit_problems`` (the playground's stand-in uses it too):
+The one checker is ``bot.playground.limits.slack_limit_problems`` (the playground's stand-in uses it too):
 ``SlackStub`` runs it over every message it receives and over every slash-command ack that
 ``SlackSender`` receives, refuses blocks that break a limit with ``invalid_blocks`` like Slack, and
 keeps every problem. Fixtures that start a stub call ``assert_stub_within_limits`` at teardown;
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.devslack import SlackStub, slack_limit_problems
+from bot.playground.limits import slack_limit_problems
+from bot.playground.slackstub import SlackStub
 
 __all__ = ["assert_stub_within_limits", "assert_within_limits", "slack_limit_problems"]
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from bot.devslack import OWN_TEAM, SlackStub
 from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 
 from .conftest import ADMIN, MEMBER
 from .slackhttp import FORM, SlackSender
 from .slacklimits import assert_stub_within_limits
+from .slackstub import OWN_TEAM, SlackStub
 from .test_fuzz import SECRET, _serve, _shutdown
 
 

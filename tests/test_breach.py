@@ -28,7 +28,6 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from bot.devslack import BOT_ID, OWN_TEAM, Call
 from bot.slack.blocks import audit_post
 from bot.slack.values import OwnerAction, encode
 from storage import Action, EventInput, Store, open_store
@@ -38,6 +37,7 @@ from storage.usage import RevokedKeyUse
 
 from .conftest import ADMIN, MEMBER
 from .slackhttp import find_buttons
+from .slackstub import BOT_ID, OWN_TEAM, Call
 from .test_slack import (  # noqa: F401 - make_world and world are fixtures used by name
     AUDIT,
     INCIDENT,

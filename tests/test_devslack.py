@@ -1,4 +1,5 @@
-"""The Slack stand-ins behave like Slack: ``bot.devslack.SlackStub`` and ``tests.slackhttp``.
+"""The Slack stand-ins behave like Slack: ``bot.playground.slackstub.SlackStub`` (with the tests' helpers of
+``tests.slackstub``) and the signed requests of ``tests.slackhttp``.
 
 The stub is exercised with slack_sdk's real clients (``WebClient``, ``WebhookClient``) and its
 retry handlers; the sender is exercised against a real Bolt app served over WSGI, whose request
@@ -28,17 +29,10 @@ from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryInt
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from bot.devslack import (
-    ADMIN_USER,
-    MEMBER_USER,
-    OTHER_TEAM,
-    OTHER_WORKSPACE_USER,
-    OWN_TEAM,
-    SlackStub,
-)
 from bot.slack.values import ListView
 from tests.slackhttp import SlackSender, button, find_buttons
 from tests.slacklimits import assert_stub_within_limits, slack_limit_problems
+from tests.slackstub import ADMIN_USER, MEMBER_USER, OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub, summary
 
 SECRET = "test-signing-secret"
 FAST = FixedValueRetryIntervalCalculator(fixed_internal=0.01)
@@ -559,7 +553,7 @@ def bot_app(database_url: str):
             _shutdown(server, wsgi)
             store.close()
         assert_stub_within_limits(slack)
-        assert attacker.calls == [], [c.summary() for c in attacker.calls]
+        assert attacker.calls == [], [summary(c) for c in attacker.calls]
 
 
 def _show_list(bot, response_url: str):

@@ -50,7 +50,6 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from bot.config import Settings
-from bot.devslack import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub
 from bot.server import create_app
 from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
@@ -61,6 +60,7 @@ from storage.models import AuditEvent
 from .conftest import ADMIN, MEMBER, fresh_database
 from .slackhttp import FORM, SlackSender
 from .slacklimits import assert_stub_within_limits
+from .slackstub import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub
 from .test_slack import AUDIT, INCIDENT, Seeded, seed, shown
 
 SECRET = "fuzz-signing-secret-5c1d"

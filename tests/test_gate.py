@@ -26,11 +26,11 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
-from bot.devslack import OTHER_TEAM, OWN_TEAM, SlackStub
 from bot.slack.gate import SlackGate, shape_problem
 
 from .conftest import ADMIN, MEMBER, ServerProcess, start_server
 from .slackhttp import FORM, JSON
+from .slackstub import OTHER_TEAM, OWN_TEAM, SlackStub
 from .test_http import raw_exchange
 
 SECRET = "gate-signing-secret-91b4"

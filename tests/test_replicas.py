@@ -28,13 +28,13 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlmodel import SQLModel
 
-from bot.devslack import OWN_TEAM, SlackStub
 from storage import Store, migrate, open_store
 from storage.db import Database
 from storage.outbox import OutboxMessage
 
 from .conftest import ADMIN, ServerProcess, start_server
 from .slackhttp import SlackReply, SlackSender
+from .slackstub import OWN_TEAM, SlackStub
 from .test_slack import (
     AUDIT,
     INCIDENT,

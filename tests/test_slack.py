@@ -33,7 +33,6 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from bot.devslack import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, Call, SlackStub
 from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 from storage.outbox import OutboxMessage
@@ -41,6 +40,7 @@ from storage.outbox import OutboxMessage
 from .conftest import ADMIN, MEMBER, ServerProcess, start_server
 from .slackhttp import FORM, SlackReply, SlackSender, button, find_buttons
 from .slacklimits import assert_stub_within_limits
+from .slackstub import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, Call, SlackStub, summary
 
 SIGNING_SECRET = "e2e-slack-signing-secret-7f3a"
 AUDIT = "C0AUDIT"
@@ -367,7 +367,7 @@ def assert_nothing_more(stub: SlackStub, predicate: Callable[[Call], bool], *, s
         extra = stub.wait_for(predicate, timeout, since=since)
     except AssertionError:
         return
-    raise AssertionError(f"unexpected {what}: {extra.summary()}")
+    raise AssertionError(f"unexpected {what}: {summary(extra)}")
 
 
 def responses_since(stub: SlackStub, url: str, since: int) -> list[dict]:
@@ -931,7 +931,7 @@ def test_audit_post_is_delivered_once_after_slack_failures(world: World, store: 
     post = wait_audit_post(world.stub, "Key revoked", key.name, since=mark, timeout=40)
     assert key.masked in shown(post.body) and f"<@{ADMIN}>" in shown(post.body)
     failures = [c for c in world.stub.calls[mark:] if c.method_name == "chat.postMessage" and c.failed]
-    assert len(failures) == 5, [c.summary() for c in failures]
+    assert len(failures) == 5, [summary(c) for c in failures]
     assert_nothing_more(world.stub, is_audit_post, since=world.stub.calls.index(post) + 1,
                         what="duplicate audit post")
     assert len(audit_posts(world.stub, "Key revoked")) == 1

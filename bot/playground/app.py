@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .devslack import ADMIN_USER, MEMBER_USER, OTHER_WORKSPACE_USER, SlackSender, SlackStub
+from .sender import SlackSender
+from .slackstub import ADMIN_USER, MEMBER_USER, OTHER_WORKSPACE_USER, SlackStub
 
-STATIC = Path(__file__).resolve().parent / "playground_static"
+STATIC = Path(__file__).resolve().parent / "static"
 INCIDENT, AUDIT = "C0INCIDENT", "C0AUDIT"
 USERS = [
     {"id": ADMIN_USER, "name": "ada", "label": "ada (admin)"},
@@ -383,6 +384,13 @@ def foreign_keys(database_url: str) -> int:
         db.dispose()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for the stand-in, which the worker starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _refuse(message: str) -> int:
     sys.stderr.write(f"apikeys: error: {message}\n")
     sys.stderr.flush()
@@ -392,10 +400,9 @@ def _refuse(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     from storage import open_store
 
-    from . import logs
-    from .config import Settings
-    from .devslack import free_port
-    from .server import run_server
+    from .. import logs
+    from ..config import Settings
+    from ..server import run_server
 
     parser = argparse.ArgumentParser(prog="apikeys playground",
                                      description="The real bot with a local stand-in for Slack, in your browser.")
