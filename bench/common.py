@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 from tests.slackhttp import SlackSender  # noqa: E402
 from tests.slackstub import SlackStub  # noqa: E402
 

@@ -14,24 +14,25 @@ import pytest
 from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 
-from .conftest import ADMIN, MEMBER
+from .helpers import ADMIN, MEMBER
+from .inprocess import SECRET, serve
 from .slackhttp import FORM, SlackSender
 from .slacklimits import assert_stub_within_limits
 from .slackstub import OWN_TEAM, SlackStub
-from .test_fuzz import SECRET, _serve, _shutdown
 
 
 class Harness:
     def __init__(self, database_url: str):
         self.store: Store = open_store(database_url, bootstrap_admins=[ADMIN])
         self.stub = SlackStub().start()
-        self.server, self.wsgi, self.executor = _serve(database_url, self.stub)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.served = serve(database_url, self.stub, SECRET)
+        self.executor = self.served.executor
+        self.url = self.served.url
         self.sender = SlackSender(self.url, SECRET, self.stub)
 
     def close(self) -> None:
         assert_stub_within_limits(self.stub)
-        _shutdown(self.server, self.wsgi)
+        self.served.close()
         self.stub.stop()
         self.store.close()
 
@@ -167,7 +168,7 @@ def test_listeners_get_the_client_that_follows_no_redirects(harness: Harness):
     from bot.slack import reply
 
     seen = []
-    bolt = harness.wsgi.slack_app.app
+    bolt = harness.served.wsgi.slack_app.app
 
     @bolt.command("/probe")
     def probe(ack, client):

@@ -1,11 +1,11 @@
-"""Breach response end to end: find, leak watch, revoke by owner, reasons and history, and
-alerts on the use of revoked keys.
+"""Breach response: find, leak watch, revoke by owner, reasons and history, and alerts on the use
+of revoked keys.
 
 Part A talks to the real server (``python -m bot``, two workers) with correctly signed Slack
-requests, exactly like ``test_slack.py`` (whose fixtures and helpers are reused here), and to the
-key API over HTTP. Part B checks the use-after-revocation counter in-process with a frozen
-clock. Part C checks that no seeded secret ever leaves the app (Slack traffic, HTTP answers,
-the server log).
+requests, like ``test_slack.py`` (the world and helpers of ``tests/slackworld.py``), and to the
+key API over HTTP. Part B checks the use-after-revocation
+counter in-process with a frozen clock. Part C checks that no seeded secret ever leaves the app
+(Slack traffic, HTTP answers, the server log).
 
 Nothing here sleeps to wait for an effect: the stub's ``wait_for*`` block on a condition, and
 "nothing more happened" is checked only after a later positive signal (for leak watch: a probe
@@ -19,8 +19,6 @@ import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -35,15 +33,14 @@ from storage.keyformat import generate_secret, is_well_formed
 from storage.keys import encode_cursor
 from storage.usage import RevokedKeyUse
 
-from .conftest import ADMIN, MEMBER
+from .helpers import ADMIN, MEMBER
 from .slackhttp import find_buttons
-from .slackstub import BOT_ID, OWN_TEAM, Call
-from .test_slack import (  # noqa: F401 - make_world and world are fixtures used by name
+from .slackstub import BOT_ID, OWN_TEAM, Call, assert_nothing_more
+from .slackworld import (
     AUDIT,
     INCIDENT,
     Seeded,
     World,
-    assert_nothing_more,
     audit_posts,
     button_labels,
     click,
@@ -53,7 +50,6 @@ from .test_slack import (  # noqa: F401 - make_world and world are fixtures used
     is_audit_post,
     is_help,
     key_rows,
-    make_world,
     mentions_time,
     outbox_rows,
     revoke_flow,
@@ -65,7 +61,6 @@ from .test_slack import (  # noqa: F401 - make_world and world are fixtures used
     shown,
     snapshot,
     wait_audit_post,
-    world,
 )
 
 GENERAL = "C0GENERAL"
@@ -150,20 +145,14 @@ def lookalike(secret: str) -> str:
 
 
 def http_verify(world: World, secret: str) -> tuple[int, str]:
-    request = urllib.request.Request(world.server.url + "/v1/keys/verify", method="POST",
-                                     data=json.dumps({"key": secret}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        return resp.status, resp.read().decode()
+    status, _, data = world.request("POST", "/v1/keys/verify", json.dumps({"key": secret}),
+                                    {"Content-Type": "application/json"})
+    return status, data.decode()
 
 
 def http_auth(world: World, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
-    request = urllib.request.Request(world.server.url + "/v1/auth", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read().decode()
+    status, out_headers, data = world.request("GET", "/v1/auth", headers=headers)
+    return status, {k.lower(): v for k, v in out_headers.items()}, data.decode()
 
 
 def assert_no_secrets(world: World, secrets: list[str], http_bodies: list[Any]) -> None:
@@ -171,7 +160,7 @@ def assert_no_secrets(world: World, secrets: list[str], http_bodies: list[Any]) 
     traffic = [json.dumps(c.body, ensure_ascii=False) + json.dumps(c.response, ensure_ascii=False)
                for c in world.stub.calls]
     traffic += [b if isinstance(b, str) else json.dumps(b, ensure_ascii=False) for b in http_bodies]
-    log = world.server.log()
+    log = world.log()
     for secret in secrets:
         for fragment in (secret, secret[:-4]):
             leaks = [t[:200] for t in traffic if fragment in t]

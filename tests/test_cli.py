@@ -16,7 +16,7 @@ from sqlalchemy import text, update
 from storage import AuditEvent, open_store
 from storage.keyformat import digest, generate_secret
 
-from .conftest import ADMIN, ROOT, drop_audit_triggers
+from .helpers import ADMIN, ROOT, drop_audit_triggers
 
 T0 = datetime(2030, 3, 14, 9, 0, 0, tzinfo=timezone.utc)
 SECRET_RE = re.compile(r"apk_[0-9A-Za-z]{28}")

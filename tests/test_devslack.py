@@ -533,24 +533,24 @@ def test_an_ack_over_a_limit_is_recorded(stub: SlackStub, bolt):
 
 # ---------------------------------------------------------------------- the bot's own requests to Slack
 #
-# The real app in-process (one worker's WSGI app, as in test_fuzz) talking to the stand-in, and an
+# The real app in-process (one worker's WSGI app, tests/inprocess.py) talking to the stand-in, and an
 # "attacker": a second local server on another address, which must never hear from the bot.
 
 
 @pytest.fixture
 def bot_app(database_url: str):
     from storage import open_store
-    from tests.test_fuzz import SECRET as APP_SECRET
-    from tests.test_fuzz import _serve, _shutdown
+    from tests.inprocess import SECRET as APP_SECRET
+    from tests.inprocess import serve
 
     store = open_store(database_url, bootstrap_admins=[ADMIN_USER])
     with SlackStub() as slack, SlackStub(host="127.0.0.2") as attacker:
-        server, wsgi, executor = _serve(database_url, slack)
-        sender = SlackSender(f"http://127.0.0.1:{server.server_address[1]}", APP_SECRET, slack)
+        served = serve(database_url, slack, APP_SECRET)
+        sender = SlackSender(served.url, APP_SECRET, slack)
         try:
-            yield SimpleNamespace(slack=slack, attacker=attacker, sender=sender, executor=executor, store=store)
+            yield SimpleNamespace(slack=slack, attacker=attacker, sender=sender, executor=served.executor, store=store)
         finally:
-            _shutdown(server, wsgi)
+            served.close()
             store.close()
         assert_stub_within_limits(slack)
         assert attacker.calls == [], [summary(c) for c in attacker.calls]

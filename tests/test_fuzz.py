@@ -1,7 +1,7 @@
 """Hostile input, generated with Hypothesis.
 
-The app runs in-process (``bot.server.create_app``) behind a small threaded WSGI server, so that
-hundreds of signed requests take seconds; Slack is the local ``SlackStub``. One database per
+The app runs in-process (``bot.server.create_app``, served by ``tests/inprocess.py``) behind a
+small threaded WSGI server, so that hundreds of signed requests take seconds; Slack is the local ``SlackStub``. One database per
 module (SQLite under tmp, or PostgreSQL with ``TEST_DATABASE_URL``) holds one seeded key.
 
 For every generated request: the answer is 2xx or 4xx (never 5xx) and never a traceback; no
@@ -35,35 +35,30 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import urlencode
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from bot.config import Settings
-from bot.server import create_app
 from bot.slack.values import KeyAction, ListView, encode
 from storage import Store, open_store
 from storage.keyformat import generate_secret
 from storage.keys import KEY_ID_RE
 from storage.models import AuditEvent
 
-from .conftest import ADMIN, MEMBER, fresh_database
+from .helpers import ADMIN, MEMBER
+from .inprocess import SECRET, Errors, TrackingExecutor, serve, unexpected
 from .slackhttp import FORM, SlackSender
 from .slacklimits import assert_stub_within_limits
 from .slackstub import OTHER_TEAM, OTHER_WORKSPACE_USER, OWN_TEAM, SlackStub
-from .test_slack import AUDIT, INCIDENT, Seeded, seed, shown
+from .slackworld import AUDIT, INCIDENT, Seeded, seed, shown
 
-SECRET = "fuzz-signing-secret-5c1d"
 # No "explain" phase: it replays a failing example hundreds of times, minutes over HTTP.
 FUZZ = settings(max_examples=40, deadline=None, database=None,
                 phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
@@ -85,68 +80,6 @@ REASONS = ["compromised", "rotation", "decommissioned", "other"]
 # ======================================================================= the app under fire
 
 
-class _Threading(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
-class _TrackingExecutor:
-    """Wraps Bolt's listener executor to know when the handlers behind the acks are done."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.active = 0
-        self.cond = threading.Condition()
-
-    def submit(self, fn, *args, **kwargs):
-        with self.cond:
-            self.active += 1
-
-        def run():
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                with self.cond:
-                    self.active -= 1
-                    self.cond.notify_all()
-
-        return self.inner.submit(run)
-
-    def wait_idle(self, timeout: float = 20.0) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.active == 0, timeout):
-                raise AssertionError(f"{self.active} Slack handler(s) still running after {timeout:g}s")
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-class _Errors(logging.Handler):
-    def __init__(self):
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def _unexpected(records: list[logging.LogRecord]) -> list[str]:
-    """ERROR records that mean something failed (not: the response_url was unreachable)."""
-    out = []
-    for record in records:
-        message = record.getMessage()
-        if record.exc_info is None and (message.startswith("reply failed") or record.name == "slack_sdk.webhook.client"):
-            continue  # a garbage response_url: the app could not answer there, and said so
-        error = f" ({record.exc_info[0].__name__}: {record.exc_info[1]})" if record.exc_info else ""
-        out.append(f"{record.name}: {message}{error}")
-    return out
-
-
 @dataclass
 class InProcess:
     url: str
@@ -156,8 +89,8 @@ class InProcess:
     store: Store
     key: Seeded
     forged_secret: str  # well-formed (checksum correct) but never issued here
-    executor: _TrackingExecutor
-    errors: _Errors
+    executor: TrackingExecutor
+    errors: Errors
     admins: list[str] = field(default_factory=list)
 
     # -- sending -----------------------------------------------------------------------------
@@ -195,7 +128,7 @@ class InProcess:
     def settle(self) -> list[str]:
         """Wait for the handlers behind the acks; return unexpected errors logged meanwhile."""
         self.executor.wait_idle()
-        found = _unexpected(self.errors.records)
+        found = unexpected(self.errors.records)
         self.errors.records.clear()
         return found
 
@@ -211,50 +144,19 @@ class InProcess:
         assert sorted(a.user_id for a in self.store.admins.list()) == self.admins
 
 
-def _serve(database_url: str, stub: SlackStub):
-    """The real WSGI app of one worker on a free local port: (server, app, executor)."""
-    app_settings = Settings(database_url=database_url, slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
-                            slack_api_url=stub.api_url, admins=(ADMIN,), audit_channel=AUDIT)
-    wsgi = create_app(app_settings)
-    bolt = wsgi.slack_app.app
-    executor = _TrackingExecutor(bolt._listener_runner.listener_executor)
-    bolt._listener_runner.listener_executor = executor
-    server = make_server("127.0.0.1", 0, wsgi, server_class=_Threading, handler_class=_Quiet)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    return server, wsgi, executor
-
-
-def _shutdown(server, wsgi) -> None:
-    server.shutdown()
-    server.server_close()
-    for callback in wsgi.store.outbox.on_commit:  # the audit deliverer of this app
-        stop = getattr(getattr(callback, "__self__", None), "stop", None)
-        if stop:
-            stop()
-    wsgi.store.close()
-
-
-@pytest.fixture(scope="module")
-def module_database_url(tmp_path_factory) -> Iterator[str]:
-    with fresh_database(tmp_path_factory.mktemp("fuzz")) as url:
-        yield url
-
-
 @pytest.fixture(scope="module")
 def app(module_database_url: str) -> Iterator[InProcess]:
     store = open_store(module_database_url, bootstrap_admins=[ADMIN])
     key = seed(store, "billing-api", owner="payments")
     stub = SlackStub().start()
-    errors = _Errors()
+    errors = Errors()
     root = logging.getLogger()
     root.addHandler(errors)
-    server, wsgi, executor = _serve(module_database_url, stub)
-    port = server.server_address[1]
-    url = f"http://127.0.0.1:{port}"
+    served = serve(module_database_url, stub, SECRET)
     forged = generate_secret()
     assert store.keys.verify(forged).code.value == "NOT_FOUND"
-    harness = InProcess(url, port, stub, SlackSender(url, SECRET, stub), store, key, forged, executor, errors,
-                        sorted(a.user_id for a in store.admins.list()))
+    harness = InProcess(served.url, served.port, stub, SlackSender(served.url, SECRET, stub), store, key, forged,
+                        served.executor, errors, sorted(a.user_id for a in store.admins.list()))
     try:
         yield harness
         # After everything: still nothing revoked, the audit chain intact, no secret sent to Slack.
@@ -265,7 +167,7 @@ def app(module_database_url: str) -> Iterator[InProcess]:
         assert_stub_within_limits(stub)
     finally:
         root.removeHandler(errors)
-        _shutdown(server, wsgi)
+        served.close()
         stub.stop()
         store.close()
 
@@ -1141,11 +1043,12 @@ def test_a_malformed_state_does_not_abort_an_admin_revocation(database_url: str)
     On a database of its own: this one does revoke."""
     store = open_store(database_url, bootstrap_admins=[ADMIN])
     stub = SlackStub().start()
-    errors = _Errors()
+    errors = Errors()
     logging.getLogger().addHandler(errors)
-    server, wsgi, executor = _serve(database_url, stub)
+    served = serve(database_url, stub, SECRET)
+    executor = served.executor
     try:
-        sender = SlackSender(f"http://127.0.0.1:{server.server_address[1]}", SECRET, stub)
+        sender = SlackSender(served.url, SECRET, stub)
         for state in ("garbage", [1], 5):
             key = seed(store, f"key-{type(state).__name__}")
             thread = stub.response_url("state")
@@ -1162,10 +1065,10 @@ def test_a_malformed_state_does_not_abort_an_admin_revocation(database_url: str)
             answer = stub.last_response(thread)
             assert answer is not None and ":white_check_mark:" in shown(answer), (state, answer and shown(answer))
             assert store.keys.verify(key.secret).code.value == "REVOKED"
-        assert _unexpected(errors.records) == []
+        assert unexpected(errors.records) == []
     finally:
         logging.getLogger().removeHandler(errors)
-        _shutdown(server, wsgi)
+        served.close()
         stub.stop()
         store.close()
 

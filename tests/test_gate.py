@@ -28,10 +28,10 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.slack.gate import SlackGate, shape_problem
 
-from .conftest import ADMIN, MEMBER, ServerProcess, start_server
+from .helpers import ADMIN, MEMBER
+from .servers import ServerProcess, raw_exchange, start_server
 from .slackhttp import FORM, JSON
 from .slackstub import OTHER_TEAM, OWN_TEAM, SlackStub
-from .test_http import raw_exchange
 
 SECRET = "gate-signing-secret-91b4"
 USER = {"id": MEMBER, "username": "max", "name": "max", "team_id": OWN_TEAM}
@@ -306,17 +306,17 @@ def test_slack_events_reads_chunked_bodies_and_refuses_unreadable_ones_with_400(
     command = urlencode({**COMMAND, "text": "help", "response_url": "http://127.0.0.1:9/never"}).encode()
     half = len(command) // 2
     chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, command[:half], len(command) - half, command[half:])
-    status, _, data = raw_exchange(slack_server, _signed_head(command) + chunked)
+    status, _, data = raw_exchange(slack_server.url, _signed_head(command) + chunked)
     assert status == 200 and json.loads(data)["response_type"] == "ephemeral", (status, data[:200])
 
     wrong = {}
     for what, rest in {"a chunk size that is not hex": b"zz\r\n" + command + b"\r\n0\r\n\r\n",
                        "a chunk cut short": b"%x\r\n%s" % (len(command), command[:10]),
                        "a chunk without its CRLF": b"%x\r\n%sXX0\r\n\r\n" % (len(command), command)}.items():
-        status, headers, data = raw_exchange(slack_server, _signed_head(command) + rest)
+        status, headers, data = raw_exchange(slack_server.url, _signed_head(command) + rest)
         if status != 400 or headers.get("content-type") != "application/json" or "error" not in json.loads(data or b"{}"):
             wrong[what] = f"{status} {data[:80]!r}"
     assert wrong == {}
-    status, _, data = raw_exchange(slack_server, _signed_head(command) + chunked)  # still serving
+    status, _, data = raw_exchange(slack_server.url, _signed_head(command) + chunked)  # still serving
     assert status == 200 and json.loads(data)["response_type"] == "ephemeral"
     assert "Traceback" not in slack_server.log()

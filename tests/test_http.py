@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import signal
@@ -22,7 +21,8 @@ from freezegun import freeze_time
 from storage import open_store
 from storage.keyformat import generate_secret
 
-from .conftest import ADMIN, start_server
+from .helpers import ADMIN
+from .servers import raw_exchange, start_server
 
 
 def request(server, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
@@ -107,30 +107,6 @@ def test_verify_needs_post(server):
     assert headers["Allow"] == "POST"
 
 
-class _Recorded:
-    """What a server sent on a socket, readable by http.client.HTTPResponse."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def makefile(self, *args, **kwargs):
-        return io.BytesIO(self.data)
-
-
-def raw_exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``raw`` on a new connection, close our side, and parse the first answer."""
-    parts = urlsplit(server.url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)  # the server sees the end of what we send: nothing waits for more
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    resp = http.client.HTTPResponse(_Recorded(received))
-    resp.begin()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-
-
 VERIFY_HEAD = b"POST /v1/keys/verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
 # Bodies the server cannot read: each one used to be answered 500 (gunicorn raises while the app
@@ -149,7 +125,7 @@ UNREADABLE_BODIES = {
 def test_verify_answers_400_json_to_a_body_it_cannot_read_and_keeps_serving(server, keys):
     wrong = {}
     for what, rest in UNREADABLE_BODIES.items():
-        status, headers, data = raw_exchange(server, VERIFY_HEAD + rest)
+        status, headers, data = raw_exchange(server.url, VERIFY_HEAD + rest)
         try:
             error = json.loads(data).get("error")
         except ValueError:
@@ -159,7 +135,7 @@ def test_verify_answers_400_json_to_a_body_it_cannot_read_and_keeps_serving(serv
     assert wrong == {}
     # A well-formed chunked body is read like any other, and the server keeps serving.
     body = json.dumps({"key": keys["valid"].secret}).encode()
-    status, _, data = raw_exchange(server, VERIFY_HEAD + CHUNKED + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    status, _, data = raw_exchange(server.url, VERIFY_HEAD + CHUNKED + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
     assert (status, json.loads(data)["code"]) == (200, "VALID")
     assert verify(server, keys["valid"].secret)[1]["code"] == "VALID"
     assert "Traceback" not in server.log()

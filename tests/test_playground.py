@@ -16,7 +16,7 @@ import pytest
 
 from storage import open_store
 
-from .conftest import ROOT, free_port
+from .helpers import ROOT, free_port
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"

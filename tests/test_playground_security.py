@@ -23,7 +23,7 @@ import pytest
 
 from storage import open_store
 
-from .conftest import ROOT, free_port
+from .helpers import ROOT, free_port
 
 ADMIN = "UADMIN001"
 INTRUDER = "UEVIL0001"

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,16 +31,16 @@ from storage import Store, migrate, open_store
 from storage.db import Database
 from storage.outbox import OutboxMessage
 
-from .conftest import ADMIN, ServerProcess, start_server
+from .helpers import ADMIN
+from .servers import ServerProcess, start_server, wait_healthy
 from .slackhttp import SlackReply, SlackSender
-from .slackstub import OWN_TEAM, SlackStub
-from .test_slack import (
+from .slackstub import OWN_TEAM, SlackStub, assert_nothing_more
+from .slackworld import (
     AUDIT,
     INCIDENT,
     SECOND_ADMIN,
     SIGNING_SECRET,
     Seeded,
-    assert_nothing_more,
     audit_posts,
     build_click,
     events,
@@ -64,46 +63,16 @@ HEALTH_TIMEOUT = 40.0  # two replicas starting at once on a 2-core machine share
 # ======================================================================= helpers
 
 
-def wait_healthy(servers: list[ServerProcess], timeout: float = HEALTH_TIMEOUT) -> None:
-    """Wait until every server answers 200 on /healthz (all started with ``wait=False``)."""
-    pending = list(servers)
-    deadline = time.monotonic() + timeout
-    while pending:
-        for server in list(pending):
-            if server.proc.poll() is not None:
-                raise AssertionError(f"replica {server.url} exited with {server.proc.returncode}:\n{server.log()}")
-            try:
-                with urllib.request.urlopen(server.url + "/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        pending.remove(server)
-            except OSError:
-                pass
-        if pending:
-            if time.monotonic() > deadline:
-                logs = "\n\n".join(f"--- {s.url}\n{s.log()}" for s in pending)
-                raise AssertionError(f"{len(pending)} replica(s) did not become healthy in {timeout:g}s:\n{logs}")
-            time.sleep(0.1)
-
-
 def start_replicas(database_url: str, tmp_path: Path, env: dict[str, str], count: int = 2) -> list[ServerProcess]:
     """Start ``count`` servers at the same moment and wait until all are healthy."""
     servers = [start_server(database_url, tmp_path, env, wait=False) for _ in range(count)]
     try:
-        wait_healthy(servers)
+        wait_healthy(servers, HEALTH_TIMEOUT)
     except BaseException:
         for server in servers:
-            _stop_quietly(server)
+            server.stop_quietly()
         raise
     return servers
-
-
-def _stop_quietly(server: ServerProcess) -> None:
-    try:
-        server.stop()
-    except Exception:  # noqa: BLE001 - teardown: make sure it is gone, never mask the test's failure
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
 
 
 def verify(url: str, secret: str) -> tuple[int, dict[str, Any]]:
@@ -177,7 +146,7 @@ class Cluster:
 
     stub: SlackStub
     replicas: list[ServerProcess]
-    views: list[SimpleNamespace]  # per replica: .sender, .stub, .url (what test_slack's helpers need)
+    views: list[SimpleNamespace]  # per replica: .sender, .stub, .url (what the helpers of tests/slackworld.py need)
     store: Store
     database_url: str
 
@@ -198,7 +167,7 @@ def cluster(database_url: str, tmp_path: Path, store: Store) -> Iterator[Cluster
         yield Cluster(stub, replicas, views, store, database_url)
     finally:
         for replica in replicas:
-            _stop_quietly(replica)
+            replica.stop_quietly()
         stub.stop()
 
 
@@ -392,7 +361,7 @@ def test_replicas_starting_together_on_a_fresh_database_share_one_schema(databas
     env = {"APIKEYS_ADMINS": ADMIN, "WEB_CONCURRENCY": "2"}
     replicas = [start_server(database_url, tmp_path, env, wait=False) for _ in range(2)]
     try:
-        wait_healthy(replicas)
+        wait_healthy(replicas, HEALTH_TIMEOUT)
 
         db = Database(database_url)
         try:
@@ -423,5 +392,5 @@ def test_replicas_starting_together_on_a_fresh_database_share_one_schema(databas
             assert "Traceback" not in log and "cannot start" not in log, log
     finally:
         for replica in replicas:
-            _stop_quietly(replica)
+            replica.stop_quietly()
     assert [r.proc.returncode for r in replicas] == [0, 0]

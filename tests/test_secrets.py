@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from storage.keyformat import generate_secret
 
-from .conftest import start_server
+from .servers import start_server
 
 CONTROLS = ("\x1b", "\x07", "\x00", "\x9b")
 

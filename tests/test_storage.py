@@ -26,7 +26,7 @@ from storage import (
 from storage.audit import ChainBreak
 from storage.keyformat import digest, generate_secret
 
-from .conftest import ADMIN, drop_audit_triggers
+from .helpers import ADMIN, drop_audit_triggers
 
 T0 = datetime(2030, 3, 14, 9, 0, 0, tzinfo=timezone.utc)
 ACTOR = "ops@example.com"

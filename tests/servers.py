@@ -1,0 +1,189 @@
+"""The real server as a process (``python -m bot``), and requests to it: over HTTP, over a raw
+socket, or straight to a WSGI app in this process (where the socket is not the point).
+
+``ServerProcess.request`` and ``InProcessApp.request`` answer alike: ``(status, headers, body)``
+with the header names as the application wrote them, the body as bytes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .helpers import ADMIN, free_port
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def http_request(url: str, method: str, path: str, body: bytes | str | None = None,
+                 headers: dict | None = None, timeout: float = 10) -> Answer:
+    """One request on a new connection to the server at ``url``."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, dict(resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+class _Recorded:
+    """What a server sent on a socket, readable by http.client.HTTPResponse."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def makefile(self, *args, **kwargs):
+        return io.BytesIO(self.data)
+
+
+def raw_exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection, close our side, and parse the first answer (lower-case headers)."""
+    import socket
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)  # the server sees the end of what we send: nothing waits for more
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    resp = http.client.HTTPResponse(_Recorded(received))
+    resp.begin()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+def wsgi_request(app: Any, method: str, path: str, body: bytes | str | None = None,
+                 headers: dict | None = None) -> Answer:
+    """One request handed to the WSGI ``app`` in this process, with the environ a server would
+    build for what http.client sends (a body's Content-Length; ``Content-Length: 0`` for a POST,
+    PUT or PATCH without one)."""
+    if isinstance(body, str):
+        body = body.encode("iso-8859-1")  # as http.client encodes a str body
+    path_info, _, query = path.partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method, "PATH_INFO": path_info, "QUERY_STRING": query, "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1",
+        "wsgi.input": io.BytesIO(body or b""), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+    }
+    if body is not None:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    elif method in ("POST", "PUT", "PATCH"):
+        environ["CONTENT_LENGTH"] = "0"
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            environ[f"HTTP_{key}"] = value
+    answered: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info=None):
+        answered["status"] = int(status.split()[0])
+        answered["headers"] = dict(response_headers)
+
+    result = app(environ, start_response)
+    try:
+        data = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return answered["status"], answered["headers"], data
+
+
+@dataclass
+class InProcessApp:
+    """A WSGI app in this process (one worker's ``bot.server.create_app``), asked like a server."""
+
+    app: Any
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None) -> Answer:
+        return wsgi_request(self.app, method, path, body, headers)
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None) -> Answer:
+        return http_request(self.url, method, path, body, headers)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+    def stop_quietly(self) -> None:
+        """At teardown: make sure it is gone, never masking the test's own failure."""
+        try:
+            self.stop()
+        except Exception:  # noqa: BLE001
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(database_url: str, tmp_path: Path, extra_env: dict[str, str] | None = None,
+                 wait: bool = True) -> ServerProcess:
+    """Start ``python -m bot`` on a free port and (with ``wait``) wait until /healthz answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env.update({"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
+                "WEB_CONCURRENCY": "2", "APIKEYS_ADMINS": ADMIN, **(extra_env or {})})
+    log_path = tmp_path / f"server-{port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=tmp_path, env=env,
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    if not wait:
+        return server
+    try:
+        wait_healthy([server], timeout=30)
+    except AssertionError as exc:
+        server.stop_quietly()
+        raise RuntimeError(str(exc)) from None
+    return server
+
+
+def wait_healthy(servers: list[ServerProcess], timeout: float = 40.0) -> None:
+    """Wait until every server answers 200 on /healthz (started with ``wait=False``)."""
+    pending = list(servers)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for server in list(pending):
+            if server.proc.poll() is not None:
+                raise AssertionError(f"server {server.url} exited with {server.proc.returncode}:\n{server.log()}")
+            try:
+                with urllib.request.urlopen(server.url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        pending.remove(server)
+            except OSError:
+                pass
+        if pending:
+            if time.monotonic() > deadline:
+                logs = "\n\n".join(f"--- {s.url}\n{s.log()}" for s in pending)
+                raise AssertionError(f"{len(pending)} server(s) did not become healthy in {timeout:g}s:\n{logs}")
+            time.sleep(0.1)
