@@ -3,8 +3,9 @@
 Every test gets its own database (``database_url``): a fresh SQLite file under its tmp_path, or,
 with ``TEST_DATABASE_URL`` (a PostgreSQL server URL), a database of its own on that server.
 
-The Slack tests' ``world`` is the real server (``slackworld.ServerWorld``) with the stand-in as
-Slack, talked to over signed HTTP exactly as Slack does.
+The Slack tests' ``world`` runs the Bolt app in this process (``slackworld.InProcessWorld``); a
+test marked ``end_to_end`` gets the real server instead (``slackworld.ServerWorld``), talked to
+over signed HTTP exactly as Slack does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from storage import Store, open_store
 
 from .helpers import ADMIN, cli_runner, fresh_database
 from .servers import ServerProcess, start_server
-from .slackworld import ServerWorld, World, Worlds
+from .slackworld import InProcessWorld, ServerWorld, World, Worlds
 
 
 @pytest.fixture
@@ -63,10 +64,12 @@ def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def make_world(database_url: str, tmp_path: Path, store: Store) -> Iterator[Callable[..., World]]:
-    """``make_world(extra_env)``: a fresh stub and server (two workers) on this test's database. At
-    teardown: everything stopped, and nothing the app sent broke one of Slack's limits."""
-    worlds = Worlds(ServerWorld, store, database_url, tmp_path)
+def make_world(request, database_url: str, tmp_path: Path, store: Store) -> Iterator[Callable[..., World]]:
+    """``make_world(extra_env)``: the app on this test's database, with the stand-in as Slack; in
+    process, or the real server for a test marked ``end_to_end``. At teardown: everything stopped,
+    and nothing the app sent broke one of Slack's limits."""
+    end_to_end = request.node.get_closest_marker("end_to_end") is not None
+    worlds = Worlds(ServerWorld if end_to_end else InProcessWorld, store, database_url, tmp_path)
     try:
         yield worlds
     finally:

@@ -1,10 +1,19 @@
-"""The Slack app as users see it: a world of the stand-in for Slack, the real server
-(``python -m bot``, two gunicorn workers) and a store on the same database, plus the helpers the
-Slack tests share (seeding, reading what users see, acting like a user, the audit channel).
+"""The Slack app as users see it: a world of the stand-in for Slack, the app, and a store on the
+same database, plus the helpers the Slack tests share (seeding, reading what users see, acting
+like a user, the audit channel).
 
-A world's interface: ``stub``, ``sender`` (signed HTTP exactly as Slack sends it), ``store``,
-``log()`` (the server's output), ``request()`` (the key API) and ``restart()`` (SIGTERM, a clean
-exit expected, and another server on the same database).
+Two kinds of world, one interface (``stub``, ``sender``, ``store``, ``log()``, ``request()``):
+
+* ``InProcessWorld`` (the default ``world`` fixture), in Bolt's own scenario-test style: the Bolt
+  app (``bot.slack.app.create_app``) and its audit deliverer (``start_delivery``) run in this
+  process, each signed request goes to ``app.dispatch`` through ``bolt_request`` exactly as the
+  production WSGI handler builds it (``tests.slackhttp.BoltTransport``), and the key API is the
+  production WSGI app (``bot.http.KeyApiApp``) called in-process. The app talks to the stand-in
+  over loopback HTTP as in production (Web API calls, ``response_url`` posts). ``log()`` is every
+  line logged meanwhile, formatted by the production formatter (``bot.logs.RedactingFormatter``).
+* ``ServerWorld`` (tests marked ``end_to_end``): the real server (``python -m bot``, two gunicorn
+  workers) on a free port, talked to over signed HTTP exactly as Slack does; ``log()`` is the
+  server's output, and ``restart()`` stops it (SIGTERM, a clean exit expected) and starts another.
 
 Keys are seeded straight into the database through the store. What the app shows comes back in
 the ack of a slash command or as a POST to the ``response_url`` (clicks); audit-channel posts and
@@ -14,7 +23,9 @@ for an effect: the stand-in's ``wait_for*`` block on a condition.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -25,12 +36,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storage import Store
+from bot.config import Settings
+from bot.http import KeyApiApp
+from bot.logs import FORMAT, RedactingFormatter
+from bot.slack.app import create_app, make_client, start_delivery
+from storage import Store, open_store
 from storage.outbox import OutboxMessage
 
 from .helpers import ADMIN
-from .servers import Answer, ServerProcess, start_server
-from .slackhttp import FORM, SlackReply, SlackSender, find_buttons
+from .inprocess import TrackingExecutor, track_listeners
+from .servers import Answer, ServerProcess, start_server, wsgi_request
+from .slackhttp import FORM, BoltTransport, SlackReply, SlackSender, find_buttons
 from .slacklimits import assert_stub_within_limits
 from .slackstub import OWN_TEAM, Call, SlackStub
 
@@ -41,6 +57,7 @@ SECOND_ADMIN = "UADMIN002"
 BYSTANDER = "UMEMBER02"  # another member of the own workspace, never an admin
 MISSING_KEY_ID = "key_" + "Z" * 17
 ELLIPSIS = "\u2026"
+NOISY_LOGGERS = ("sqlalchemy", "urllib3", "slack_sdk.socket_mode", "slack_bolt.App", "alembic")  # as bot.logs.configure
 
 
 # ======================================================================= the running system
@@ -95,8 +112,83 @@ class World:
 
 
 @dataclass
+class InProcessWorld(World):
+    """The Bolt app and its deliverer in this process (see the module's docstring)."""
+
+    app: Any = None
+    app_store: Store | None = None
+    deliverer: Any = None
+    listeners: TrackingExecutor | None = None
+    key_api: Any = None
+    _handler: logging.Handler | None = None
+    _levels: dict[str, int] = field(default_factory=dict)
+    _lines: io.StringIO = field(default_factory=io.StringIO)
+
+    @classmethod
+    def start(cls, stub: SlackStub, store: Store, database_url: str, tmp_path: Path,
+              env: dict[str, str]) -> InProcessWorld:
+        world = cls(stub, None, store, database_url, tmp_path, env)  # type: ignore[arg-type]
+        world._capture_logs()
+        try:
+            # What one worker of the server builds (bot.server.create_app), from the same settings.
+            settings = Settings.from_env({**env, "DATABASE_URL": database_url})
+            world.app_store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
+                                         notify_channel=settings.audit_channel, pool_size=settings.threads + 2)
+            client = make_client(settings)
+            world.deliverer = start_delivery(world.app_store, client)
+            world.app = create_app(settings, world.app_store, client=client)
+            world.listeners = track_listeners(world.app)
+            world.key_api = KeyApiApp(world.app_store)
+            world.sender = SlackSender(BoltTransport(world.app), settings.slack_signing_secret, stub)
+        except BaseException:
+            world.close()
+            raise
+        return world
+
+    def _capture_logs(self) -> None:
+        handler = logging.StreamHandler(self._lines)
+        handler.setFormatter(RedactingFormatter(FORMAT))
+        handler.setLevel(logging.INFO)
+        root = logging.getLogger()
+        self._levels = {name: logging.getLogger(name).level for name in ("", *NOISY_LOGGERS)}
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)  # as the server logs
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._handler = handler
+
+    def log(self) -> str:
+        return self._lines.getvalue()
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None) -> Answer:
+        return wsgi_request(self.key_api, method, path, body, headers)
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until the handlers behind the acks have finished."""
+        self.listeners.wait_idle(timeout)
+
+    def close(self) -> None:
+        """Let running handlers finish, then stop the deliverer, the listener threads and the store."""
+        try:
+            if self.listeners is not None:
+                self.listeners.wait_idle()
+        finally:
+            if self.deliverer is not None:
+                self.deliverer.stop()
+            if self.listeners is not None:
+                self.listeners.inner.shutdown(wait=True, cancel_futures=True)
+            if self.app_store is not None:
+                self.app_store.close()
+            if self._handler is not None:
+                logging.getLogger().removeHandler(self._handler)
+                for name, level in self._levels.items():
+                    logging.getLogger(name).setLevel(level)
+                self._handler = None
+
+
+@dataclass
 class ServerWorld(World):
-    """The real server as a process."""
+    """The real server as a process (see the module's docstring)."""
 
     server: ServerProcess | None = None
     servers: list[ServerProcess] = field(default_factory=list)

@@ -1,11 +1,11 @@
 """Breach response: find, leak watch, revoke by owner, reasons and history, and alerts on the use
 of revoked keys.
 
-Part A talks to the real server (``python -m bot``, two workers) with correctly signed Slack
-requests, like ``test_slack.py`` (the world and helpers of ``tests/slackworld.py``), and to the
-key API over HTTP. Part B checks the use-after-revocation
+Part A sends correctly signed Slack requests to the app in its world, like ``test_slack.py``
+(``tests/slackworld.py``: the Bolt app in process, the stand-in as Slack over loopback HTTP), and
+asks the key API (the production WSGI app, in process). Part B checks the use-after-revocation
 counter in-process with a frozen clock. Part C checks that no seeded secret ever leaves the app
-(Slack traffic, HTTP answers, the server log).
+(Slack traffic, HTTP answers, the app's log).
 
 Nothing here sleeps to wait for an effect: the stub's ``wait_for*`` block on a condition, and
 "nothing more happened" is checked only after a later positive signal (for leak watch: a probe

@@ -1,11 +1,14 @@
-"""The Slack app end to end, as users see it, one behaviour per test.
+"""The Slack app as users see it, one behaviour per test.
 
-Each test gets a world (``tests/slackworld.py``): a ``SlackStub`` (a real local stand-in for Slack's
-Web API and response_urls), then the real server (``python -m bot``, two gunicorn workers) on a
-fresh database, talked to with correctly signed Slack requests (``SlackSender``). Keys are seeded
-straight into the same database through the store. What the app shows comes back either in the
-ack of a slash command or as a POST to the ``response_url`` (clicks); audit-channel posts and
-channel notices arrive at the stub as ``chat.postMessage`` calls.
+Each test gets a world (``tests/slackworld.py``): the local stand-in for Slack's Web API and
+response_urls, the app on a fresh database, and correctly signed Slack requests. By default the
+Bolt app runs in this process (``app.dispatch`` of each signed request, as the production WSGI
+handler hands it over); the tests marked ``end_to_end`` boot the real server (``python -m bot``, two
+gunicorn workers) and talk to it over HTTP exactly as Slack does: where the gate in front of Bolt,
+a restart or the server's own log is the point, and one full revocation. Keys are seeded straight
+into the same database through the store. What the app shows comes back either in the ack of a
+slash command or as a POST to the ``response_url`` (clicks); audit-channel posts and channel
+notices arrive at the stub as ``chat.postMessage`` calls.
 
 Nothing here sleeps to wait for an effect: the stub's ``wait_for*`` block on a condition. To show
 that something did *not* happen, a test first waits for a later positive signal, or waits a short
@@ -23,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 
 from bot.slack.values import KeyAction, ListView, encode
@@ -68,9 +72,13 @@ from .slackworld import (
     wait_until,
 )
 
+END_TO_END = pytest.mark.end_to_end
+
+
 # ======================================================================= 1. signatures
 
 
+@END_TO_END
 def test_unsigned_wrongly_signed_and_stale_requests_are_refused_and_change_nothing(world: World, store: Store):
     key = seed(store, "billing-api")
     card, thread = open_confirmation(world, key)
@@ -257,6 +265,7 @@ def test_many_keys_are_paged_with_next_and_previous(world: World, store: Store):
 # ======================================================================= 4. the admin flow
 
 
+@END_TO_END
 def test_admin_cancels_then_revokes_with_a_reason(world: World, store: Store):
     key = seed(store, "billing-api", owner="payments")
     other = seed(store, "search-indexer", owner="search-team")
@@ -627,6 +636,7 @@ def test_audit_post_is_delivered_once_after_slack_failures(world: World, store: 
     assert len(events(store, "key.revoked")) == 1
 
 
+@END_TO_END
 def test_pending_audit_post_survives_a_restart(world: ServerWorld, store: Store):
     key = seed(store, "billing-api")
     with world.stub.lock:
@@ -680,6 +690,7 @@ def test_notice_channel_failure_does_not_affect_result_or_audit_post(world: Worl
 # ======================================================================= 13. secrets
 
 
+@END_TO_END
 def test_no_full_key_appears_in_any_traffic_or_log(world: World, store: Store):
     keys = [seed(store, "billing-api"), seed(store, "search-indexer", owner="search-team"),
             seed(store, "mobile-app", owner="mobile")]
