@@ -1,4 +1,7 @@
-"""The key API over real HTTP: ``python -m bot`` on a free port, driven with http.client."""
+"""The key API: what it answers, in-process (``api``: one worker's WSGI app, ``bot.server.create_app``,
+called as a server would call it), and what only the real server shows (``server``: ``python -m bot``
+with two gunicorn workers on a free port, driven with http.client and raw sockets): bodies the
+server cannot de-chunk, no cache in any worker, its log, SIGTERM, sockets per worker."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,29 +22,33 @@ from urllib.parse import urlsplit
 import pytest
 from freezegun import freeze_time
 
+from bot.config import Settings
+from bot.server import create_app
 from storage import open_store
 from storage.keyformat import generate_secret
 
 from .helpers import ADMIN
-from .servers import raw_exchange, start_server
+from .servers import InProcessApp, raw_exchange, start_server
 
 
-def request(server, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
-    parts = urlsplit(server.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, dict(resp.getheaders()), data
-    finally:
-        conn.close()
+def request(target, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
+    """``target``: the in-process app or the server process; ``(status, headers, body)``."""
+    return target.request(method, path, body, headers)
 
 
-def verify(server, key) -> tuple[int, dict]:
-    status, _, data = request(server, "POST", "/v1/keys/verify", json.dumps({"key": key}),
+def verify(target, key) -> tuple[int, dict]:
+    status, _, data = request(target, "POST", "/v1/keys/verify", json.dumps({"key": key}),
                               {"Content-Type": "application/json"})
     return status, json.loads(data)
+
+
+@pytest.fixture
+def api(database_url) -> Iterator[InProcessApp]:
+    """One worker's WSGI app (Slack off), as ``python -m bot`` builds it, called in-process."""
+    open_store(database_url).close()  # the schema, as the server's start leaves it
+    app = create_app(Settings(database_url=database_url, admins=(ADMIN,)))
+    yield InProcessApp(app)
+    app.store.close()
 
 
 @pytest.fixture
@@ -56,53 +64,53 @@ def keys(database_url):
     return {"valid": valid, "revoked": revoked, "expired": expired}
 
 
-def test_health_answers_ok(server):
-    status, headers, data = request(server, "GET", "/healthz")
+def test_health_answers_ok(api):
+    status, headers, data = request(api, "GET", "/healthz")
     assert status == 200
     assert json.loads(data)["status"] == "ok"
 
 
-def test_verify_answers_each_code_as_the_contract_says(server, keys):
-    status, body = verify(server, keys["valid"].secret)
+def test_verify_answers_each_code_as_the_contract_says(api, keys):
+    status, body = verify(api, keys["valid"].secret)
     assert status == 200
     assert body == {"valid": True, "code": "VALID", "key_id": keys["valid"].key.id, "name": "billing-api",
                     "owner": "payments", "expires_at": None}
 
-    status, body = verify(server, keys["revoked"].secret)
+    status, body = verify(api, keys["revoked"].secret)
     assert (status, body) == (200, {"valid": False, "code": "REVOKED", "key_id": keys["revoked"].key.id})
 
     # The expired key was created two days ago with a one-hour lifetime.
     deadline = keys["expired"].key.expires_at
-    status, body = verify(server, keys["expired"].secret)
+    status, body = verify(api, keys["expired"].secret)
     assert status == 200 and body["code"] == "EXPIRED" and body["valid"] is False
     assert body["key_id"] == keys["expired"].key.id and "name" not in body and "owner" not in body
     assert body["expires_at"] == deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    assert verify(server, generate_secret()) == (200, {"valid": False, "code": "NOT_FOUND"})
-    assert verify(server, "not-a-key") == (200, {"valid": False, "code": "MALFORMED"})
+    assert verify(api, generate_secret()) == (200, {"valid": False, "code": "NOT_FOUND"})
+    assert verify(api, "not-a-key") == (200, {"valid": False, "code": "MALFORMED"})
     typo = keys["valid"].secret[:-1] + ("A" if keys["valid"].secret[-1] != "A" else "B")
-    assert verify(server, typo) == (200, {"valid": False, "code": "MALFORMED"})
+    assert verify(api, typo) == (200, {"valid": False, "code": "MALFORMED"})
 
 
 @pytest.mark.parametrize(
     "body",
     [b"", b"not json", b"[]", b'"apk"', b'{"key": 5}', b'{"key": null}', b'{"secret": "x"}', b"\xff\xfe"],
 )
-def test_verify_rejects_bad_bodies_with_400_json(server, body):
-    status, headers, data = request(server, "POST", "/v1/keys/verify", body, {"Content-Type": "application/json"})
+def test_verify_rejects_bad_bodies_with_400_json(api, body):
+    status, headers, data = request(api, "POST", "/v1/keys/verify", body, {"Content-Type": "application/json"})
     assert status == 400
     assert headers["Content-Type"] == "application/json"
     assert "key" in json.loads(data)["error"]
 
 
-def test_verify_refuses_oversized_bodies(server):
-    status, _, data = request(server, "POST", "/v1/keys/verify", b'{"key": "' + b"a" * 100_000 + b'"}')
+def test_verify_refuses_oversized_bodies(api):
+    status, _, data = request(api, "POST", "/v1/keys/verify", b'{"key": "' + b"a" * 100_000 + b'"}')
     assert status == 413
     assert "larger" in json.loads(data)["error"]
 
 
-def test_verify_needs_post(server):
-    status, headers, _ = request(server, "GET", "/v1/keys/verify")
+def test_verify_needs_post(api):
+    status, headers, _ = request(api, "GET", "/v1/keys/verify")
     assert status == 405
     assert headers["Allow"] == "POST"
 
@@ -141,18 +149,18 @@ def test_verify_answers_400_json_to_a_body_it_cannot_read_and_keeps_serving(serv
     assert "Traceback" not in server.log()
 
 
-def test_auth_accepts_bearer_and_x_api_key(server, keys):
+def test_auth_accepts_bearer_and_x_api_key(api, keys):
     valid = keys["valid"]
     for headers in ({"Authorization": f"Bearer {valid.secret}"}, {"X-API-Key": valid.secret}):
-        status, resp_headers, data = request(server, "GET", "/v1/auth", headers=headers)
+        status, resp_headers, data = request(api, "GET", "/v1/auth", headers=headers)
         assert status == 204 and data == b""
         assert resp_headers["X-Key-Id"] == valid.key.id
         assert resp_headers["X-Key-Owner"] == "payments"
 
 
 @pytest.mark.parametrize("which,code", [("revoked", "REVOKED"), ("expired", "EXPIRED")])
-def test_auth_refuses_known_bad_keys_with_401(server, keys, which, code):
-    status, headers, data = request(server, "GET", "/v1/auth", headers={"X-API-Key": keys[which].secret})
+def test_auth_refuses_known_bad_keys_with_401(api, keys, which, code):
+    status, headers, data = request(api, "GET", "/v1/auth", headers={"X-API-Key": keys[which].secret})
     assert status == 401
     assert headers["WWW-Authenticate"] == "Bearer"
     assert json.loads(data)["code"] == code
@@ -169,20 +177,20 @@ def test_auth_refuses_known_bad_keys_with_401(server, keys, which, code):
         ({"X-API-Key": "apk_short"}, "MALFORMED"),
     ],
 )
-def test_auth_refuses_missing_or_malformed_keys(server, headers, code):
-    status, resp_headers, data = request(server, "GET", "/v1/auth", headers=headers)
+def test_auth_refuses_missing_or_malformed_keys(api, headers, code):
+    status, resp_headers, data = request(api, "GET", "/v1/auth", headers=headers)
     assert status == 401
     assert resp_headers["WWW-Authenticate"] == "Bearer"
     assert json.loads(data)["code"] == code
 
 
-def test_auth_refuses_unknown_key(server):
-    status, _, data = request(server, "GET", "/v1/auth", headers={"Authorization": f"Bearer {generate_secret()}"})
+def test_auth_refuses_unknown_key(api):
+    status, _, data = request(api, "GET", "/v1/auth", headers={"Authorization": f"Bearer {generate_secret()}"})
     assert status == 401 and json.loads(data) == {"code": "NOT_FOUND"}
 
 
-def test_auth_works_for_envoy_style_paths_and_methods(server, keys):
-    status, headers, _ = request(server, "POST", "/v1/auth/orders/42", headers={"X-API-Key": keys["valid"].secret})
+def test_auth_works_for_envoy_style_paths_and_methods(api, keys):
+    status, headers, _ = request(api, "POST", "/v1/auth/orders/42", headers={"X-API-Key": keys["valid"].secret})
     assert status == 204 and headers["X-Key-Id"] == keys["valid"].key.id
 
 
@@ -196,13 +204,13 @@ def test_revocation_through_the_cli_is_refused_by_the_running_server_at_once(ser
         assert status == 401 and json.loads(data)["code"] == "REVOKED"
 
 
-def test_unknown_route_is_404_json(server):
-    status, headers, data = request(server, "GET", "/nope")
+def test_unknown_route_is_404_json(api):
+    status, headers, data = request(api, "GET", "/nope")
     assert status == 404 and "error" in json.loads(data)
 
 
-def test_slack_route_says_slack_is_off_without_settings(server):
-    status, _, data = request(server, "POST", "/slack/events", b"token=x")
+def test_slack_route_says_slack_is_off_without_settings(api):
+    status, _, data = request(api, "POST", "/slack/events", b"token=x")
     assert status == 404
     assert "Slack is off" in json.loads(data)["error"]
 
