@@ -35,6 +35,7 @@ STARTUP = 60  # seconds: an upper bound for a process to start or exit, never a 
 class Process:
     proc: subprocess.Popen
     port: int
+    database_url: str = ""
     lines: list[str] = field(default_factory=list)
     seen: queue.Queue = field(default_factory=queue.Queue)
 
@@ -112,7 +113,19 @@ def start_playground(database_url: str, cwd: Path, *args: str, **env: str) -> Pr
 
 @pytest.fixture
 def playground(database_url, tmp_path):
+    """A playground of the test's own, for a test that changes something through it."""
     started = start_playground(database_url, tmp_path)
+    started.database_url = database_url
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(module_database_url, tmp_path_factory):
+    """One playground for the tests that change nothing through it (each one checks that its own
+    requests left the database as it found it), started once for the module."""
+    started = start_playground(module_database_url, tmp_path_factory.mktemp("playground"))
+    started.database_url = module_database_url
     yield started
     started.stop()
 
@@ -152,28 +165,28 @@ def stored_admins(database_url: str) -> list[str]:
 
 
 # -- 1. only same-origin JSON ---------------------------------------------------------------------
-def test_a_cross_origin_text_plain_form_post_cannot_add_an_admin(playground, database_url):
+def test_a_cross_origin_text_plain_form_post_cannot_add_an_admin(shared):
     """What any web page can make a visitor's browser send without a CORS preflight."""
-    before = snapshot(database_url)
-    status, data, _ = call(playground.port, "POST", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(),
+    before = snapshot(shared.database_url)
+    status, data, _ = call(shared.port, "POST", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(),
                            {"Content-Type": "text/plain;charset=UTF-8", "Origin": "https://evil.example",
                             "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})
     assert status == 403, (status, data)
     assert data["ok"] is False and data["error"].startswith("refused")
-    assert INTRUDER not in stored_admins(database_url)
-    assert snapshot(database_url) == before
+    assert INTRUDER not in stored_admins(shared.database_url)
+    assert snapshot(shared.database_url) == before
 
 
-def test_a_text_plain_post_without_an_origin_is_refused_with_415(playground, database_url):
-    before = snapshot(database_url)
+def test_a_text_plain_post_without_an_origin_is_refused_with_415(shared):
+    before = snapshot(shared.database_url)
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
                          "application/jsonp", None):
         headers = {"Content-Type": content_type} if content_type else {}
-        status, data, _ = call(playground.port, "POST", "/playground/api/command",
+        status, data, _ = call(shared.port, "POST", "/playground/api/command",
                                json.dumps(ADD_INTRUDER).encode(), headers)
         assert status == 415, (content_type, status, data)
         assert data["ok"] is False and "application/json" in data["error"]
-    assert snapshot(database_url) == before
+    assert snapshot(shared.database_url) == before
 
 
 @pytest.mark.parametrize("headers", [
@@ -184,35 +197,35 @@ def test_a_text_plain_post_without_an_origin_is_refused_with_415(playground, dat
     {"Sec-Fetch-Site": "same-site"},
     {"Origin": "{self}", "Sec-Fetch-Site": "cross-site"},
 ], ids=["foreign-origin", "null-origin", "other-port", "cross-site", "same-site", "own-origin-but-cross-site"])
-def test_a_json_post_from_another_origin_is_refused(playground, database_url, headers):
-    headers = {k: v.replace("{self}", f"http://127.0.0.1:{playground.port}") for k, v in headers.items()}
-    before = snapshot(database_url)
-    status, data, _ = call(playground.port, "POST", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(),
+def test_a_json_post_from_another_origin_is_refused(shared, headers):
+    headers = {k: v.replace("{self}", f"http://127.0.0.1:{shared.port}") for k, v in headers.items()}
+    before = snapshot(shared.database_url)
+    status, data, _ = call(shared.port, "POST", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(),
                            {"Content-Type": "application/json", **headers})
     assert status == 403, (status, data)
     assert data["ok"] is False and data["error"]
-    assert snapshot(database_url) == before
+    assert snapshot(shared.database_url) == before
 
 
-def test_a_dns_rebinding_host_is_refused(playground, database_url):
+def test_a_dns_rebinding_host_is_refused(shared):
     """A page on evil.example whose name now resolves to 127.0.0.1 is "same-origin" with itself."""
-    evil = f"evil.example:{playground.port}"
-    before = snapshot(database_url)
-    status, data, _ = call(playground.port, "POST", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(),
+    evil = f"evil.example:{shared.port}"
+    before = snapshot(shared.database_url)
+    status, data, _ = call(shared.port, "POST", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(),
                            {"Content-Type": "application/json", "Host": evil, "Origin": f"http://{evil}",
                             "Sec-Fetch-Site": "same-origin"})
     assert status == 403, (status, data)
     assert "host" in data["error"].lower()
-    assert snapshot(database_url) == before
+    assert snapshot(shared.database_url) == before
 
 
-def test_the_state_is_not_readable_from_another_origin(playground):
+def test_the_state_is_not_readable_from_another_origin(shared):
     for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
-                    {"Host": f"evil.example:{playground.port}"}):
-        status, data, _ = call(playground.port, "GET", "/playground/api/state?user=UADMIN001", headers=headers)
+                    {"Host": f"evil.example:{shared.port}"}):
+        status, data, _ = call(shared.port, "GET", "/playground/api/state?user=UADMIN001", headers=headers)
         assert status == 403, (headers, status, data)
         assert "messages" not in data
-    status, data, _ = call(playground.port, "GET", "/playground/api/state?user=UADMIN001",
+    status, data, _ = call(shared.port, "GET", "/playground/api/state?user=UADMIN001",
                            headers={"Sec-Fetch-Site": "same-origin"})
     assert status == 200 and "messages" in data
 
@@ -233,8 +246,8 @@ def test_a_same_origin_json_post_works(playground, database_url):
     assert INTRUDER in stored_admins(database_url)
 
 
-def test_the_page_sends_json_and_cannot_be_framed_by_another_site(playground):
-    status, page, headers = call(playground.port, "GET", "/playground")
+def test_the_page_sends_json_and_cannot_be_framed_by_another_site(shared):
+    status, page, headers = call(shared.port, "GET", "/playground")
     assert status == 200
     assert headers.get("X-Frame-Options") == "DENY"
     assert "frame-ancestors 'none'" in headers.get("Content-Security-Policy", "")
@@ -242,18 +255,18 @@ def test_the_page_sends_json_and_cannot_be_framed_by_another_site(playground):
     assert posts and all(b'"Content-Type": "application/json"' in p and b"JSON.stringify" in p for p in posts)
 
 
-def test_a_click_with_a_malformed_state_is_400(playground, database_url):
-    status, data, _ = call(playground.port, "POST", "/playground/api/command",
+def test_a_click_with_a_malformed_state_is_400(shared):
+    status, data, _ = call(shared.port, "POST", "/playground/api/command",
                            json.dumps({**ADD_INTRUDER, "text": "help"}).encode(), {"Content-Type": "application/json"})
     assert status == 200, data
-    message = call(playground.port, "GET", "/playground/api/state?user=UADMIN001")[1]["messages"][-1]
-    before = snapshot(database_url)
+    message = call(shared.port, "GET", "/playground/api/state?user=UADMIN001")[1]["messages"][-1]
+    before = snapshot(shared.database_url)
     for state in ([1], {"b": [1]}, "x"):
-        status, data, _ = call(playground.port, "POST", "/playground/api/click",
+        status, data, _ = call(shared.port, "POST", "/playground/api/click",
                                json.dumps({"user": ADMIN, "message_id": message["id"], "action_id": "noop",
                                            "state": state}).encode(), {"Content-Type": "application/json"})
         assert status == 400 and "state" in data["error"], (state, status, data)
-    assert snapshot(database_url) == before
+    assert snapshot(shared.database_url) == before
 
 
 def test_the_host_names_it_answers_under():
@@ -294,13 +307,12 @@ def test_the_host_names_it_answers_under():
     ("GET", "/playground/api/command", None, {}, 405),
     ("PUT", "/playground/api/command", json.dumps(ADD_INTRUDER).encode(), {}, 405),
 ])
-def test_bad_requests_get_a_clear_json_error_and_change_nothing(playground, database_url, method, path, body,
-                                                                 headers, status):
-    before = snapshot(database_url)
-    got, data, _ = call(playground.port, method, path, body, {"Content-Type": "application/json", **headers})
+def test_bad_requests_get_a_clear_json_error_and_change_nothing(shared, method, path, body, headers, status):
+    before = snapshot(shared.database_url)
+    got, data, _ = call(shared.port, method, path, body, {"Content-Type": "application/json", **headers})
     assert got == status, (got, data)
     assert isinstance(data, dict) and data["ok"] is False and data["error"]
-    assert snapshot(database_url) == before
+    assert snapshot(shared.database_url) == before
 
 
 # -- 2. where it listens, and which database it accepts ----------------------------------------------
