@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from storage import InvalidInput, RevokeReason, StorageError, Store, migrate, open_store
+from slack_sdk.errors import SlackApiError
+
+from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, migrate, open_store
 from storage.audit import event_to_dict
 from storage.keys import KeyService, key_to_dict
 from storage.timeutil import iso, parse_duration, utcnow
@@ -21,6 +26,8 @@ from storage.timeutil import iso, parse_duration, utcnow
 from .config import ConfigError, Settings, load_dotenv_file
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
+DEFAULT_SIGNING_KEY_FILE = "apikeys-audit-signing-key.pem"
+FOLLOW_POLL = 1.0  # seconds between looks for new entries in 'audit export --follow'
 
 
 class UsageError(Exception):
@@ -67,10 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise")
     p.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
 
-    p = sub.add_parser("audit", help="the audit log, oldest first")
+    p = sub.add_parser("audit", help="the audit log, oldest first; its verification, signing key and export")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, metavar="N", help="only the newest N entries")
-    p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 at the first broken entry")
+    p.add_argument("--verify", action="store_true",
+                   help="check the hash chain and the signed checkpoints; exit 1 at the first that does not agree")
+    p.add_argument("--public-key", metavar="FILE",
+                   help="with --verify: the checkpoints must be signed by this key (PEM, as keygen prints it)")
+    p.add_argument("--against-slack", action="store_true",
+                   help="with --verify: also compare every position the audit channel witnessed")
+    audit = p.add_subparsers(dest="audit_command", metavar="keygen|export", parser_class=_Parser)
+    q = audit.add_parser("keygen", help="make an audit signing key; prints its public key")
+    q.add_argument("--out", metavar="FILE", default=DEFAULT_SIGNING_KEY_FILE,
+                   help=f"write the private key here (mode 0600; never overwritten; default {DEFAULT_SIGNING_KEY_FILE})")
+    q = audit.add_parser("export", help="the log as JSON lines (entry, hash, covering checkpoint), for a SIEM")
+    q.add_argument("--since", type=int, default=0, metavar="ID", help="only entries after this id (resume)")
+    q.add_argument("--follow", action="store_true", help="keep streaming new entries until interrupted")
 
     p = sub.add_parser("playground", help="the real bot with a local stand-in for Slack, in your browser")
     p.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1; HOST is ignored)")
@@ -189,16 +208,15 @@ def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if result.valid else EXIT_NEGATIVE
 
 
-def cmd_audit(store: Store, args, out: TextIO, err: TextIO) -> int:
+def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -> int:
+    if args.audit_command == "export":
+        return _audit_export(store, args, out)
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be at least 1")
+    if (args.public_key or args.against_slack) and not args.verify:
+        raise UsageError("--public-key and --against-slack go with --verify")
     if args.verify:
-        broken = store.audit.verify()
-        if broken is not None:
-            out.write(f"BROKEN: {broken}\n")
-            return EXIT_NEGATIVE
-        out.write("OK: the audit log's hash chain is intact.\n")
-        return EXIT_OK
+        return _audit_verify(store, args, out, settings)
     events = store.audit.oldest_first(limit=args.limit)
     if args.json:
         _json(out, [event_to_dict(e) for e in events])
@@ -209,6 +227,81 @@ def cmd_audit(store: Store, args, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     _table(out, ("ID", "AT", "ACTOR", "ACTION", "KEY", "DETAILS"), rows)
     return EXIT_OK
+
+
+def _audit_verify(store: Store, args, out: TextIO, settings: Settings) -> int:
+    """The chain, the checkpoints (against the pinned key, else this installation's key when it is
+    configured) and, with --against-slack, every position the audit channel witnessed."""
+    if args.public_key:
+        pinned = checkpoints.load_public_key(args.public_key)
+    else:
+        pinned = settings.audit_signer.public_raw if settings.audit_signer else None
+    client = _witness_client(settings) if args.against_slack else None
+    report = store.audit.verification(pinned)
+    if report.public_key:
+        out.write("Checkpoints are signed by this public key (pin it: apikeys audit --verify --public-key FILE):\n")
+        out.write(checkpoints.pem_of_raw(report.public_key))
+    if report.problem is not None:
+        out.write(f"BROKEN: {report.problem}\n")
+        return EXIT_NEGATIVE
+    if report.checkpoints:
+        out.write(f"OK: {report.entries} entries; the hash chain is intact and {report.checkpoints} signed "
+                  f"checkpoints agree with it, through entry {report.signed_through}.\n")
+    else:
+        out.write(f"OK: {report.entries} entries; the hash chain is intact. The log is not signed "
+                  "(no checkpoints): it is tamper-evident against edits only.\n")
+    if client is not None:
+        from .witness import check_against_slack
+
+        try:
+            problem, seen = check_against_slack(store.audit, client, settings.audit_channel)
+        except SlackApiError as exc:
+            raise UsageError(f"Slack refused to read the audit channel: {exc.response.get('error')}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot reach Slack: {exc}") from None
+        if problem is not None:
+            out.write(f"BROKEN: {problem}\n")
+            return EXIT_NEGATIVE
+        out.write(f"OK: all {seen} positions the audit channel witnessed agree with the log.\n")
+    return EXIT_OK
+
+
+def _witness_client(settings: Settings):
+    if not settings.slack_bot_token or not settings.audit_channel:
+        raise UsageError("--against-slack needs SLACK_BOT_TOKEN and APIKEYS_AUDIT_CHANNEL")
+    from .slack.app import make_client
+
+    return make_client(settings)
+
+
+def _audit_export(store: Store, args, out: TextIO) -> int:
+    if args.since < 0:
+        raise InvalidInput("--since must be an entry id (0 or more)")
+    since = args.since
+    if args.follow:
+        _stop_on_sigterm()
+    try:
+        while True:
+            for line in store.audit.export(since=since):
+                out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+                since = line["id"]
+            out.flush()
+            if not args.follow:
+                return EXIT_OK
+            time.sleep(FOLLOW_POLL)
+    except KeyboardInterrupt:  # the way to stop --follow: every line written is complete
+        out.flush()
+        return EXIT_OK
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (run in-process): Ctrl-C only
+        pass
 
 
 def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
@@ -234,6 +327,13 @@ def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_keygen(args, out: TextIO) -> int:
+    """A new audit signing key; only the public key goes to stdout (the private one to --out)."""
+    _, public = checkpoints.generate(Path(args.out))
+    out.write(public)
+    return EXIT_OK
+
+
 def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     current, head = migrate.current_revision(store.db), migrate.head_revision()
     if args.db_command == "upgrade":
@@ -249,7 +349,7 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
 
 COMMANDS = {
     "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
-    "audit": cmd_audit, "admins": cmd_admins, "db": cmd_db,
+    "admins": cmd_admins, "db": cmd_db,
 }
 
 
@@ -260,6 +360,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     store = None
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "audit" and args.audit_command == "keygen":
+            return cmd_keygen(args, out)
         if args.command == "playground":
             from .playground.app import main as playground
 
@@ -269,10 +371,12 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         # Only `apikeys db upgrade` (and the server's start) changes the schema: a CLI of another
         # release pointed at production must never apply DDL on the side.
         store = open_store(settings.database_url, bootstrap_admins=settings.admins,
-                           notify_channel=settings.audit_channel,
+                           notify_channel=settings.audit_channel, signer=settings.audit_signer,
                            create_schema=args.command == "db" and args.db_command == "upgrade")
         if args.command != "db":
             migrate.require_head(store.db)
+        if args.command == "audit":
+            return cmd_audit(store, args, out, err, settings)
         return COMMANDS[args.command](store, args, out, err)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from storage import DEFAULT_DATABASE_URL
+from storage import DEFAULT_DATABASE_URL, InvalidInput, Signer
+from storage.checkpoints import load_signer
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
@@ -38,6 +39,7 @@ class Settings:
     slack_api_url: str = DEFAULT_SLACK_API_URL
     admins: tuple[str, ...] = field(default_factory=tuple)
     audit_channel: str | None = None
+    audit_signer: Signer | None = field(default=None, repr=False)  # APIKEYS_AUDIT_SIGNING_KEY, loaded
     host: str = "0.0.0.0"
     port: int = 3000
     workers: int = 2
@@ -68,6 +70,11 @@ class Settings:
         threads_text = get("WEB_THREADS") or "8"
         if not threads_text.isdigit() or not 1 <= int(threads_text) <= 256:
             raise ConfigError(f"WEB_THREADS must be a number from 1 to 256, got {threads_text!r}")
+        signing_key = env.get("APIKEYS_AUDIT_SIGNING_KEY", "").strip()
+        try:
+            signer = load_signer(signing_key) if signing_key else None
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from None
         api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         if not api_url.endswith("/"):
             api_url += "/"
@@ -79,6 +86,7 @@ class Settings:
             slack_api_url=api_url,
             admins=_split_ids(env.get("APIKEYS_ADMINS", "")),
             audit_channel=get("APIKEYS_AUDIT_CHANNEL"),
+            audit_signer=signer,
             host=get("HOST") or "0.0.0.0",
             port=int(port_text),
             workers=int(workers_text),

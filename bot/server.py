@@ -38,7 +38,8 @@ def create_app(settings: Settings):
     from .http import KeyApiApp
 
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
-                       notify_channel=settings.audit_channel, pool_size=settings.threads + 2)
+                       notify_channel=settings.audit_channel, pool_size=settings.threads + 2,
+                       signer=settings.audit_signer)
     slack_app = None
     if settings.slack_enabled:
         from .slack import create_slack_wsgi  # the Slack app (HTTP mode)
@@ -170,6 +171,10 @@ def run_server(settings: Settings, wrap=None) -> int:
         return 2
     if not settings.slack_enabled:
         log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")
+    if settings.audit_signer is None:
+        log.warning("APIKEYS_AUDIT_SIGNING_KEY is not set: audit checkpoints are not signed, so the audit log is "
+                    "only tamper-evident against edits, not against someone who rewrites it with database access "
+                    "(make a key with 'apikeys audit keygen')")
     log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
     # Import what the workers run before they are forked, so that they share those pages with the
     # master (copy-on-write) instead of each loading its own copy: less memory per worker.

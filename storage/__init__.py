@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .admins import AdminService
 from .audit import Action, AuditLog, EventInput
+from .checkpoints import Signer
 from .db import Database
 from .errors import AdminNotFound, DatabaseUnavailable, InvalidInput, KeyNotFound, StorageError
 from .keys import KeyService, Verification, VerifyCode
@@ -33,13 +34,14 @@ class Store:
 
 def open_store(
     url: str = DEFAULT_DATABASE_URL, *, bootstrap_admins: Iterable[str] = (), create_schema: bool = True,
-    notify_channel: str | None = None, pool_size: int = 10,
+    notify_channel: str | None = None, pool_size: int = 10, signer: Signer | None = None,
 ) -> Store:
-    """Open the key store. ``notify_channel``: queue one audit-channel post per audited action."""
+    """Open the key store. ``notify_channel``: queue one audit-channel post per audited action;
+    ``signer``: sign a checkpoint of the audit log with every append."""
     db = Database(url, pool_size=pool_size)
     if create_schema:
         upgrade(db)  # the newest schema (idempotent, safe with concurrent starters)
-    audit = AuditLog(db, notify_channel=notify_channel)
+    audit = AuditLog(db, notify_channel=notify_channel, signer=signer)
     return Store(db=db, keys=KeyService(db, audit), audit=audit, admins=AdminService(db, audit, bootstrap_admins),
                  outbox=audit.outbox, receipts=audit.receipts)
 
@@ -47,5 +49,5 @@ def open_store(
 __all__ = [
     "Action", "AdminNotFound", "AdminService", "ApiKey", "AuditEvent", "AuditLog", "Database",
     "DatabaseUnavailable", "EventInput", "InvalidInput", "KeyNotFound", "KeyService", "KeyStatus",
-    "RevokeReason", "StorageError", "Store", "Verification", "VerifyCode", "open_store",
+    "RevokeReason", "Signer", "StorageError", "Store", "Verification", "VerifyCode", "open_store",
 ]

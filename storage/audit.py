@@ -6,13 +6,19 @@ A single head row names the newest entry; appending locks it (``FOR UPDATE`` on 
 the write lock on SQLite), so the chain stays linear however many writers there are.
 Editing an entry breaks its hash; deleting one leaves a gap in the ids or a head that points
 past the end. ``verify()`` finds the first such break.
+
+That alone stops a careless edit, not someone who can write to the database and recompute the
+chain. With a signing key (``storage.checkpoints``) each append also writes a signed checkpoint of
+the head in the same transaction; an auditor who pins the public key then catches a recomputed or
+swapped-in chain, and the audit channel's posts (each names the position and head hash it follows)
+catch a rollback or truncation, even by someone who holds the key.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,9 +26,11 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
+from . import checkpoints
+from .checkpoints import Signer
 from .db import Database
 from .keyformat import digest
-from .models import AuditEvent, AuditHead
+from .models import AuditCheckpoint, AuditEvent, AuditHead
 from .outbox import Outbox
 from .receipts import Receipts
 from .redaction import redact, redact_value
@@ -55,11 +63,16 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def entry_time(at: datetime) -> str:
+    """An entry's time as its hash covers it (and as ``export`` writes it)."""
+    return at.isoformat(timespec="microseconds")
+
+
 def entry_hash(*, id: int, at: datetime, actor: str, action: str, key_id: str | None, details: str, prev_hash: str) -> str:
     material = canonical_json(
         {
             "id": id,
-            "at": at.isoformat(timespec="microseconds"),
+            "at": entry_time(at),
             "actor": actor,
             "action": action,
             "key_id": key_id,
@@ -72,11 +85,30 @@ def entry_hash(*, id: int, at: datetime, actor: str, action: str, key_id: str | 
 
 @dataclass(frozen=True)
 class ChainBreak:
+    """The first place where the log does not agree: an entry, or the checkpoint at an entry."""
+
     entry_id: int
     problem: str
+    checkpoint: bool = False
 
     def __str__(self) -> str:
-        return f"audit entry {self.entry_id}: {self.problem}"
+        return f"{'checkpoint at audit entry' if self.checkpoint else 'audit entry'} {self.entry_id}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What ``AuditLog.verification`` found: the first problem (or None) and what it covered."""
+
+    problem: ChainBreak | None
+    entries: int                 # the log's length
+    checkpoints: int
+    public_key: str | None       # the newest checkpoint's signer (base64 raw), for pinning
+    signed_through: int | None   # the newest checkpoint's entry
+
+
+def _checkpoint_dict(cp) -> dict[str, Any]:
+    return {"entry_id": cp.entry_id, "head_hash": cp.head_hash, "at": entry_time(cp.at), "public_key": cp.public_key,
+            "prev_hash": cp.prev_hash, "signature": cp.signature, "hash": cp.hash}
 
 
 def event_to_dict(event: AuditEvent) -> dict[str, Any]:
@@ -98,9 +130,10 @@ class AuditLog:
     """``notify_channel``: when set, every appended action also queues one post to that channel
     in the outbox (same transaction), naming the entries it covers."""
 
-    def __init__(self, db: Database, notify_channel: str | None = None):
+    def __init__(self, db: Database, notify_channel: str | None = None, signer: Signer | None = None):
         self.db = db
         self.notify_channel = notify_channel
+        self.signer = signer
         self.outbox = Outbox(db)
         self.receipts = Receipts(db)
 
@@ -141,10 +174,23 @@ class AuditLog:
         session.execute(
             update(AuditHead).where(AuditHead.id == HEAD_ID).values(last_id=rows[-1]["id"], last_hash=prev)
         )
+        if self.signer is not None:
+            self._checkpoint(session, rows[-1]["id"], prev, at)
         if self.notify_channel and notify:
             self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
                                 payload={"first": rows[0]["id"], "last": rows[-1]["id"]})
         return [AuditEvent.model_construct(**row) for row in rows]
+
+    def _checkpoint(self, session: Session, entry_id: int, head_hash: str, at: datetime) -> None:
+        """Sign the new head (the head row is locked: checkpoints are as linear as the log)."""
+        previous = session.execute(
+            select(AuditCheckpoint.hash).order_by(AuditCheckpoint.entry_id.desc()).limit(1)).scalar()
+        fields = dict(entry_id=entry_id, head_hash=head_hash, at=at, public_key=self.signer.public_raw,
+                      prev_hash=previous or checkpoints.GENESIS)
+        msg = checkpoints.message(**fields)
+        signature = self.signer.sign(msg)
+        session.execute(insert(AuditCheckpoint).values(**fields, signature=signature,
+                                                       hash=checkpoints.checkpoint_hash(msg, signature)))
 
     def record(self, event: EventInput) -> AuditEvent:
         """Append one event in its own transaction."""
@@ -189,39 +235,142 @@ class AuditLog:
                 return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
         return list(reversed(self.recent(limit=limit)))
 
-    def verify(self) -> ChainBreak | None:
-        """Walk the chain; return the first break, or None when the log is intact."""
+    def verify(self, public_key: str | None = None) -> ChainBreak | None:
+        """The first break in the log, or None when it is intact (see ``verification``)."""
+        return self.verification(public_key).problem
+
+    def verification(self, public_key: str | None = None) -> AuditReport:
+        """Walk the log and its checkpoints once, oldest first, in constant memory.
+
+        Every entry's hash and link are recomputed; every checkpoint must sit on an entry, name
+        that entry's hash, link to the checkpoint before it and be signed by one key. The newest
+        checkpoint's signature is verified, which vouches for all the others (each signs the
+        hash of the one before). ``public_key`` (base64 raw Ed25519, as pinned by an auditor):
+        the checkpoints must be signed by it, and a log without checkpoints fails."""
         expected_id, prev = 1, GENESIS_HASH
+        cp_prev, newest, count = checkpoints.GENESIS, None, 0
+        signer = public_key
         with self.db.read(snapshot=True) as session:  # SQLite read transactions are snapshots already
             head = session.execute(select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == HEAD_ID)).first()
+            cps = _stream_checkpoints(session)
+            cp = next(cps, None)
+
+            def report(problem: ChainBreak | None) -> AuditReport:
+                return AuditReport(problem, expected_id - 1, count, newest.public_key if newest else None,
+                                   newest.entry_id if newest else None)
+
             for event in _stream(session):
                 if event.id != expected_id:
-                    return ChainBreak(expected_id, f"missing (deleted); the log jumps to entry {event.id}")
+                    return report(ChainBreak(expected_id, f"missing (deleted); the log jumps to entry {event.id}"))
                 if event.prev_hash != prev:
-                    return ChainBreak(event.id, "does not link to the entry before it (edited or reordered)")
+                    return report(ChainBreak(event.id, "does not link to the entry before it (edited or reordered)"))
                 recomputed = entry_hash(
                     id=event.id, at=event.at, actor=event.actor, action=event.action,
                     key_id=event.key_id, details=event.details, prev_hash=event.prev_hash,
                 )
                 if recomputed != event.hash:
-                    return ChainBreak(event.id, "content does not match its hash (edited)")
+                    return report(ChainBreak(event.id, "content does not match its hash (edited)"))
                 prev = event.hash
                 expected_id += 1
-        last_id = expected_id - 1
+                if cp is not None and cp.entry_id < event.id:
+                    return report(ChainBreak(cp.entry_id, "names an entry the log does not have", checkpoint=True))
+                if cp is not None and cp.entry_id == event.id:
+                    since = newest.entry_id + 1 if newest else 1
+                    problem = _checkpoint_problem(cp, event.hash, cp_prev, signer, since)
+                    if problem:
+                        return report(ChainBreak(cp.entry_id, problem, checkpoint=True))
+                    signer = signer or cp.public_key
+                    cp_prev, newest, count = cp.hash, cp, count + 1
+                    cp = next(cps, None)
+            last_id = expected_id - 1
+            if cp is not None:
+                return report(ChainBreak(cp.entry_id, f"names an entry past the end of the log (entry {last_id}): "
+                                                      "entries were deleted or the log rolled back", checkpoint=True))
         head_id, head_hash = head if head else (0, GENESIS_HASH)
         if head_id != last_id:
             if head_id > last_id:
-                return ChainBreak(last_id + 1, f"missing (deleted); the log should end at entry {head_id}")
-            return ChainBreak(head_id + 1, "was added outside the audit log (the head does not know it)")
+                return report(ChainBreak(last_id + 1, f"missing (deleted); the log should end at entry {head_id}"))
+            return report(ChainBreak(head_id + 1, "was added outside the audit log (the head does not know it)"))
         if head_hash != prev:
-            return ChainBreak(last_id, "does not match the recorded head of the log (edited)")
-        return None
+            return report(ChainBreak(last_id, "does not match the recorded head of the log (edited)"))
+        if newest is not None:
+            if not checkpoints.signature_valid(newest.public_key, _message_of(newest), newest.signature):
+                return report(ChainBreak(newest.entry_id, "signature invalid (altered or forged)", checkpoint=True))
+            if newest.entry_id != last_id:
+                return report(ChainBreak(newest.entry_id + 1, "not signed: no checkpoint covers it (a checkpoint was "
+                                                              "removed, or it was appended without the signing key)"))
+        elif public_key is not None and last_id:
+            return report(ChainBreak(1, "not signed: the log has no checkpoints, and a public key was given"))
+        return report(None)
+
+    # -- export -----------------------------------------------------------------------------
+    def export(self, since: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Entries after ``since``, oldest first, each with its hash and the checkpoint that covers
+        it (the first at or after it; None when none does yet), streamed in batches."""
+        sent = 0
+        with self.db.read(snapshot=True) as session:
+            cps = _stream_checkpoints(session, after=since)
+            cp = next(cps, None)
+            for event in _stream(session, after=since):
+                while cp is not None and cp.entry_id < event.id:
+                    cp = next(cps, None)
+                yield {"id": event.id, "at": entry_time(event.at), "actor": event.actor, "action": event.action,
+                       "key_id": event.key_id, "details": json.loads(event.details), "prev_hash": event.prev_hash,
+                       "hash": event.hash, "checkpoint": _checkpoint_dict(cp) if cp is not None else None}
+                sent += 1
+                if limit is not None and sent >= limit:
+                    return
+
+    def hash_at(self, entry_id: int) -> str | None:
+        with self.db.read() as session:
+            return session.execute(select(AuditEvent.hash).where(AuditEvent.id == entry_id)).scalar()
+
+    def last_id(self) -> int:
+        with self.db.read() as session:
+            return session.execute(select(AuditHead.last_id).where(AuditHead.id == HEAD_ID)).scalar() or 0
 
 
-def _stream(session: Session, batch: int = 2000) -> Iterable[AuditEvent]:
-    after = 0
+def _message_of(cp) -> bytes:
+    return checkpoints.message(entry_id=cp.entry_id, head_hash=cp.head_hash, at=cp.at, public_key=cp.public_key,
+                               prev_hash=cp.prev_hash)
+
+
+def _checkpoint_problem(cp, entry_hash_: str, prev_checkpoint: str, signer: str | None, since: int) -> str | None:
+    if cp.head_hash != entry_hash_:
+        span = f"entry {cp.entry_id}" if since >= cp.entry_id else f"entries {since}-{cp.entry_id}"
+        return (f"the log does not match what was signed: {span} edited and the chain recomputed, "
+                "or another log swapped in")
+    if signer is not None and cp.public_key != signer:
+        return "signed by another key"
+    if checkpoints.checkpoint_hash(_message_of(cp), cp.signature) != cp.hash:
+        return "altered (its content does not match its hash)"
+    if cp.prev_hash != prev_checkpoint:
+        return "does not link to the checkpoint before it (a checkpoint was removed, reordered or altered)"
+    return None
+
+
+_ENTRY_COLUMNS = (AuditEvent.id, AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.key_id,
+                  AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash)
+_CHECKPOINT_COLUMNS = (AuditCheckpoint.entry_id, AuditCheckpoint.head_hash, AuditCheckpoint.at,
+                       AuditCheckpoint.public_key, AuditCheckpoint.prev_hash, AuditCheckpoint.signature,
+                       AuditCheckpoint.hash)
+
+
+def _stream_checkpoints(session: Session, after: int = 0, batch: int = 5000) -> Iterator:
     while True:
-        chunk = list(session.scalars(select(AuditEvent).where(AuditEvent.id > after).order_by(AuditEvent.id).limit(batch)))
+        chunk = session.execute(select(*_CHECKPOINT_COLUMNS).where(AuditCheckpoint.entry_id > after)
+                                .order_by(AuditCheckpoint.entry_id).limit(batch)).all()
+        yield from chunk
+        if len(chunk) < batch:
+            return
+        after = chunk[-1].entry_id
+
+
+def _stream(session: Session, after: int = 0, batch: int = 5000) -> Iterable:
+    """Entries after ``after`` as plain rows (no ORM objects kept), oldest first, a batch at a time."""
+    while True:
+        chunk = session.execute(select(*_ENTRY_COLUMNS).where(AuditEvent.id > after).order_by(AuditEvent.id)
+                                .limit(batch)).all()
         yield from chunk
         if len(chunk) < batch:
             return

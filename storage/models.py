@@ -116,6 +116,22 @@ class AuditHead(SQLModel, table=True):
     last_hash: str = Field(max_length=64)
 
 
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed statement "the log's head after entry ``entry_id`` is ``head_hash``" (Ed25519), made
+    in the transaction that appended that entry. Checkpoints form a chain of their own: each signs
+    the hash of the one before (``prev_hash``), so the newest valid signature vouches for all."""
+
+    __tablename__ = "audit_checkpoints"
+
+    entry_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    head_hash: str = Field(max_length=64)
+    at: datetime = _when()
+    public_key: str = Field(max_length=64)   # the signer's raw Ed25519 public key, base64
+    prev_hash: str = Field(max_length=64)    # the previous checkpoint's hash (64 zeros for the first)
+    signature: str = Field(max_length=128)   # Ed25519 over the checkpoint's message, base64
+    hash: str = Field(max_length=64)         # SHA-256 of the message and the signature
+
+
 class Admin(SQLModel, table=True):
     __tablename__ = "admins"
 

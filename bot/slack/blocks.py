@@ -27,6 +27,7 @@ from storage.keys import KeyPage
 from storage.timeutil import iso
 
 from ..logs import redact
+from ..witness import witness_text
 from .ids import ActionId, BlockId
 from .values import HistoryView, KeyAction, ListView, OwnerAction, encode
 
@@ -489,7 +490,9 @@ def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
     """One audit-channel post for one audited action (which may cover several entries)."""
     post = _Post(events)
     text = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
-    return fit(text.split("\n")[0]), _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text)))])
+    last = events[-1]  # the post witnesses the log's position and head after the entries it reports
+    witness = ContextBlock(elements=[MarkdownTextObject(text=witness_text(last.id, last.hash))])
+    return fit(text.split("\n")[0]), _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text))), witness])
 
 
 def _parse_iso(text: str | None) -> datetime | None:

@@ -23,7 +23,7 @@ def _run(settings: Settings) -> None:
     logs.configure()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
-                       notify_channel=settings.audit_channel)
+                       notify_channel=settings.audit_channel, signer=settings.audit_signer)
     client = make_client(settings)
     start_delivery(store, client)
     app = create_app(settings, store, client=client, socket_mode=True)

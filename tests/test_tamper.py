@@ -1,0 +1,368 @@
+"""An attacker's toolbox against the audit log, and the honest cases.
+
+The attacker has the database (every trigger dropped, any row written) and this project's code, so
+they can recompute the hash chain after any edit. Each attack is caught by ``apikeys audit --verify``
+with the auditor's pinned public key, by ``--against-slack`` (the audit channel's posts witnessed
+each position), or by both; the tests say which, so removing either check fails them.
+
+The audit channel here is ``FakeSlack``: posts arrive through the real ``Deliverer`` and render
+through the real ``audit_post``; ``conversations_history`` pages them back newest first. The real
+stand-in is used end to end in ``test_witness_e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from freezegun import freeze_time
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
+from sqlalchemy import text
+
+from bot.slack.delivery import Deliverer
+from bot.witness import check_against_slack
+from storage import Store, checkpoints, open_store
+from storage.audit import entry_hash
+from storage.timeutil import utcnow
+
+from .conftest import ADMIN, fresh_database
+
+AUDIT = "C0AUDIT"
+BOT = "B0APIKEYS"
+TABLES = ("audit_events", "audit_head", "audit_checkpoints")
+
+
+# ======================================================================= the audit channel
+class FakeSlack:
+    """Just what delivery and the witness read use: chat.postMessage, auth.test, conversations.history."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []  # oldest first
+        self.fail_next = 0
+
+    def chat_postMessage(self, *, channel: str, text: str, blocks=None, **_) -> dict:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise SlackApiError("ratelimited", SlackResponse(client=None, http_verb="POST", api_url="chat.postMessage",
+                                                             req_args={}, data={"ok": False, "error": "ratelimited"},
+                                                             headers={}, status_code=429))
+        self.messages.append({"channel": channel, "ts": f"{1700000000 + len(self.messages)}.000100", "text": text,
+                              "blocks": blocks, "bot_id": BOT, "type": "message"})
+        return {"ok": True}
+
+    def auth_test(self) -> dict:
+        return {"ok": True, "bot_id": BOT}
+
+    def conversations_history(self, *, channel: str, limit: int = 100, cursor: str | None = None) -> dict:
+        newest_first = [m for m in reversed(self.messages) if m["channel"] == channel]
+        start = int(cursor or 0)
+        page = newest_first[start:start + limit]
+        more = start + limit < len(newest_first)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+
+@dataclass
+class Installation:
+    store: Store
+    slack: FakeSlack
+    signer: checkpoints.Signer
+    public_key: str  # what the auditor pinned (base64 raw)
+
+    def deliver(self) -> None:
+        while Deliverer(self.store, self.slack).deliver_due():
+            pass
+
+    def act(self, n: int = 3) -> None:
+        """Some audited actions, each posted to the audit channel."""
+        for i in range(n):
+            created = self.store.keys.create(name=f"svc-{utcnow().timestamp()}-{i}", owner="payments", actor=ADMIN)[0]
+            if i % 2:
+                self.store.keys.revoke(created.key.id, actor=ADMIN, reason="rotation")
+        self.deliver()
+
+    def verify(self, public_key: str | None = "pinned"):
+        return self.store.audit.verify(self.public_key if public_key == "pinned" else public_key)
+
+    def witnessed(self):
+        return check_against_slack(self.store.audit, self.slack, AUDIT)[0]
+
+
+def _open(url: str) -> Installation:
+    private, public = checkpoints.generate()
+    signer = checkpoints.load_signer(private)
+    store = open_store(url, bootstrap_admins=[ADMIN], notify_channel=AUDIT, signer=signer)
+    return Installation(store, FakeSlack(), signer, checkpoints.load_public_key(public))
+
+
+@pytest.fixture
+def ours(database_url: str) -> Iterator[Installation]:
+    inst = _open(database_url)
+    yield inst
+    inst.store.close()
+
+
+@pytest.fixture
+def theirs(tmp_path) -> Iterator[Installation]:
+    """Another installation, with a key of its own."""
+    with fresh_database(tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path) as url:
+        inst = _open(url)
+        yield inst
+        inst.store.close()
+
+
+# ======================================================================= the attacker's tools
+def drop_guards(store: Store) -> None:
+    """Every trigger on the audit tables goes: the attacker is the database administrator."""
+    with store.db.write() as session:
+        if store.db.dialect == "postgresql":
+            rows = session.execute(text(
+                "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND c.relname = ANY(:tables)"), {"tables": list(TABLES)}).all()
+            for name, table in rows:
+                session.execute(text(f'DROP TRIGGER "{name}" ON "{table}"'))
+        else:
+            names = session.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN "
+                                         "('audit_events', 'audit_head', 'audit_checkpoints')")).scalars().all()
+            for name in names:
+                session.execute(text(f'DROP TRIGGER "{name}"'))
+
+
+def rows(store: Store, table: str) -> list[dict]:
+    order = "entry_id" if table == "audit_checkpoints" else "id"
+    with store.db.read() as session:
+        return [dict(r._mapping) for r in session.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))]
+
+
+def replace_tables(store: Store, snapshot: dict[str, list[dict]]) -> None:
+    """Empty the audit tables and write ``snapshot``'s rows instead."""
+    drop_guards(store)
+    with store.db.write() as session:
+        for table in TABLES:
+            session.execute(text(f"DELETE FROM {table}"))
+        for table in TABLES:
+            for row in snapshot[table]:
+                columns = ", ".join(row)
+                session.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(':' + c for c in row)})"), row)
+
+
+def snapshot(store: Store) -> dict[str, list[dict]]:
+    return {table: rows(store, table) for table in TABLES}
+
+
+def recompute_chain(store: Store, entries: list[dict]) -> list[dict]:
+    """The entries with every hash and link recomputed, and the head moved to the last."""
+    prev = "0" * 64
+    fixed = []
+    for entry in entries:
+        at = entry["at"] if not isinstance(entry["at"], str) else None
+        entry = dict(entry, prev_hash=prev)
+        entry["hash"] = entry_hash(id=entry["id"], at=_aware(at or entry["at"]), actor=entry["actor"],
+                                   action=entry["action"], key_id=entry["key_id"], details=entry["details"],
+                                   prev_hash=prev)
+        prev = entry["hash"]
+        fixed.append(entry)
+    return fixed
+
+
+def _aware(value):
+    from datetime import datetime, timezone
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def resigned(entries: list[dict], old: list[dict], signer: checkpoints.Signer, *,
+             claim_key: str | None = None) -> list[dict]:
+    """Checkpoints at the same positions, signed over the (recomputed) entries by ``signer``.
+    ``claim_key``: write that public key in the rows instead of the signer's own."""
+    by_id = {e["id"]: e for e in entries}
+    prev, out = checkpoints.GENESIS, []
+    for cp in old:
+        if cp["entry_id"] not in by_id:
+            continue
+        fields = dict(entry_id=cp["entry_id"], head_hash=by_id[cp["entry_id"]]["hash"], at=_aware(cp["at"]),
+                      public_key=claim_key or signer.public_raw, prev_hash=prev)
+        msg = checkpoints.message(**fields)
+        signature = signer.sign(msg)
+        prev = checkpoints.checkpoint_hash(msg, signature)
+        out.append(dict(cp, **{k: v for k, v in fields.items() if k != "at"}, signature=signature, hash=prev))
+    return out
+
+
+def forged(inst: Installation, *, edit_entry: int | None = None, keep_until: int | None = None,
+           signer: checkpoints.Signer | None = None, claim_key: str | None = None) -> dict[str, list[dict]]:
+    """The log as an attacker rewrites it: entry ``edit_entry`` changed, everything after
+    ``keep_until`` dropped, the chain recomputed, the head moved; the checkpoints re-signed with
+    ``signer`` when given, else the old ones kept (those still on a kept entry)."""
+    snap = snapshot(inst.store)
+    entries = snap["audit_events"]
+    if keep_until is not None:
+        entries = [e for e in entries if e["id"] <= keep_until]
+    if edit_entry is not None:
+        entries = [dict(e, details=json.dumps({"note": "nothing happened here"})) if e["id"] == edit_entry else e
+                   for e in entries]
+    entries = recompute_chain(inst.store, entries)
+    kept = [cp for cp in snap["audit_checkpoints"] if cp["entry_id"] <= entries[-1]["id"]]
+    cps = resigned(entries, kept, signer, claim_key=claim_key) if signer else kept
+    head = [dict(snap["audit_head"][0], last_id=entries[-1]["id"], last_hash=entries[-1]["hash"])]
+    return {"audit_events": entries, "audit_head": head, "audit_checkpoints": cps}
+
+
+# ======================================================================= honest cases
+def test_an_untouched_log_verifies_against_the_key_and_the_channel(ours):
+    ours.act(5)
+    assert ours.verify() is None
+    assert ours.witnessed() is None
+    report = ours.store.audit.verification(ours.public_key)
+    assert report.checkpoints == report.entries  # one entry per action here, each with its checkpoint
+    assert report.signed_through == report.entries
+
+
+def test_every_append_writes_its_checkpoint_in_the_same_transaction(ours):
+    ours.store.keys.create(name="bulk", owner="fleet", actor=ADMIN, count=25)
+    cps = rows(ours.store, "audit_checkpoints")
+    entries = rows(ours.store, "audit_events")
+    assert cps[-1]["entry_id"] == entries[-1]["id"] and cps[-1]["head_hash"] == entries[-1]["hash"]
+    assert len(entries) == 25 and len(cps) == 1  # one checkpoint for the batch appended in one transaction
+
+
+def test_no_entry_and_no_change_without_its_checkpoint(ours, monkeypatch):
+    """The checkpoint is part of the action's transaction: when signing fails, nothing happened."""
+    before = snapshot(ours.store)
+    keys_before = ours.store.keys.count_keys(status="all")
+
+    def broken_sign(msg: bytes) -> str:
+        raise RuntimeError("the signing key is unusable")
+
+    monkeypatch.setattr(ours.signer.__class__, "sign", lambda self, msg: broken_sign(msg))
+    with pytest.raises(RuntimeError):
+        ours.store.keys.create(name="unsigned", owner="payments", actor=ADMIN)
+    assert snapshot(ours.store) == before and ours.store.keys.count_keys(status="all") == keys_before
+
+
+def test_a_log_that_grew_after_the_last_post_verifies(ours):
+    ours.act(2)
+    ours.store.keys.create(name="not-posted-yet", owner="payments", actor=ADMIN)  # queued, not delivered
+    assert ours.verify() is None and ours.witnessed() is None
+
+
+def test_a_post_that_failed_and_was_retried_witnesses_the_right_position(ours):
+    with freeze_time(utcnow()) as clock:
+        ours.slack.fail_next = 1
+        first = ours.store.keys.create(name="first", owner="payments", actor=ADMIN)[0]
+        ours.deliver()                      # fails: rate limited
+        assert ours.slack.messages == []
+        ours.store.keys.revoke(first.key.id, actor=ADMIN, reason="compromised")  # the log moves on
+        clock.tick(timedelta(seconds=5))
+        ours.deliver()                      # the retry, and the revocation's post
+    positions = [m["blocks"][-1]["elements"][0]["text"] for m in ours.slack.messages]
+    entries = rows(ours.store, "audit_events")
+    created = next(e for e in entries if e["action"] == "key.created" and e["key_id"] == first.key.id)
+    assert f"#{created['id']} · {created['hash'][:12]}…" in positions  # its own position, not the head at retry
+    assert ours.witnessed() is None and ours.verify() is None
+
+
+def test_the_public_key_is_what_verification_reports_for_pinning(ours):
+    ours.act(1)
+    assert ours.store.audit.verification().public_key == ours.public_key
+
+
+# ======================================================================= the attacks
+def test_an_edited_entry_with_every_later_hash_recomputed(ours):
+    ours.act(6)
+    assert ours.store.audit.verify(None) is None
+    replace_tables(ours.store, forged(ours, edit_entry=3))
+    assert ours.store.audit.verify(None) is not None  # the old checkpoints no longer match the chain
+    broken = ours.verify()
+    assert broken is not None and broken.checkpoint and "does not match what was signed" in broken.problem
+    assert ours.witnessed() is not None
+
+
+def test_an_edit_resigned_by_someone_who_holds_the_signing_key_is_caught_by_the_channel(ours):
+    ours.act(6)
+    replace_tables(ours.store, forged(ours, edit_entry=3, signer=ours.signer))
+    assert ours.verify() is None  # the key holder can make the database agree with itself ...
+    broken = ours.witnessed()     # ... but not with what Slack was shown
+    assert broken is not None and "not as witnessed" in broken.problem
+    assert broken.entry_id >= 3
+
+
+def test_a_deleted_last_entry_with_the_head_rolled_back(ours):
+    ours.act(4)
+    last = rows(ours.store, "audit_events")[-1]["id"]
+    replace_tables(ours.store, forged(ours, keep_until=last - 1))
+    assert ours.verify() is None  # a shorter log is still a consistent, signed log ...
+    broken = ours.witnessed()     # ... that the channel saw longer
+    assert broken is not None and broken.entry_id == last and "missing" in broken.problem
+
+
+def test_the_audit_tables_restored_from_an_older_snapshot(ours):
+    ours.act(2)
+    old = snapshot(ours.store)
+    ours.act(3)
+    replace_tables(ours.store, old)
+    assert ours.verify() is None
+    broken = ours.witnessed()
+    assert broken is not None and "missing" in broken.problem
+    assert broken.entry_id == old["audit_events"][-1]["id"] + 1
+
+
+def test_the_audit_tables_of_another_installation_swapped_in(ours, theirs):
+    ours.act(3)
+    theirs.act(5)
+    replace_tables(ours.store, snapshot(theirs.store))
+    assert ours.store.audit.verify(None) is None  # consistent in itself
+    broken = ours.verify()
+    assert broken is not None and broken.problem == "signed by another key"
+    assert ours.witnessed() is not None
+
+
+def test_a_checkpoint_signed_with_another_key(ours, theirs):
+    ours.act(3)
+    replace_tables(ours.store, forged(ours, signer=theirs.signer))
+    broken = ours.verify()
+    assert broken is not None and broken.problem == "signed by another key"
+
+
+def test_a_checkpoint_signed_with_another_key_that_claims_ours(ours, theirs):
+    ours.act(3)
+    replace_tables(ours.store, forged(ours, signer=theirs.signer, claim_key=ours.public_key))
+    broken = ours.verify()
+    assert broken is not None and "signature invalid" in broken.problem
+
+
+def test_a_removed_checkpoint_in_the_middle(ours):
+    ours.act(4)
+    snap = snapshot(ours.store)
+    del snap["audit_checkpoints"][1]
+    replace_tables(ours.store, snap)
+    broken = ours.verify()
+    assert broken is not None and broken.checkpoint and "does not link to the checkpoint before it" in broken.problem
+
+
+def test_a_removed_newest_checkpoint_leaves_its_entries_unsigned(ours):
+    ours.act(4)
+    snap = snapshot(ours.store)
+    snap["audit_checkpoints"].pop()
+    replace_tables(ours.store, snap)
+    broken = ours.verify()
+    assert broken is not None and "not signed" in broken.problem
+
+
+def test_the_database_refuses_to_change_or_add_checkpoints_out_of_place(ours):
+    from sqlalchemy.exc import DBAPIError
+
+    ours.act(2)
+    for statement in ("UPDATE audit_checkpoints SET head_hash = 'x'", "DELETE FROM audit_checkpoints",
+                      "INSERT INTO audit_checkpoints (entry_id, head_hash, at, public_key, prev_hash, signature, hash) "
+                      "VALUES (1, 'x', '2026-01-01 00:00:00', 'k', 'p', 's', 'h')"):
+        with pytest.raises(DBAPIError):
+            with ours.store.db.write() as session:
+                session.execute(text(statement))
+    assert ours.verify() is None
