@@ -347,6 +347,7 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_NEGATIVE
 
 
+WRITES = {"create", "revoke", "admins"}  # commands that may append to the audit log
 COMMANDS = {
     "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
     "admins": cmd_admins, "db": cmd_db,
@@ -377,6 +378,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             migrate.require_head(store.db)
         if args.command == "audit":
             return cmd_audit(store, args, out, err, settings)
+        writes = args.command in WRITES and getattr(args, "admins_command", None) != "list"
+        if writes and settings.audit_signer is None and store.audit.signed_through() is not None:
+            err.write("apikeys: warning: APIKEYS_AUDIT_SIGNING_KEY is not set here, so this audit entry is not signed; "
+                      "'apikeys audit --verify' reports it until a signed entry follows (give the CLI the server's key)\n")
         return COMMANDS[args.command](store, args, out, err)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")

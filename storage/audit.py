@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlmodel import Session
 
 from . import checkpoints
@@ -320,6 +320,11 @@ class AuditLog:
                 sent += 1
                 if limit is not None and sent >= limit:
                     return
+
+    def signed_through(self) -> int | None:
+        """The entry the newest checkpoint covers, or None when the log has never been signed."""
+        with self.db.read() as session:
+            return session.execute(select(func.max(AuditCheckpoint.entry_id))).scalar()
 
     def hash_at(self, entry_id: int) -> str | None:
         with self.db.read() as session:

@@ -1,0 +1,219 @@
+"""``apikeys audit keygen``, ``--verify`` with a pinned key, ``export`` (and ``--follow``), the
+documented offline verification of an export, and the server's warning when nothing is signed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage import checkpoints, open_store
+
+from .conftest import ADMIN, ROOT, start_server
+
+OFFLINE = ROOT / "docs" / "verify_audit_export.py"
+
+
+@pytest.fixture
+def keys(tmp_path: Path, run_cli) -> tuple[Path, Path]:
+    """(private key file, public key file) made by ``apikeys audit keygen``."""
+    private = tmp_path / "signing.pem"
+    result = run_cli("audit", "keygen", "--out", str(private))
+    assert result.code == 0, result.err
+    public = tmp_path / "public.pem"
+    public.write_text(result.out)
+    return private, public
+
+
+@pytest.fixture
+def signed_cli(run_cli, keys):
+    """The CLI with the signing key configured."""
+    private, _ = keys
+
+    def run(*argv, **kw):
+        env = {"APIKEYS_AUDIT_SIGNING_KEY": str(private), **kw.pop("env", {})}
+        return run_cli(*argv, env=env, **kw)
+
+    return run
+
+
+def _history(run) -> None:
+    created = json.loads(run("create", "--name", "alpha", "--owner", "team-a", "--json").out)
+    assert run("create", "--name", "fleet", "--owner", "team-b", "--count", "3").code == 0
+    assert run("revoke", created["id"], "--actor", "alice", "--reason", "compromised").code == 0
+
+
+def test_keygen_writes_a_0600_private_key_and_prints_only_the_public_key(keys, run_cli, tmp_path):
+    private, public = keys
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    text = public.read_text()
+    assert text.startswith("-----BEGIN PUBLIC KEY-----\n") and text.rstrip().endswith("-----END PUBLIC KEY-----")
+    assert "PRIVATE" not in text
+    signer = checkpoints.load_signer(str(private))
+    assert checkpoints.load_public_key(text) == signer.public_raw
+    again = run_cli("audit", "keygen", "--out", str(private))
+    assert again.code == 2 and "already exists" in again.err and again.out == ""
+    assert checkpoints.load_signer(str(private)).public_raw == signer.public_raw  # never overwritten
+
+
+def test_verify_prints_the_public_key_to_pin_and_agrees_with_it(signed_cli, keys):
+    _history(signed_cli)
+    _, public = keys
+    result = signed_cli("audit", "--verify", "--public-key", str(public))
+    assert result.code == 0, result.out + result.err
+    assert public.read_text() in result.out
+    assert "3 signed checkpoints agree" in result.out and "through entry 5" in result.out
+
+
+def test_verify_with_another_pinned_key_fails_naming_the_checkpoint(signed_cli, tmp_path, run_cli):
+    _history(signed_cli)
+    other = tmp_path / "other.pem"
+    other.write_text(checkpoints.generate()[1])
+    result = run_cli("audit", "--verify", "--public-key", str(other))
+    assert result.code == 1
+    assert "BROKEN: checkpoint at audit entry 1: signed by another key" in result.out
+
+
+def test_verify_uses_the_installations_own_key_when_none_is_pinned(signed_cli, tmp_path, database_url):
+    _history(signed_cli)
+    other = tmp_path / "other-signing.pem"
+    checkpoints.generate(other)
+    result = signed_cli("audit", "--verify", env={"APIKEYS_AUDIT_SIGNING_KEY": str(other)})
+    assert result.code == 1 and "signed by another key" in result.out
+
+
+def test_an_unsigned_log_verifies_and_says_it_is_not_signed(run_cli):
+    _history(run_cli)
+    result = run_cli("audit", "--verify")
+    assert result.code == 0 and "not signed" in result.out
+
+
+def test_a_pinned_key_on_an_unsigned_log_fails(run_cli, keys):
+    _history(run_cli)
+    result = run_cli("audit", "--verify", "--public-key", str(keys[1]))
+    assert result.code == 1 and "not signed" in result.out
+
+
+def test_an_entry_appended_without_the_key_is_reported_until_a_signed_one_covers_it(signed_cli, run_cli):
+    _history(signed_cli)
+    unsigned = run_cli("create", "--name", "late", "--owner", "team-a")
+    assert unsigned.code == 0
+    assert "not signed" in unsigned.err  # the operator is told at once
+    assert "audit entry 6: not signed" in signed_cli("audit", "--verify").out
+    assert signed_cli("create", "--name", "later", "--owner", "team-a").code == 0
+    assert signed_cli("audit", "--verify").code == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("audit", "--public-key", "x.pem"), "go with --verify"),
+    (("audit", "--against-slack"), "go with --verify"),
+    (("audit", "--verify", "--public-key", "/nonexistent.pem"), "cannot read"),
+    (("audit", "--verify", "--against-slack"), "needs SLACK_BOT_TOKEN"),
+    (("audit", "export", "--since", "-1"), "--since"),
+])
+def test_bad_audit_arguments_are_one_line_and_exit_2(run_cli, argv, message):
+    result = run_cli(*argv)
+    assert result.code == 2 and message in result.err and result.err.count("\n") == 1
+
+
+def test_a_bad_signing_key_is_refused_with_exit_2(run_cli, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    for value in (str(bad), str(tmp_path / "missing.pem")):
+        result = run_cli("list", env={"APIKEYS_AUDIT_SIGNING_KEY": value})
+        assert result.code == 2 and "APIKEYS_AUDIT_SIGNING_KEY" in result.err
+
+
+def _export(run, *argv) -> list[dict]:
+    result = run("audit", "export", *argv)
+    assert result.code == 0, result.err
+    return [json.loads(line) for line in result.out.splitlines()]
+
+
+def test_export_is_json_lines_with_hash_and_covering_checkpoint_and_resumes_by_id(signed_cli):
+    _history(signed_cli)
+    lines = _export(signed_cli)
+    assert [line["id"] for line in lines] == [1, 2, 3, 4, 5]
+    assert all(line["hash"] and line["prev_hash"] for line in lines)
+    assert [line["checkpoint"]["entry_id"] for line in lines] == [1, 4, 4, 4, 5]  # the batch of 3 shares one
+    assert _export(signed_cli, "--since", "3") == lines[3:]
+    assert _export(signed_cli, "--since", "5") == []
+
+
+def test_an_export_verifies_offline_with_only_the_public_key(signed_cli, keys, tmp_path):
+    _history(signed_cli)
+    export = tmp_path / "audit.jsonl"
+    export.write_text(signed_cli("audit", "export").out)
+    ok = subprocess.run([sys.executable, str(OFFLINE), str(export), str(keys[1])], capture_output=True, text=True,
+                        cwd=tmp_path, env={"PATH": os.environ["PATH"]})  # no apikeys configuration at all
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: 5 entries verified"), ok.stdout + ok.stderr
+    partial = tmp_path / "since-2.jsonl"
+    partial.write_text(signed_cli("audit", "export", "--since", "2").out)
+    assert subprocess.run([sys.executable, str(OFFLINE), str(partial), str(keys[1])]).returncode == 0
+
+    lines = export.read_text().splitlines()
+    edited = json.loads(lines[2])
+    edited["details"]["name"] = "someone-else"
+    cases = {
+        "edited": [*lines[:2], json.dumps(edited), *lines[3:]],
+        "deleted": [*lines[:2], *lines[3:]],
+        "truncated after a checkpoint's entries": lines[:3],
+    }
+    for what, content in cases.items():
+        tampered = tmp_path / "tampered.jsonl"
+        tampered.write_text("\n".join(content) + "\n")
+        bad = subprocess.run([sys.executable, str(OFFLINE), str(tampered), str(keys[1])], capture_output=True, text=True)
+        assert bad.returncode == 1 and bad.stdout.startswith("BROKEN"), (what, bad.stdout)
+    other = tmp_path / "other.pem"
+    other.write_text(checkpoints.generate()[1])
+    wrong_key = subprocess.run([sys.executable, str(OFFLINE), str(export), str(other)], capture_output=True, text=True)
+    assert wrong_key.returncode == 1 and "another key" in wrong_key.stdout
+
+
+def test_export_follow_streams_new_entries_and_stops_cleanly_on_sigterm(signed_cli, keys, database_url, tmp_path):
+    _history(signed_cli)
+    env = {**os.environ, "DATABASE_URL": database_url, "APIKEYS_AUDIT_SIGNING_KEY": str(keys[0])}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "audit", "export", "--since", "4", "--follow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert json.loads(proc.stdout.readline())["id"] == 5
+        store = open_store(database_url, signer=checkpoints.load_signer(str(keys[0])))
+        try:
+            store.keys.create(name="while-following", owner="team-a", actor=ADMIN)
+        finally:
+            store.close()
+        line = json.loads(proc.stdout.readline())  # blocks until the follower polls (about a second)
+        assert line["id"] == 6 and line["checkpoint"]["entry_id"] == 6
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_server_warns_once_when_the_audit_log_is_not_signed(database_url, tmp_path, keys):
+    server = start_server(database_url, tmp_path)
+    try:
+        log = server.log()
+    finally:
+        server.stop()
+    assert log.count("APIKEYS_AUDIT_SIGNING_KEY is not set") == 1
+    signed = start_server(database_url, tmp_path, {"APIKEYS_AUDIT_SIGNING_KEY": str(keys[0])})
+    try:
+        assert "APIKEYS_AUDIT_SIGNING_KEY" not in signed.log()
+    finally:
+        signed.stop()
+
+
+def test_the_server_refuses_a_bad_signing_key_with_exit_2(database_url, tmp_path):
+    server = start_server(database_url, tmp_path, {"APIKEYS_AUDIT_SIGNING_KEY": "not a key"}, wait=False)
+    assert server.proc.wait(timeout=30) == 2
+    assert "APIKEYS_AUDIT_SIGNING_KEY" in server.log()
