@@ -110,6 +110,16 @@ def test_audit_post_names_key_admin_reason_time_and_channel():
     assert "Key revoked" in text
 
 
+def test_every_audit_post_names_the_position_and_head_it_follows():
+    events = [event(i, "key.revoked", actor="UADMIN001", name=f"k{i}") for i in (41, 42)]
+    events[-1] = AuditEvent(**{**events[-1].model_dump(), "hash": "3f9a0b1c2d3e" + "f" * 52})
+    _, payload = blocks.audit_post(events)
+    assert payload[-1] == {"type": "context", "elements": [{"type": "mrkdwn", "text": "#42 · 3f9a0b1c2d3e…"}]}
+    from bot.witness import WITNESS_RE
+
+    assert WITNESS_RE.search(payload[-1]["elements"][0]["text"]).groups() == ("42", "3f9a0b1c2d3e")
+
+
 def test_every_action_has_its_own_audit_post():
     assert set(blocks.AUDIT_POSTS) == set(Action)
 
