@@ -133,7 +133,8 @@ class InProcessWorld(World):
             # What one worker of the server builds (bot.server.create_app), from the same settings.
             settings = Settings.from_env({**env, "DATABASE_URL": database_url})
             world.app_store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
-                                         notify_channel=settings.audit_channel, pool_size=settings.threads + 2)
+                                         notify_channel=settings.audit_channel, pool_size=settings.threads + 2,
+                                         signer=settings.audit_signer)
             client = make_client(settings)
             world.deliverer = start_delivery(world.app_store, client)
             world.app = create_app(settings, world.app_store, client=client)

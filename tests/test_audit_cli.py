@@ -15,7 +15,8 @@ import pytest
 
 from storage import checkpoints, open_store
 
-from .conftest import ADMIN, ROOT, start_server
+from .helpers import ADMIN, ROOT
+from .servers import start_server
 
 OFFLINE = ROOT / "docs" / "verify_audit_export.py"
 

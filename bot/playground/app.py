@@ -398,7 +398,7 @@ def _refuse(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from storage import open_store
+    from storage import checkpoints, open_store
 
     from .. import logs
     from ..config import Settings
@@ -432,11 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         "SLACK_BOT_TOKEN": "xoxb-playground", "SLACK_SIGNING_SECRET": secrets.token_hex(16),
         "APIKEYS_ADMINS": f"{ADMIN_USER},{OTHER_WORKSPACE_USER}", "APIKEYS_AUDIT_CHANNEL": AUDIT,
         "SLACK_API_URL": f"http://127.0.0.1:{stub_port}/api/",
+        # A signing key of its own (thrown away on exit): the audit channel shows its witness lines.
+        "APIKEYS_AUDIT_SIGNING_KEY": checkpoints.generate()[0],
     }
     os.environ.update(env)
     os.environ.pop("SLACK_APP_TOKEN", None)
     settings = Settings.from_env()
-    store = open_store(settings.database_url, bootstrap_admins=settings.admins, notify_channel=None)
+    store = open_store(settings.database_url, bootstrap_admins=settings.admins, notify_channel=None,
+                       signer=settings.audit_signer)
     demo = seed(store)
     store.close()
     host = settings.host

@@ -21,7 +21,9 @@ Example::
         client.chat_postMessage(channel="C0INCIDENT", text="hi")
         assert stub.calls[-1].body["text"] == "hi"
 
-Unknown paths answer 404; ``response_url`` paths that the stub never issued answer 404 with
+It keeps the channels' messages (``chat.postMessage``/``update``/``delete``) and answers
+``conversations.history`` from them, newest first and paged, as ``apikeys audit --verify
+--against-slack`` reads the audit channel. Unknown paths answer 404; ``response_url`` paths that the stub never issued answer 404 with
 ``{"ok": false, "error": "unknown_response_url"}`` (a stub-specific error, so that an app posting
 to a wrong URL is noticed).
 
@@ -34,6 +36,7 @@ is kept (the tests assert at teardown that there were none).
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -514,6 +517,26 @@ class SlackStub:
                 "profile": {"real_name": real_name, "display_name": name}}
         user.update({k: v for k, v in known.items() if k not in ("name", "real_name")})
         return _ok(user=user)
+
+    def _m_conversations_history(self, body: dict[str, Any]) -> Reply:
+        """A channel's messages, newest first, paged like Slack (``limit`` up to 999, an opaque
+        ``cursor``, ``has_more``); thread replies are not in it. The bot must be in the channel."""
+        channel = body.get("channel")
+        error = self._channel_error(channel)
+        if error:
+            return _error(error)
+        try:
+            limit = min(max(int(body.get("limit") or 100), 1), 999)
+            start = int(base64.b64decode(body["cursor"]).decode().removeprefix("next_ts:")) if body.get("cursor") else 0
+        except (ValueError, TypeError, UnicodeDecodeError):
+            return _error("invalid_cursor")
+        newest_first = sorted(
+            (m for (ch, ts), m in self.messages.items() if ch == channel and m.get("thread_ts") in (None, ts)),
+            key=lambda m: float(m["ts"]), reverse=True)
+        page = newest_first[start:start + limit]
+        more = start + limit < len(newest_first)
+        cursor = base64.b64encode(f"next_ts:{start + limit}".encode()).decode() if more else ""
+        return _ok(messages=copy.deepcopy(page), has_more=more, response_metadata={"next_cursor": cursor})
 
     def _m_conversations_info(self, body: dict[str, Any]) -> Reply:
         channel = body.get("channel")
