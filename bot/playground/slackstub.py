@@ -23,7 +23,9 @@ Example::
 
 It keeps the channels' messages (``chat.postMessage``/``update``/``delete``) and answers
 ``conversations.history`` from them, newest first and paged, as ``apikeys audit --verify
---against-slack`` reads the audit channel. Unknown paths answer 404; ``response_url`` paths that the stub never issued answer 404 with
+--against-slack`` reads the audit channel.
+
+Unknown paths answer 404; ``response_url`` paths that the stub never issued answer 404 with
 ``{"ok": false, "error": "unknown_response_url"}`` (a stub-specific error, so that an app posting
 to a wrong URL is noticed).
 
