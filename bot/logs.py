@@ -86,6 +86,10 @@ class GroupWriteHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
+        self.write_line(line, record)
+
+    def write_line(self, line: str, record: logging.LogRecord | None = None) -> None:
+        """Write one finished line (``RequestLog`` hands its lines here directly)."""
         with self.lock:
             self._pending.append(line)
             if self._writing:
@@ -104,7 +108,7 @@ class GroupWriteHandler(logging.StreamHandler):
         except Exception:
             with self.lock:
                 self._writing = False
-            self.handleError(record)
+            self.handleError(record or logging.makeLogRecord({"msg": line.rstrip()}))
 
     def _after_fork_in_child(self) -> None:
         # Lines pending at the fork belong to the parent, which writes them; a write that was in
@@ -155,6 +159,48 @@ def route_all_loggers() -> None:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
             logger.propagate = True
+
+
+class RequestLog:
+    """The key API's one line per request, at a fraction of ``logging``'s cost.
+
+    Security teams rely on a line per verification, and at 10,000+ requests a second building a
+    ``LogRecord`` and running it through the formatter was a third of a request's work. When the
+    process logs through ``configure``'s one handler, the line is built here, in exactly the
+    format ``RedactingFormatter`` gives (same time stamp, same masking and escaping, which the
+    values written here never need), and handed to that handler; with any other handler in place
+    (a test's log capture, another configuration) it goes through ``logging`` as usual."""
+
+    def __init__(self, name: str):
+        self.logger = logging.getLogger(name)
+        self.name = name
+        self._formatter = RedactingFormatter(FORMAT)
+        self._pid = -1
+        self._prefix = ""
+
+    def info(self, line: str) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handlers = logging.root.handlers
+        if logger.handlers or len(handlers) != 1 or type(handlers[0]) is not GroupWriteHandler or not logger.propagate:
+            logger.info(line)
+            return
+        now = time.time()
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid, self._prefix = pid, f" INFO [{pid}] {self.name}: "
+        second = int(now)
+        cached_second, stamp = self._formatter._cached
+        if second != cached_second:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+            self._formatter._cached = (second, stamp)
+        text = f"{stamp},{int((now - second) * 1000):03d}{self._prefix}{line}"
+        if RedactingFormatter._marker in text:
+            text = redact(text)
+        if not text.isprintable():
+            text = escape_controls(text)
+        handlers[0].write_line(text + "\n")
 
 
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
