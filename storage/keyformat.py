@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import zlib
-
-from cryptography.hazmat.primitives import constant_time, hashes
 
 KEY_PREFIX = "apk"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -55,18 +55,17 @@ def is_well_formed(candidate: object) -> bool:
     if not isinstance(candidate, str) or len(candidate) != KEY_LENGTH or not KEY_RE.match(candidate):
         return False
     body, check = candidate[:-CHECKSUM_CHARS], candidate[-CHECKSUM_CHARS:]
-    return constant_time.bytes_eq(_checksum(body).encode(), check.encode())
+    return hmac.compare_digest(_checksum(body), check)
 
 
 def digest(secret: str) -> str:
     """The one-way digest stored and looked up instead of the secret (hex SHA-256)."""
-    h = hashes.Hash(hashes.SHA256())
-    h.update(secret.encode("utf-8"))
-    return h.finalize().hex()
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def digests_equal(a: str, b: str) -> bool:
-    return constant_time.bytes_eq(a.encode(), b.encode())
+    """Constant-time comparison of two hex digests."""
+    return hmac.compare_digest(a, b)
 
 
 def last4(secret: str) -> str:
