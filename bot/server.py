@@ -1,14 +1,13 @@
-"""``python -m bot``: the key API (and Slack's routes) on gunicorn.
+"""``python -m bot``: the key API (and Slack's routes) on granian, a Rust HTTP server, through its
+WSGI interface.
 
-gunicorn runs ``WEB_CONCURRENCY`` worker processes with ``WEB_THREADS`` threads each. The
-database schema is prepared once in the master before workers start; each worker opens
-its own connection pool after the fork. On SIGTERM gunicorn stops accepting connections,
-lets in-flight requests finish (``graceful_timeout``) and exits 0.
-
-Each worker listens on a socket of its own (``SO_REUSEPORT``), so the kernel spreads new
-connections evenly across workers. With one shared socket the workers race to accept, and a
-burst of keep-alive connections (a proxy's pool, a load test) often lands mostly on one
-worker, which then does all the work on one core while the others idle.
+granian runs ``WEB_CONCURRENCY`` worker processes, forked from this one after the schema is
+prepared and the code is imported (so they share those pages); each worker answers requests
+on ``WEB_THREADS`` Python threads and opens its own connection pool. HTTP parsing, keep-alive and
+the socket live in Rust, outside the interpreter lock. On SIGTERM the server stops accepting,
+lets in-flight requests finish (at most ``GRACEFUL_TIMEOUT``) and exits 0. The Socket Mode
+connection, when configured, runs in one process of its own beside the workers and stops with
+them. ``docs/benchmarks.md`` has the comparison with gunicorn (gthread) that chose this.
 """
 
 from __future__ import annotations
@@ -19,10 +18,6 @@ import logging
 import socket
 import sys
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger as GunicornLogger
-from gunicorn.workers.gthread import ThreadWorker
-
 from storage import StorageError, open_store
 
 from . import logs
@@ -31,6 +26,7 @@ from .config import ConfigError, Settings, load_dotenv_file
 log = logging.getLogger("apikeys.server")
 
 GRACEFUL_TIMEOUT = 8  # seconds; the contract promises an exit within 10
+BACKLOG = 2048
 
 
 def create_app(settings: Settings):
@@ -51,39 +47,27 @@ def create_app(settings: Settings):
     return KeyApiApp(store, slack_app=slack_app)
 
 
-class Worker(ThreadWorker):
-    """gunicorn's threaded worker, which also closes its own listening socket as soon as it stops
-    accepting to shut down: new connections then go to a sibling (or are refused, when the
-    whole server is stopping) instead of queueing on a socket nobody will accept from."""
-
-    def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled)
-        if not enabled and not self.alive:
-            for listener in self.sockets:
-                listener.close()
+# What each forked worker builds its application from (set by run_server before the fork).
+_worker_config: tuple[Settings, object] | None = None
 
 
-class _Logger(GunicornLogger):
-    """gunicorn's error log (and access log, when on) through the process's one redacting handler:
-    gunicorn gives them handlers of their own, and its error log quotes malformed request lines,
-    keys and control characters included."""
-
-    def setup(self, cfg) -> None:
-        super().setup(cfg)
-        logs.route_all_loggers()
-
-
-# Linux balances connections across SO_REUSEPORT sockets; other systems do not, so they keep one shared socket.
-PER_WORKER_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+def _worker_app(_target: str):
+    """granian's loader, run in each worker after the fork: our WSGI app (wrapped by the caller of
+    run_server, when it gave a wrapper: `apikeys playground` adds its page and stand-in this way;
+    nothing in the environment can)."""
+    settings, wrap = _worker_config
+    logs.route_all_loggers()  # granian configures its loggers again in the worker
+    app = create_app(settings)
+    return app if wrap is None else wrap(app, settings)
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether another socket already listens on host:port. Each worker binds with SO_REUSEPORT,
-    which would otherwise let a second server on the same port silently take half the traffic."""
+    """Whether another socket already listens on host:port (a second server is refused, rather
+    than failing later in a worker)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
     try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn's own sockets
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host.strip("[]"), port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
@@ -92,48 +76,6 @@ def port_in_use(host: str, port: int) -> bool:
     finally:
         probe.close()
     return False
-
-
-class _Gunicorn(BaseApplication):
-    def __init__(self, settings: Settings, socket_mode=None, wrap=None):
-        self.settings = settings
-        self.socket_mode = socket_mode
-        self.wrap = wrap
-        super().__init__()
-
-    def load_config(self) -> None:
-        s = self.settings
-        host = f"[{s.host}]" if ":" in s.host and not s.host.startswith("[") else s.host
-        options = {
-            "bind": f"{host}:{s.port}",
-            "workers": s.workers,
-            "worker_class": Worker,
-            "reuse_port": PER_WORKER_SOCKETS,
-            "threads": s.threads,
-            "graceful_timeout": GRACEFUL_TIMEOUT,
-            "timeout": 30,
-            "keepalive": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "logger_class": _Logger,
-            "loglevel": "info",
-            "proc_name": "apikeys-bot",
-            "control_socket_disable": True,
-        }
-        if self.socket_mode is not None:
-            # Socket Mode runs in one process of its own beside the HTTP workers.
-            options["when_ready"] = lambda _arbiter: self.socket_mode.start()
-            options["on_exit"] = lambda _arbiter: self.socket_mode.stop()
-        for name, value in options.items():
-            if name in self.cfg.settings:
-                self.cfg.set(name, value)
-
-    def load(self):
-        logs.configure()
-        app = create_app(self.settings)
-        # Only a caller of run_server wraps the app (`apikeys playground` adds its page and stand-in
-        # for Slack this way, in the worker); nothing in the environment can.
-        return app if self.wrap is None else self.wrap(app, self.settings)
 
 
 def main() -> int:
@@ -156,14 +98,14 @@ def run_server(settings: Settings, wrap=None) -> int:
         if settings.socket_mode:
             from .slack.socket import SocketModeProcess
 
-            options_hooks = SocketModeProcess(settings)
+            socket_mode = SocketModeProcess(settings)
         else:
-            options_hooks = None
+            socket_mode = None
     except (ConfigError, StorageError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     try:
-        if PER_WORKER_SOCKETS and port_in_use(settings.host, settings.port):
+        if port_in_use(settings.host, settings.port):
             log.error("cannot start: %s:%s is already in use by another program", settings.host, settings.port)
             return 2
     except OSError as exc:
@@ -184,8 +126,30 @@ def run_server(settings: Settings, wrap=None) -> int:
     # Keep the garbage collector from touching (and so un-sharing) those objects in the workers.
     gc.collect()
     gc.freeze()
-    _Gunicorn(settings, options_hooks, wrap).run()
+    global _worker_config
+    _worker_config = (settings, wrap)
+    server = _granian(settings)
+    if socket_mode is not None:
+        server.on_startup(socket_mode.start)
+        server.on_shutdown(socket_mode.stop)
+    try:
+        server.serve(target_loader=_worker_app)
+    except SystemExit as exc:  # granian exits 1 when a worker died unexpectedly
+        return int(exc.code or 0)
     return 0
+
+
+def _granian(settings: Settings):
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server import Server
+
+    server = Server(
+        "bot.server:app", address=settings.host.strip("[]"), port=settings.port, interface=Interfaces.WSGI,
+        workers=settings.workers, blocking_threads=settings.threads, backlog=BACKLOG, http=HTTPModes.http1,
+        websockets=False, log_enabled=True, log_access=False, workers_kill_timeout=GRACEFUL_TIMEOUT,
+    )
+    logs.route_all_loggers()  # granian's own lines (start, stop, worker trouble) through our one handler
+    return server
 
 
 if __name__ == "__main__":  # pragma: no cover
