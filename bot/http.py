@@ -63,11 +63,10 @@ def read_body(environ: dict, limit: int = MAX_BODY) -> bytes:
     """The request body, at most ``limit`` bytes (else 413).
 
     A body the server cannot deliver is the client's error, not ours: the server de-chunks
-    ``Transfer-Encoding: chunked`` while we read, and raises on a malformed chunk (gunicorn's
-    ``InvalidChunkSize``, ``ChunkMissingTerminator``, …) or when the connection ends early
-    (``NoMoreData``, an ``OSError``); a body shorter than its ``Content-Length`` is cut short too.
-    All of them are a 400 with a JSON error. (gunicorn then closes the connection: where the next
-    request would start is unknown.)
+    ``Transfer-Encoding: chunked``, and a malformed chunk or a connection that ends early shows
+    here as an exception while reading (``OSError``, ``ValueError``, a server's own) or as a body
+    shorter than its ``Content-Length``. All of them are a 400 with a JSON error, whatever WSGI
+    server is in front (granian in production; the tests also call the app directly).
     """
     length_text = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]

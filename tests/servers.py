@@ -48,20 +48,37 @@ class _Recorded:
         return io.BytesIO(self.data)
 
 
-def raw_exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``raw`` on a new connection, close our side, and parse the first answer (lower-case headers)."""
+def raw_exchange(url: str, raw: bytes, *, wait: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection and parse the first answer (lower-case headers). Our side
+    stays open (a half-closed connection is one granian, like hyper, drops unanswered) until the
+    answer is complete, the server closes, or ``wait`` seconds pass (TimeoutError: no answer)."""
     import socket
 
     parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    with socket.create_connection((parts.hostname, parts.port), timeout=wait) as sock:
         sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)  # the server sees the end of what we send: nothing waits for more
         received = b""
-        while chunk := sock.recv(65536):
+        while not _complete(received):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
             received += chunk
+    if not received:
+        raise http.client.RemoteDisconnected("the server closed the connection without an answer")
     resp = http.client.HTTPResponse(_Recorded(received))
     resp.begin()
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+def _complete(received: bytes) -> bool:
+    head, sep, body = received.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return b" 204 " in head.split(b"\r\n")[0] or b" 304 " in head.split(b"\r\n")[0]
 
 
 def wsgi_request(app: Any, method: str, path: str, body: bytes | str | None = None,

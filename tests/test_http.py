@@ -117,8 +117,8 @@ def test_verify_needs_post(api):
 
 VERIFY_HEAD = b"POST /v1/keys/verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
-# Bodies the server cannot read: each one used to be answered 500 (gunicorn raises while the app
-# reads wsgi.input), or, for the short body, answered as if it had all arrived.
+# Bodies that are not well-formed HTTP: under gunicorn each one was answered 500 (gunicorn raised
+# while the app read wsgi.input), or, for the short body, answered as if it had all arrived.
 UNREADABLE_BODIES = {
     "a chunk size that is not hex": CHUNKED + b'zz\r\n{"key": "x"}\r\n0\r\n\r\n',
     "a chunk cut short": CHUNKED + b'40\r\n{"key": "apk_',
@@ -130,16 +130,38 @@ UNREADABLE_BODIES = {
 }
 
 
-def test_verify_answers_400_json_to_a_body_it_cannot_read_and_keeps_serving(server, keys):
+# What granian's HTTP parser (hyper) makes of each: refused (400 JSON from our app, which reads a
+# body the server reports as broken), read leniently (hyper ignores chunk extensions and a missing
+# CRLF after a chunk: our app then answers the body it got), or not yet a whole request (the body
+# has not all arrived: the server waits for the rest, in Rust, holding no Python thread, and the
+# client gives up). Never a 5xx, never a traceback, and the server keeps serving.
+BODY_OUTCOMES = {
+    "a chunk size that is not hex": {"400"},
+    "a chunk cut short": {"400", "waits"},
+    "a chunk without its CRLF": {"400", "200"},
+    "no end after the last chunk": {"400", "200", "waits"},
+    "a malformed chunk extension": {"400", "200", "closed"},
+    "a chunk size line that never ends": {"400"},
+    "a body shorter than its Content-Length": {"400", "waits"},
+}
+
+
+def test_verify_never_fails_on_a_body_it_cannot_read_and_keeps_serving(server, keys):
     wrong = {}
     for what, rest in UNREADABLE_BODIES.items():
-        status, headers, data = raw_exchange(server.url, VERIFY_HEAD + rest)
         try:
-            error = json.loads(data).get("error")
-        except ValueError:
-            error = None
-        if status != 400 or headers.get("content-type") != "application/json" or not isinstance(error, str):
-            wrong[what] = f"{status} {data[:80]!r}"
+            status, headers, data = raw_exchange(server.url, VERIFY_HEAD + rest, wait=2)
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            outcome = "closed"
+        except TimeoutError:
+            outcome = "waits"
+        else:
+            outcome = str(status)
+            if status == 400 and (headers.get("content-type") != "application/json"
+                                  or not isinstance(json.loads(data).get("error"), str)):
+                outcome = f"400 without a JSON error: {data[:80]!r}"
+        if outcome not in BODY_OUTCOMES[what]:
+            wrong[what] = outcome
     assert wrong == {}
     # A well-formed chunked body is read like any other, and the server keeps serving.
     body = json.dumps({"key": keys["valid"].secret}).encode()
@@ -344,11 +366,11 @@ LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pe
 @LINUX_ONLY
 def test_keep_alive_connections_are_spread_across_workers(server, keys):
     """A burst of keep-alive connections (a proxy's pool, a load test) must not pile onto one worker
-    while the other idles: each worker listens on a socket of its own and gets its share."""
+    while the other idles: both workers accept from the one listening socket and each gets its share."""
     port = urlsplit(server.url).port
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # /healthz answers as soon as the first worker listens; wait for both
-        if sum(1 for state in _tcp_sockets_on_port(port).values() if state == "0A") == 2:
+    while time.monotonic() < deadline:  # /healthz answers as soon as the first worker is up; wait for both
+        if len(_worker_pids(server)) == 2 and all(_socket_inodes(pid) for pid in _worker_pids(server)):
             break
         time.sleep(0.05)
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(32)]
@@ -365,8 +387,6 @@ def test_keep_alive_connections_are_spread_across_workers(server, keys):
             mine = _socket_inodes(pid) & sockets.keys()
             per_worker[pid] = ([i for i in mine if sockets[i] == "0A"], [i for i in mine if sockets[i] == "01"])
         assert len(per_worker) == 2
-        listening = [inode for own, _ in per_worker.values() for inode in own]
-        assert len(listening) == len(set(listening)) == 2  # one listening socket per worker
         served = sorted(len(established) for _, established in per_worker.values())
         assert sum(served) == 32
         assert served[0] >= 4, f"connections per worker: {served}"  # all but one on one worker has odds of 1 in 10^6

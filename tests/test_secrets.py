@@ -42,7 +42,7 @@ def _assert_clean(text_: str, *secrets: str) -> None:
 # ======================================================================= the server's own log
 
 
-def test_malformed_request_lines_carrying_a_key_are_logged_masked_and_escaped(database_url, tmp_path):
+def test_malformed_request_lines_carrying_a_key_are_refused_and_never_logged(database_url, tmp_path):
     secret_in_query, secret_as_method, secret_in_header = generate_secret(), generate_secret(), generate_secret()
     server = start_server(database_url, tmp_path, {"WEB_CONCURRENCY": "1"})
     try:
@@ -51,40 +51,32 @@ def test_malformed_request_lines_carrying_a_key_are_logged_masked_and_escaped(da
             f"{secret_as_method} /v1/auth HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
             f"GET /v1/auth HTTP/1.1\r\nHost: x\r\nX-API-Key\x07: {secret_in_header}\r\n\r\n".encode(),
         ]
-        for request in bad_requests:
-            answer = _raw_request(server.url, request)
-            assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        answers = [_raw_request(server.url, request) for request in bad_requests]
+        # granian's HTTP parser refuses the control characters itself; a key where the method goes
+        # is just an unknown method, which /v1/auth answers like any other (proxies forward theirs).
+        assert answers[0].startswith(b"HTTP/1.1 400") and answers[2].startswith(b"HTTP/1.1 400"), answers
+        assert answers[1].startswith(b"HTTP/1.1 401"), answers[1][:200]
+        for answer in answers:
+            _assert_clean(answer.decode("latin-1"), secret_in_query, secret_as_method, secret_in_header)
     finally:
         assert server.stop() == 0
-    log = server.log()
-    assert "Invalid request" in log  # the server did log these requests …
-    _assert_clean(log, secret_in_query, secret_as_method, secret_in_header)  # … masked and escaped
-    assert "\\x1b" in log or "\\x01" in log
+    _assert_clean(server.log(), secret_in_query, secret_as_method, secret_in_header)
 
 
 def test_every_logger_writes_through_the_one_redacting_handler():
     import logging
 
-    import gunicorn.glogging  # noqa: F401  (gunicorn's loggers get handlers of their own)
     import slack_bolt  # noqa: F401
     import slack_sdk  # noqa: F401
 
     from bot import logs
-    from bot.server import _Logger
-
-    class Cfg:  # the settings gunicorn's logger reads
-        loglevel, errorlog, accesslog, syslog, capture_output = "info", "-", "-", False, False
-        logconfig_dict, logconfig_json, logconfig = {}, None, None
-        disable_redirect_access_to_syslog = False
-        access_log_format = '%(h)s "%(r)s" %(s)s'
-        logger_class = "gunicorn.glogging.Logger"
-
-        def __getattr__(self, name):
-            return None
+    from bot.config import Settings
+    from bot.server import _granian
 
     logs.configure()
     try:
-        _Logger(Cfg())
+        _granian(Settings())  # granian configures handlers of its own for its loggers
+        assert logging.getLogger("_granian").isEnabledFor(logging.INFO)
         for name, logger in logging.Logger.manager.loggerDict.items():
             if isinstance(logger, logging.Logger):
                 assert not logger.handlers, f"logger {name} has a handler of its own: {logger.handlers}"
