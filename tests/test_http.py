@@ -28,7 +28,7 @@ from storage import open_store
 from storage.keyformat import generate_secret
 
 from .helpers import ADMIN
-from .servers import InProcessApp, raw_exchange, start_server
+from .servers import InProcessApp, http_request, raw_exchange, start_server
 
 
 def request(target, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
@@ -433,3 +433,28 @@ def test_a_stopping_server_refuses_new_connections_while_it_drains(database_url,
     finally:
         idle.close()
         srv.stop()
+
+
+@LINUX_ONLY
+def test_socket_mode_runs_in_a_process_beside_the_workers_and_stops_with_them(database_url, tmp_path):
+    """With SLACK_APP_TOKEN the server holds Slack's WebSocket in one process of its own. Here Slack
+    cannot be reached: that process says so in one line and keeps trying, the key API serves, and
+    SIGTERM stops everything, exit 0."""
+    env = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test", "APIKEYS_AUDIT_CHANNEL": "C0AUDIT",
+           "SLACK_API_URL": "http://127.0.0.1:9/api/"}  # nothing listens on port 9
+    server = start_server(database_url, tmp_path, env)
+    try:
+        deadline = time.monotonic() + 20
+        while "Socket Mode could not connect" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        children = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in _worker_pids(server)}
+        socket_mode = [pid for pid, cmd in children.items() if b"multiprocessing.spawn" in cmd]
+        workers = [pid for pid, cmd in children.items() if cmd.split(b"\0")[1:3] == [b"-m", b"bot"]]
+        assert len(socket_mode) == 1 and len(workers) == 2, children
+        assert http_request(server.url, "GET", "/healthz")[0] == 200
+    finally:
+        assert server.stop() == 0
+    for pid in [*socket_mode, *workers]:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid
+    log = server.log()
+    assert "Socket Mode could not connect (URLError" in log and "Traceback" not in log

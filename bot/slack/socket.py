@@ -1,11 +1,13 @@
-"""Socket Mode: one process of its own (started beside gunicorn's workers) holding the
-WebSocket to Slack. It runs the same Bolt app and the same storage as HTTP mode."""
+"""Socket Mode: one process of its own (started beside the HTTP server's workers, stopped with
+them) holding the WebSocket to Slack. It runs the same Bolt app and the same storage as HTTP mode.
+When Slack cannot be reached it says so in one line and tries again, backing off to a minute."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import signal
+import time
 
 from ..config import Settings
 
@@ -27,8 +29,17 @@ def _run(settings: Settings) -> None:
     client = make_client(settings)
     start_delivery(store, client)
     app = create_app(settings, store, client=client, socket_mode=True)
-    log.info("connecting to Slack over Socket Mode")
-    SocketModeHandler(app, settings.slack_app_token, trace_enabled=False).start()
+    delay = 1.0
+    while True:
+        log.info("connecting to Slack over Socket Mode")
+        try:
+            SocketModeHandler(app, settings.slack_app_token, trace_enabled=False).start()
+            return
+        except Exception as exc:  # Slack unreachable, a refused token: one line, then again
+            log.error("Socket Mode could not connect (%s: %s); trying again in %.0f s",
+                      type(exc).__name__, str(exc)[:200], delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 60.0)
 
 
 class SocketModeProcess:
@@ -37,7 +48,7 @@ class SocketModeProcess:
         self.process: multiprocessing.Process | None = None
 
     def start(self) -> None:
-        # "spawn": a fresh interpreter, not a fork of gunicorn's master.
+        # "spawn": a fresh interpreter, not a fork of the server's master.
         self.process = multiprocessing.get_context("spawn").Process(
             target=_run, args=(self.settings,), name="apikeys-socket-mode", daemon=True
         )
