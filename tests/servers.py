@@ -24,6 +24,23 @@ from .helpers import ADMIN, free_port
 Answer = tuple[int, dict[str, str], bytes]
 
 
+class Headers(dict):
+    """Response headers, looked up in any case (HTTP names are case-insensitive, and granian sends
+    them in lower case)."""
+
+    def __init__(self, pairs):
+        super().__init__((name.lower(), value) for name, value in pairs)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default=None):
+        return super().get(name.lower(), default)
+
+
 def http_request(url: str, method: str, path: str, body: bytes | str | None = None,
                  headers: dict | None = None, timeout: float = 10) -> Answer:
     """One request on a new connection to the server at ``url``."""
@@ -33,7 +50,7 @@ def http_request(url: str, method: str, path: str, body: bytes | str | None = No
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         data = resp.read()
-        return resp.status, dict(resp.getheaders()), data
+        return resp.status, Headers(resp.getheaders()), data
     finally:
         conn.close()
 

@@ -24,6 +24,7 @@ import pytest
 from storage import open_store
 
 from .helpers import ROOT, free_port
+from .servers import Headers
 
 ADMIN = "UADMIN001"
 INTRUDER = "UEVIL0001"
@@ -88,10 +89,10 @@ def launch(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Proces
 
 
 def serving(started: Process) -> Process:
-    """Wait until the worker has its listening socket: gunicorn logs "Booting worker" just before it
-    binds; a connection made after the bind waits in the backlog until the worker has loaded the app."""
+    """Wait until the server listens: granian logs "Listening at" once its socket is bound; a
+    connection made after that waits in the backlog until the worker has loaded the app."""
     try:
-        started.wait_for_line(r"Booting worker with pid")
+        started.wait_for_line(r"Listening at: ")
         deadline = time.monotonic() + STARTUP
         while True:  # the bind follows the log line at once: a refused connect is retried immediately
             try:
@@ -140,7 +141,7 @@ def call(port: int, method: str, path: str, body: bytes | None = None, headers: 
             data = json.loads(raw)
         except ValueError:
             data = raw
-        return resp.status, data, dict(resp.getheaders())
+        return resp.status, data, Headers(resp.getheaders())
     finally:
         conn.close()
 
