@@ -11,7 +11,7 @@ import getpass
 import json
 import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -278,30 +278,25 @@ def _audit_export(store: Store, args, out: TextIO) -> int:
     if args.since < 0:
         raise InvalidInput("--since must be an entry id (0 or more)")
     since = args.since
-    if args.follow:
-        _stop_on_sigterm()
-    try:
-        while True:
-            for line in store.audit.export(since=since):
-                out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
-                since = line["id"]
-            out.flush()
-            if not args.follow:
-                return EXIT_OK
-            time.sleep(FOLLOW_POLL)
-    except KeyboardInterrupt:  # the way to stop --follow: every line written is complete
+    stop = _stop_requested() if args.follow else threading.Event()
+    while True:
+        for line in store.audit.export(since=since):
+            out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+            since = line["id"]
         out.flush()
-        return EXIT_OK
+        if not args.follow or stop.wait(FOLLOW_POLL):
+            return EXIT_OK  # every line written is complete
 
 
-def _stop_on_sigterm() -> None:
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
+def _stop_requested() -> threading.Event:
+    """Set by SIGTERM or Ctrl-C, so that --follow stops between reads (never inside one)."""
+    stop = threading.Event()
     try:
-        signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (run in-process): Ctrl-C only
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    except ValueError:  # not the main thread (run in-process): nothing to install
         pass
+    return stop
 
 
 def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
