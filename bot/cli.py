@@ -11,7 +11,7 @@ import getpass
 import json
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -28,6 +28,7 @@ from .config import ConfigError, Settings, load_dotenv_file
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE = 0, 1, 2
 DEFAULT_SIGNING_KEY_FILE = "apikeys-audit-signing-key.pem"
 FOLLOW_POLL = 1.0  # seconds between looks for new entries in 'audit export --follow'
+FOLLOW_STEPS = 10
 
 
 class UsageError(Exception):
@@ -278,22 +279,27 @@ def _audit_export(store: Store, args, out: TextIO) -> int:
     if args.since < 0:
         raise InvalidInput("--since must be an entry id (0 or more)")
     since = args.since
-    stop = _stop_requested() if args.follow else threading.Event()
+    stop = _stop_requested() if args.follow else []
     while True:
         for line in store.audit.export(since=since):
             out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
             since = line["id"]
         out.flush()
-        if not args.follow or stop.wait(FOLLOW_POLL):
-            return EXIT_OK  # every line written is complete
+        if not args.follow:
+            return EXIT_OK
+        for _ in range(FOLLOW_STEPS):  # short sleeps: a stop is seen within one
+            if stop:
+                return EXIT_OK  # every line written is complete
+            time.sleep(FOLLOW_POLL / FOLLOW_STEPS)
 
 
-def _stop_requested() -> threading.Event:
-    """Set by SIGTERM or Ctrl-C, so that --follow stops between reads (never inside one)."""
-    stop = threading.Event()
+def _stop_requested() -> list:
+    """Non-empty once SIGTERM or Ctrl-C arrived, so that --follow stops between reads (never
+    inside one). The handler only appends: it may run while the main thread holds any lock."""
+    stop: list = []
     try:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+            signal.signal(signum, lambda *_: stop.append(True))
     except ValueError:  # not the main thread (run in-process): nothing to install
         pass
     return stop
