@@ -28,7 +28,7 @@ from sqlmodel import Session
 
 from . import checkpoints
 from .checkpoints import Signer
-from .db import Database
+from .db import BulkInsert, Database
 from .keyformat import digest
 from .models import AuditCheckpoint, AuditEvent, AuditHead
 from .outbox import Outbox
@@ -69,17 +69,13 @@ def entry_time(at: datetime) -> str:
 
 
 def entry_hash(*, id: int, at: datetime, actor: str, action: str, key_id: str | None, details: str, prev_hash: str) -> str:
-    material = canonical_json(
-        {
-            "id": id,
-            "at": entry_time(at),
-            "actor": actor,
-            "action": action,
-            "key_id": key_id,
-            "details": json.loads(details),
-            "prev_hash": prev_hash,
-        }
-    )
+    """The hash of a stored entry (``details`` as stored: canonical JSON)."""
+    return _hash(id, entry_time(at), actor, action, key_id, json.loads(details), prev_hash)
+
+
+def _hash(id: int, at: str, actor: str, action: str, key_id: str | None, details: Any, prev_hash: str) -> str:
+    material = canonical_json({"id": id, "at": at, "actor": actor, "action": action, "key_id": key_id,
+                               "details": details, "prev_hash": prev_hash})
     return digest(material)
 
 
@@ -124,6 +120,23 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
 
 
 AUDIT_TOPIC = "audit"
+_ENTRY_FIELDS = ("id", "at", "actor", "action", "key_id", "details", "prev_hash", "hash")
+
+
+class _Appended(Sequence):
+    """The entries an append wrote, as AuditEvent objects built only when asked for (a bulk create
+    of 50,000 keys never asks)."""
+
+    def __init__(self, rows: list[tuple]):
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [AuditEvent.model_construct(**dict(zip(_ENTRY_FIELDS, row, strict=True))) for row in self._rows[index]]
+        return AuditEvent.model_construct(**dict(zip(_ENTRY_FIELDS, self._rows[index], strict=True)))
 
 
 class AuditLog:
@@ -134,6 +147,7 @@ class AuditLog:
         self.db = db
         self.notify_channel = notify_channel
         self.signer = signer
+        self._bulk: BulkInsert | None = None
         self.outbox = Outbox(db)
         self.receipts = Receipts(db)
 
@@ -143,7 +157,7 @@ class AuditLog:
 
     def append_many(
         self, session: Session, events: Sequence[EventInput], *, at: datetime | None = None, notify: bool = True
-    ) -> list[AuditEvent]:
+    ) -> Sequence[AuditEvent]:
         """Append entries as one action (one notification when a channel is configured)."""
         if not events:
             return []
@@ -157,29 +171,33 @@ class AuditLog:
         else:
             last_id, prev = head
         rows = []
+        at_text = entry_time(at)
         for offset, item in enumerate(events, start=1):
             # The log is permanent: whatever free text reaches it (a Slack field, a pasted note) is masked.
-            details = canonical_json(redact_value(item.details or {}))
+            masked = redact_value(item.details or {})
+            details = canonical_json(masked)
             actor = redact(item.actor)
             entry_id = last_id + offset
-            h = entry_hash(
-                id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details, prev_hash=prev
-            )
-            rows.append(
-                dict(id=entry_id, at=at, actor=actor, action=item.action, key_id=item.key_id, details=details,
-                     prev_hash=prev, hash=h)
-            )
+            # The hash of what is stored: the masked details object is exactly what the stored text
+            # parses back to (canonical JSON both times), so it is hashed without a second parse.
+            h = _hash(entry_id, at_text, actor, str(item.action), item.key_id, masked, prev)
+            rows.append((entry_id, at, actor, str(item.action), item.key_id, details, prev, h))
             prev = h
-        session.execute(insert(AuditEvent), rows)
+        self._insert(session).execute(session, rows)
         session.execute(
-            update(AuditHead).where(AuditHead.id == HEAD_ID).values(last_id=rows[-1]["id"], last_hash=prev)
+            update(AuditHead).where(AuditHead.id == HEAD_ID).values(last_id=rows[-1][0], last_hash=prev)
         )
         if self.signer is not None:
-            self._checkpoint(session, rows[-1]["id"], prev, at)
+            self._checkpoint(session, rows[-1][0], prev, at)
         if self.notify_channel and notify:
             self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
-                                payload={"first": rows[0]["id"], "last": rows[-1]["id"]})
-        return [AuditEvent.model_construct(**row) for row in rows]
+                                payload={"first": rows[0][0], "last": rows[-1][0]})
+        return _Appended(rows)
+
+    def _insert(self, session: Session) -> BulkInsert:
+        if self._bulk is None:
+            self._bulk = BulkInsert(AuditEvent.__table__, _ENTRY_FIELDS, session.get_bind().dialect)
+        return self._bulk
 
     def _checkpoint(self, session: Session, entry_id: int, head_hash: str, at: datetime) -> None:
         """Sign the new head (the head row is locked: checkpoints are as linear as the log)."""

@@ -14,9 +14,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -89,6 +90,48 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+class BulkInsert:
+    """An INSERT of many rows built from a table's columns, compiled once for a dialect, executed
+    with the driver's ``executemany`` on the session's own connection (so inside its transaction):
+    no ORM unit of work and no per-row statement compilation. Values go through each column's
+    own bind processing (the models' UTCDateTime included), so the rows written are exactly what
+    the ORM would write; a value that repeats from row to row (a batch's one timestamp) is
+    processed once."""
+
+    def __init__(self, table, columns: Sequence[str], dialect):
+        cols = [table.c[name] for name in columns]
+        compiled = insert(table).values({c.name: bindparam(c.name) for c in cols}).compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup) if compiled.positional else None
+        self.columns = list(columns)
+        self.processors = [c.type._cached_bind_processor(dialect) for c in cols]
+
+    def execute(self, session, rows: Iterable[Sequence[Any]]) -> None:
+        """``rows``: tuples in ``columns`` order."""
+        processors = self.processors
+        memo: list[tuple[Any, Any]] = [(object(), None)] * len(processors)
+        prepared = []
+        for row in rows:
+            values = []
+            for i, value in enumerate(row):
+                process = processors[i]
+                if process is not None and value is not None:
+                    seen, out = memo[i]
+                    if value is not seen:
+                        out = process(value)
+                        memo[i] = (value, out)
+                    value = out
+                values.append(value)
+            prepared.append(values)
+        if self.order is not None:
+            index = [self.columns.index(name) for name in self.order]
+            params = [tuple(values[i] for i in index) for values in prepared]
+        else:
+            params = [dict(zip(self.columns, values, strict=True)) for values in prepared]
+        if params:
+            session.connection().exec_driver_sql(self.sql, params)
 
 
 class Database:

@@ -13,15 +13,15 @@ import os
 import re
 import unicodedata
 from collections import namedtuple
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, tuple_, update
 
 from . import keyformat
 from .audit import Action, AuditEvent, AuditLog, EventInput
-from .db import Database
+from .db import BulkInsert, Database
 from .errors import InvalidInput, KeyNotFound
 from .models import ApiKey, RevokeReason
 from .redaction import looks_like_key, redact
@@ -71,10 +71,31 @@ class Verification:
         return body
 
 
-@dataclass(frozen=True)
 class CreatedKey:
-    key: ApiKey
-    secret: str = field(repr=False)
+    """A new key and its secret (shown once). ``key`` is built when first asked for: a bulk create
+    of 50,000 keys that only prints them never builds the models."""
+
+    __slots__ = ("_row", "_key", "secret")
+
+    def __init__(self, row: tuple, secret: str):
+        self._row = row  # _NEW_KEY_FIELDS
+        self._key: ApiKey | None = None
+        self.secret = secret
+
+    @property
+    def key(self) -> ApiKey:
+        if self._key is None:
+            self._key = _new_key(self._row)
+        return self._key
+
+    def shown(self) -> dict[str, Any]:
+        """What ``apikeys create --json`` prints: the secret with the key's public fields."""
+        key_id, name, owner, prefix, last4, _, created_at, _, expires_at = self._row
+        return {"id": key_id, "key": self.secret, "name": name, "owner": owner, "prefix": prefix,
+                "masked": keyformat.mask(prefix, last4), "created_at": iso(created_at), "expires_at": iso(expires_at)}
+
+    def __repr__(self) -> str:
+        return f"CreatedKey(id={self._row[0]!r})"
 
 
 @dataclass(frozen=True)
@@ -247,6 +268,15 @@ class _VerifyRead:
         return _VerifyRow(*values)
 
 
+_NEW_KEY_FIELDS = ("id", "name", "owner", "prefix", "last4", "digest", "created_at", "created_by", "expires_at")
+
+
+def _new_key(row: tuple) -> ApiKey:
+    """The ApiKey of a row just validated and written: model_construct skips re-validation (8x faster)."""
+    return ApiKey.model_construct(**dict(zip(_NEW_KEY_FIELDS, row, strict=True)), last_used_at=None, revoked_at=None,
+                                  revoked_by=None, revoke_reason=None, revoke_note=None)
+
+
 _VerifyRow = namedtuple("_VerifyRow", [column.name for column in _VERIFY_COLUMNS])
 
 
@@ -257,6 +287,7 @@ class KeyService:
         self.revoked_uses = RevokedUseCounter(db, audit)
         # The hot path: one indexed SELECT, prebuilt, on a bare DBAPI connection (Database.fetch_one).
         self._verify = _VerifyRead(db.read_engine.dialect)
+        self._bulk: BulkInsert | None = None
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -274,31 +305,30 @@ class KeyService:
         expires_at = now + expires_in if expires_in is not None else None
         names = [name] if count is None else [f"{name}-{i}" for i in range(1, count + 1)]
         rows, secrets, events = [], [], []
+        prefix, expires_text = keyformat.KEY_PREFIX, iso(expires_at)
         # Ids sorted in creation order, so that NAME-1..NAME-N list in order (newest first).
         ids = sorted(new_key_id() for _ in names)
         for key_id, key_name in zip(ids, names, strict=True):
             secret = keyformat.generate_secret()
-            row = dict(
-                id=key_id, name=key_name, owner=owner, prefix=keyformat.KEY_PREFIX,
-                last4=keyformat.last4(secret), digest=keyformat.digest(secret), created_at=now,
-                created_by=actor, expires_at=expires_at, last_used_at=None, revoked_at=None,
-                revoked_by=None, revoke_reason=None, revoke_note=None,
-            )
-            rows.append(row)
+            last4 = secret[-4:]
+            rows.append((key_id, key_name, owner, prefix, last4, keyformat.digest(secret), now, actor, expires_at))
             secrets.append(secret)
-            events.append(
-                EventInput(
-                    actor=actor, action=Action.KEY_CREATED, key_id=row["id"],
-                    details={"name": key_name, "owner": owner, "key": keyformat.mask(row["prefix"], row["last4"]),
-                             "expires_at": iso(expires_at)},
-                )
-            )
+            events.append(EventInput(
+                actor=actor, action=Action.KEY_CREATED, key_id=key_id,
+                details={"name": key_name, "owner": owner, "key": keyformat.mask(prefix, last4),
+                         "expires_at": expires_text},
+            ))
         with self.db.write() as session:
-            for start in range(0, len(rows), 5000):
-                session.execute(insert(ApiKey), rows[start:start + 5000])
+            # One transaction: the keys (executemany on the session's connection), their entries
+            # chained in one pass, one checkpoint and one audit-channel post.
+            self._insert(session).execute(session, rows)
             self.audit.append_many(session, events, at=now)
-        # model_construct: these rows were just validated and written; skip re-validation (8x faster).
-        return [CreatedKey(ApiKey.model_construct(**row), secret) for row, secret in zip(rows, secrets, strict=True)]
+        return [CreatedKey(row, secret) for row, secret in zip(rows, secrets, strict=True)]
+
+    def _insert(self, session) -> BulkInsert:
+        if self._bulk is None:
+            self._bulk = BulkInsert(ApiKey.__table__, _NEW_KEY_FIELDS, session.get_bind().dialect)
+        return self._bulk
 
     # -- read -----------------------------------------------------------------------------
     def get(self, key_id: str) -> ApiKey:
