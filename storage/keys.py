@@ -261,6 +261,13 @@ class _VerifyRead:
     def params(self, digest: str):
         return (digest,) if self.positional else {"digest": digest}
 
+    def value(self, found: tuple, index: int):
+        """One column of a raw row, through that column's result processing."""
+        for i, process in self.processed:
+            if i == index:
+                return process(found[index])
+        return found[index]
+
     def row(self, found: tuple) -> "_VerifyRow":
         values = list(found)
         for i, process in self.processed:
@@ -277,6 +284,9 @@ def _new_key(row: tuple) -> ApiKey:
                                   revoked_by=None, revoke_reason=None, revoke_note=None)
 
 
+_EXPIRES_AT, _REVOKED_AT, _LAST_USED_AT = (
+    [column.name for column in _VERIFY_COLUMNS].index(name) for name in ("expires_at", "revoked_at", "last_used_at"))
+
 _VerifyRow = namedtuple("_VerifyRow", [column.name for column in _VERIFY_COLUMNS])
 
 
@@ -288,6 +298,7 @@ class KeyService:
         # The hot path: one indexed SELECT, prebuilt, on a bare DBAPI connection (Database.fetch_one).
         self._verify = _VerifyRead(db.read_engine.dialect)
         self._bulk: BulkInsert | None = None
+        self._recently_touched: dict[str, datetime] = {}  # key id -> when its last use was recorded, as far as we know
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -413,16 +424,33 @@ class KeyService:
         found = self.db.fetch_one(self._verify.sql, self._verify.params(wanted))
         if found is None or not keyformat.digests_equal(found[3], wanted):
             return Verification(VerifyCode.NOT_FOUND)
-        row = self._verify.row(found)
         now = utcnow()
-        if row.revoked_at is not None:
-            self.revoked_uses.record(ApiKey(**row._asdict()), now, via=via)
-            return Verification(VerifyCode.REVOKED, key_id=row.id)
-        if row.expires_at is not None and now >= row.expires_at:
-            return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
-        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-            self._touch(row.id, now)
-        return Verification(VerifyCode.VALID, key_id=row.id, name=row.name, owner=row.owner, expires_at=row.expires_at)
+        if found[_REVOKED_AT] is not None or found[_EXPIRES_AT] is not None:  # the rare paths: the whole row
+            row = self._verify.row(found)
+            if row.revoked_at is not None:
+                self.revoked_uses.record(ApiKey(**row._asdict()), now, via=via)
+                return Verification(VerifyCode.REVOKED, key_id=row.id)
+            if now >= row.expires_at:
+                return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
+            expires_at = row.expires_at
+        else:
+            expires_at = None
+        key_id = found[0]
+        # last_used_at is kept to a minute: this process knows when it last recorded a use, so the
+        # stored time is only read (and parsed) when that may be due again.
+        recorded = self._recently_touched.get(key_id)
+        if recorded is None or now - recorded >= LAST_USED_RESOLUTION:
+            last_used = self._verify.value(found, _LAST_USED_AT)
+            if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+                self._touch(key_id, now)
+            self._remember_touch(key_id, last_used, now)
+        return Verification(VerifyCode.VALID, key_id=key_id, name=found[1], owner=found[2], expires_at=expires_at)
+
+    def _remember_touch(self, key_id: str, last_used: datetime | None, now: datetime) -> None:
+        if len(self._recently_touched) >= 50_000:  # bounded: forgetting only costs a read
+            self._recently_touched.clear()
+        due = last_used is None or now - last_used >= LAST_USED_RESOLUTION
+        self._recently_touched[key_id] = now if due else last_used
 
     def _touch(self, key_id: str, now: datetime) -> None:
         """Record use at most once per LAST_USED_RESOLUTION per key (a conditional UPDATE)."""
