@@ -43,7 +43,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
     workers: int = 2
-    threads: int = 8
+    threads: int = 2  # Python threads per worker: granian does the HTTP work in Rust
 
     @property
     def slack_enabled(self) -> bool:
@@ -67,7 +67,7 @@ class Settings:
         workers_text = get("WEB_CONCURRENCY") or "2"
         if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
             raise ConfigError(f"WEB_CONCURRENCY must be a number of workers from 1 to 64, got {workers_text!r}")
-        threads_text = get("WEB_THREADS") or "8"
+        threads_text = get("WEB_THREADS") or "2"
         if not threads_text.isdigit() or not 1 <= int(threads_text) <= 256:
             raise ConfigError(f"WEB_THREADS must be a number from 1 to 256, got {threads_text!r}")
         signing_key = env.get("APIKEYS_AUDIT_SIGNING_KEY", "").strip()
