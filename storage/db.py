@@ -110,24 +110,28 @@ class BulkInsert:
 
     def execute(self, session, rows: Iterable[Sequence[Any]]) -> None:
         """``rows``: tuples in ``columns`` order."""
-        processors = self.processors
-        memo: list[tuple[Any, Any]] = [(object(), None)] * len(processors)
-        prepared = []
-        for row in rows:
-            values = []
-            for i, value in enumerate(row):
-                process = processors[i]
-                if process is not None and value is not None:
-                    seen, out = memo[i]
-                    if value is not seen:
-                        out = process(value)
-                        memo[i] = (value, out)
-                    value = out
-                values.append(value)
-            prepared.append(values)
+        processed = [(i, process) for i, process in enumerate(self.processors) if process is not None]
+        if processed:
+            last: dict[int, tuple[Any, Any]] = {}
+            prepared = []
+            for row in rows:
+                values = list(row)
+                for i, process in processed:
+                    value = values[i]
+                    if value is not None:
+                        seen = last.get(i)
+                        if seen is None or seen[0] is not value:
+                            seen = last[i] = (value, process(value))
+                        values[i] = seen[1]
+                prepared.append(values)
+        else:
+            prepared = rows
         if self.order is not None:
-            index = [self.columns.index(name) for name in self.order]
-            params = [tuple(values[i] for i in index) for values in prepared]
+            if self.order == self.columns:
+                params = [tuple(values) for values in prepared]
+            else:
+                index = [self.columns.index(name) for name in self.order]
+                params = [tuple(values[i] for i in index) for values in prepared]
         else:
             params = [dict(zip(self.columns, values, strict=True)) for values in prepared]
         if params:
