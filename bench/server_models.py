@@ -1,0 +1,148 @@
+"""Benchmark 2: the server model, measured side by side in one run (wrk, 2 threads, 16 keep-alive
+connections, on the same two cores as the servers).
+
+Candidates, all with 2 worker processes on one database of ``--keys`` keys:
+
+* ``granian``  — ``python -m bot`` as shipped: our WSGI app on granian (production);
+* ``gunicorn`` — the same app under gunicorn's threaded workers (``gthread``, 8 threads), the
+  server before granian (``bench/gunicorn_app.py``);
+* ``fastapi``  — the service a team would write in an afternoon: FastAPI on uvicorn (uvloop,
+  httptools), one SHA-256 lookup in SQLite, no logging (``bench/fastapi_app.py``);
+* ``drf``      — Django REST Framework + djangorestframework-api-key on gunicorn (``bench/drf_app.py``).
+
+Every round runs each measurement once, in the same order, so a noisy moment hits all alike;
+the figures are the medians over the rounds, and ratios are taken within a round. p99 latency is
+wrk's. Our log line per verification stays on (to a file), as in production.
+
+    .venv/bin/python -m bench.server_models [--keys 100000] [--seconds 3] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from storage import open_store
+
+from .common import ROOT, Server, SlackStub, database, free_port, machine, wrk_post_json_script
+from .verify_throughput import drf_server
+
+THREADS, CONNECTIONS = 2, 16
+
+
+def wrk(url: str, seconds: int, *, script: str | None = None, headers: dict | None = None) -> tuple[float, float]:
+    """(requests per second, p99 in ms); every answer must be the expected one (2xx)."""
+    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise RuntimeError(f"{url}: {bad.group(1)} failed responses\n{out}")
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), float(p99.group(1)) * scale
+
+
+def fastapi_server(db_path: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.fastapi_app:app", "--port", str(port),
+                             "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                             "--log-level", "warning"], cwd=ROOT, env=dict(os.environ, FASTAPI_DB=db_path))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/v1/auth", timeout=1)
+        except urllib.error.HTTPError:
+            break  # 401 without a key: it is up
+        except OSError:
+            time.sleep(0.1)
+    return proc, url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    url = database("models.db")
+    store = open_store(url)
+    created = store.keys.create(name="svc", owner="load", actor="bench", count=args.keys)
+    secret = created[len(created) // 2].secret
+    store.close()
+    auth = {"Authorization": f"Bearer {secret}"}
+    verify_script = wrk_post_json_script({"key": secret})
+
+    stub = SlackStub().start()
+    ours = Server(url, stub)  # python -m bot: granian
+    gunicorn = Server(url, stub, command=[sys.executable, "-m", "gunicorn", "bench.gunicorn_app:app", "-w", "2",
+                                          "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:{port}",
+                                          "--log-level", "warning"])
+    fastapi, fastapi_url = fastapi_server(url.removeprefix("sqlite:///"))
+    drf, drf_url, drf_keys = drf_server(str(Path(tempfile.mkdtemp(prefix="apikeys-bench-drf-")) / "drf.db"), args.keys)
+    drf_auth = {"Authorization": f"Api-Key {drf_keys[50]}"}
+    runs = {
+        "granian /healthz": lambda: wrk(ours.url + "/healthz", args.seconds),
+        "granian /v1/keys/verify": lambda: wrk(ours.url + "/v1/keys/verify", args.seconds, script=verify_script),
+        "granian /v1/auth": lambda: wrk(ours.url + "/v1/auth", args.seconds, headers=auth),
+        "gunicorn /healthz": lambda: wrk(gunicorn.url + "/healthz", args.seconds),
+        "gunicorn /v1/keys/verify": lambda: wrk(gunicorn.url + "/v1/keys/verify", args.seconds, script=verify_script),
+        "gunicorn /v1/auth": lambda: wrk(gunicorn.url + "/v1/auth", args.seconds, headers=auth),
+        "fastapi /v1/auth": lambda: wrk(fastapi_url + "/v1/auth", args.seconds, headers=auth),
+        "drf check": lambda: wrk(drf_url + "/check", args.seconds, headers=drf_auth),
+    }
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    try:
+        for run in runs.values():  # warm-up: every worker up, caches filled
+            run()
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                rounds[name].append(run())
+    finally:
+        for proc in (fastapi, drf):
+            proc.terminate()
+            proc.wait()
+        ours.stop()
+        gunicorn.stop()
+        stub.stop()
+
+    def rps(name: str) -> float:
+        return statistics.median(r for r, _ in rounds[name])
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x[0] / y[0] for x, y in zip(rounds[a], rounds[b], strict=True))
+
+    print(f"machine: {machine()}; {args.keys:,} keys; wrk -t{THREADS} -c{CONNECTIONS} -d{args.seconds}s; "
+          f"{args.rounds} interleaved rounds (medians)")
+    for name in runs:
+        p99 = statistics.median(p for _, p in rounds[name])
+        print(f"  {name:<26} {rps(name):>9,.0f} req/s   p99 {p99:6.2f} ms")
+    summary = {
+        "auth_vs_fastapi": ratio("granian /v1/auth", "fastapi /v1/auth"),
+        "auth_vs_drf": ratio("granian /v1/auth", "drf check"),
+        "auth_vs_healthz": ratio("granian /v1/auth", "granian /healthz"),
+        "verify_vs_healthz": ratio("granian /v1/keys/verify", "granian /healthz"),
+        "granian_vs_gunicorn_auth": ratio("granian /v1/auth", "gunicorn /v1/auth"),
+        "gunicorn_auth_vs_fastapi": ratio("gunicorn /v1/auth", "fastapi /v1/auth"),
+        "auth_p99_ms": statistics.median(p for _, p in rounds["granian /v1/auth"]),
+    }
+    for name, value in summary.items():
+        print(f"  {name:<26} {value:.2f}")
+    print(json.dumps({"rounds": rounds, "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()
