@@ -152,7 +152,7 @@ def configure(level: int = logging.INFO) -> None:
 
 def route_all_loggers() -> None:
     """Send every logger the process has through the root's one redacting handler: a library that
-    installed a handler of its own (gunicorn does, for its error and access logs) would otherwise
+    installed a handler of its own (granian does, for its own lines) would otherwise
     write its lines past the redaction, for example a malformed request line carrying a key."""
     for logger in list(logging.Logger.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate):

@@ -7,7 +7,7 @@ HTTP to the server's own ``/slack/events`` route, so the playground exercises th
 path. What the bot sends back (ack bodies, ``response_url`` posts, ``chat.postMessage``) is read
 from the stand-in and shown as messages, replaced in place where Slack would replace them.
 
-The server is the production one (gunicorn, one worker): the stand-in, the page and the Slack
+The server is the production one (granian, one worker): the stand-in, the page and the Slack
 app live in that worker. ``main`` hands ``run_server`` a ``wrap`` callable (``wrap`` below with the
 stand-in's port) that the worker applies to the app it builds; nothing in the production modules
 knows about the playground, and no environment variable turns a server into it.
