@@ -92,6 +92,9 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     return engine
 
 
+HEALTH_SQL = "SELECT last_id FROM audit_head WHERE id = 1"  # the one row every migrated store has
+
+
 class BulkInsert:
     """An INSERT of many rows built from a table's columns, compiled once for a dialect, executed
     with the driver's ``executemany`` on the session's own connection (so inside its transaction):
@@ -206,9 +209,11 @@ class Database:
         return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
 
     def ping(self) -> bool:
+        """Whether the key store answers, on the path verifications take (``fetch_one``): one row of
+        the schema is read, so a database that is reachable but empty, unreadable or of another
+        application is not healthy (``SELECT 1`` would have said it was)."""
         try:
-            self._fetch_one_pooled("SELECT 1", ())
-            return True
+            return self.fetch_one(HEALTH_SQL, ()) is not None
         except Exception:  # any failure means "not healthy"
             log.warning("database ping failed", exc_info=False)
             return False

@@ -251,13 +251,30 @@ def test_server_logs_one_line_saying_slack_is_off_and_never_a_secret(server, key
     assert "event=verify code=VALID key_id=" + keys["valid"].key.id in log
 
 
+def test_health_is_503_when_the_database_answers_but_is_not_a_key_store(store, tmp_path):
+    """A database that opens but holds no key store (an empty file, another application's, a
+    restore gone wrong) is not healthy: health reads a row of the schema, on the verification path."""
+    from bot.http import KeyApiApp
+    from storage.db import Database
+
+    (tmp_path / "empty.db").write_bytes(b"")
+    store.db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    captured = {}
+
+    def start_response(status, headers):
+        captured["status"] = status
+
+    body = b"".join(KeyApiApp(store)({"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET"}, start_response))
+    assert captured["status"].startswith("503"), body
+    assert json.loads(body)["database"] == "unreachable"
+
+
 def test_health_is_503_when_the_database_does_not_answer(store, tmp_path):
     """In-process WSGI call: the store's engines point at a database that cannot be opened."""
     from bot.http import KeyApiApp
     from storage.db import Database
 
-    unreachable = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
-    store.db.read_engine = unreachable.read_engine
+    store.db = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     captured = {}
 
     def start_response(status, headers):
