@@ -40,18 +40,26 @@ class RedactingFormatter(logging.Formatter):
     _cached: tuple[int, str] = (-1, "")  # (second, its text): one attribute, so threads never see half an update
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        """``2026-12-02 01:02:03,456`` for a ``time.time()`` value, the second's text cached."""
+        second = int(created)
         cached_second, text = self._cached
         if second != cached_second:
             text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
             self._cached = (second, text)
-        return f"{text},{int(record.msecs):03d}"
+        return f"{text},{int((created - second) * 1000):03d}"
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        if self._marker in text:
+    @classmethod
+    def clean(cls, text: str) -> str:
+        """The finished line, key-shaped text masked and control characters escaped."""
+        if cls._marker in text:
             text = redact(text)
         return escape_controls(text) if not text.isprintable() else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.clean(super().format(record))
 
 
 class GroupWriteHandler(logging.StreamHandler):
@@ -186,21 +194,11 @@ class RequestLog:
         if logger.handlers or len(handlers) != 1 or type(handlers[0]) is not GroupWriteHandler or not logger.propagate:
             logger.info(line)
             return
-        now = time.time()
         pid = os.getpid()
         if pid != self._pid:
             self._pid, self._prefix = pid, f" INFO [{pid}] {self.name}: "
-        second = int(now)
-        cached_second, stamp = self._formatter._cached
-        if second != cached_second:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
-            self._formatter._cached = (second, stamp)
-        text = f"{stamp},{int((now - second) * 1000):03d}{self._prefix}{line}"
-        if RedactingFormatter._marker in text:
-            text = redact(text)
-        if not text.isprintable():
-            text = escape_controls(text)
-        handlers[0].write_line(text + "\n")
+        formatter = self._formatter
+        handlers[0].write_line(formatter.clean(f"{formatter.stamp(time.time())}{self._prefix}{line}") + "\n")
 
 
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
