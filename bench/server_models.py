@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -34,25 +33,14 @@ from pathlib import Path
 from storage import open_store
 
 from .common import ROOT, Server, SlackStub, database, free_port, machine, wrk_post_json_script
+from .common import wrk as common_wrk
 from .verify_throughput import drf_server
 
 THREADS, CONNECTIONS = 2, 16
 
 
 def wrk(url: str, seconds: int, *, script: str | None = None, headers: dict | None = None) -> tuple[float, float]:
-    """(requests per second, p99 in ms); every answer must be the expected one (2xx)."""
-    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
-    for name, value in (headers or {}).items():
-        cmd += ["-H", f"{name}: {value}"]
-    if script:
-        cmd += ["-s", script]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad:
-        raise RuntimeError(f"{url}: {bad.group(1)} failed responses\n{out}")
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), float(p99.group(1)) * scale
+    return common_wrk(url, seconds, threads=THREADS, connections=CONNECTIONS, script=script, headers=headers)
 
 
 def fastapi_server(db_path: str):

@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import sqlite3
 import statistics
@@ -31,23 +30,14 @@ from pathlib import Path
 from storage import open_store
 
 from .common import ROOT, database, free_port, machine, running, wrk_post_json_script
+from .common import wrk as common_wrk
 
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 
 
 def wrk(url: str, seconds: int, *, script: str | None = None, headers: dict | None = None) -> float:
-    """Requests per second reported by wrk (non-2xx answers are counted and must be zero);
-    ``script``: the path of a wrk Lua script."""
-    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency"]
-    for name, value in (headers or {}).items():
-        cmd += ["-H", f"{name}: {value}"]
-    if script:
-        cmd += ["-s", script]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad:
-        raise RuntimeError(f"{url}: {bad.group(1)} failed responses\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    """Requests per second reported by wrk (every answer must be a 2xx)."""
+    return common_wrk(url, seconds, threads=WRK_THREADS, connections=WRK_CONNECTIONS, script=script, headers=headers)[0]
 
 
 def in_process(fn, seconds: float) -> float:
