@@ -32,6 +32,9 @@ KEY_IN_TEXT_RE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{{RANDOM_CHARS + CHECKSU
 
 
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # two digits per division: half the steps
+_PAIR_VALUES = {pair: i for i, pair in enumerate(_PAIRS)}  # and back: three lookups read a checksum
+_BODY_LENGTH = KEY_LENGTH - CHECKSUM_CHARS
+_PREFIX_ = KEY_PREFIX + "_"
 
 
 def b62encode(number: int, width: int) -> str:
@@ -57,11 +60,20 @@ def generate_secret() -> str:
 
 
 def is_well_formed(candidate: object) -> bool:
-    """True when ``candidate`` has our shape and a correct checksum. No database involved."""
-    if not isinstance(candidate, str) or len(candidate) != KEY_LENGTH or not KEY_RE.match(candidate):
+    """True when ``candidate`` has our shape and a correct checksum. No database involved.
+
+    On every verification, so the shape is checked with string methods (ASCII letters and digits
+    after the prefix: what ``KEY_RE`` says) and the checksum is read back into a number rather
+    than the body's CRC written out (the checksum is no secret: anyone can compute it)."""
+    if not isinstance(candidate, str) or len(candidate) != KEY_LENGTH or not candidate.startswith(_PREFIX_):
         return False
-    body, check = candidate[:-CHECKSUM_CHARS], candidate[-CHECKSUM_CHARS:]
-    return hmac.compare_digest(_checksum(body), check)
+    tail = candidate[len(_PREFIX_):]
+    if not (tail.isascii() and tail.isalnum()):
+        return False
+    pairs = _PAIR_VALUES
+    check = candidate[_BODY_LENGTH:]
+    value = (pairs[check[:2]] * 3844 + pairs[check[2:4]]) * 3844 + pairs[check[4:]]
+    return value == zlib.crc32(candidate[:_BODY_LENGTH].encode("ascii"))
 
 
 def digest(secret: str) -> str:

@@ -211,3 +211,14 @@ def test_text_without_keys_gives_nothing():
     assert find_keys_in_text("") == []
     assert find_keys_in_text(None) == []
     assert find_keys_in_text("apk_ is our prefix; keys look like apk_…a1b2") == []
+
+
+@pytest.mark.parametrize("lookalike", ["\u0661", "\uff21", "\u00e9", "_", "-", " "])
+def test_a_non_ascii_or_non_alphanumeric_character_is_not_well_formed_even_with_a_matching_checksum(lookalike):
+    """Unicode digits and letters are alphanumeric to Python, but never part of our alphabet; a
+    key-shaped string carrying one is refused by its shape even when its checksum is recomputed."""
+    random_part = generate_secret()[PREFIX_LEN:PREFIX_LEN + RANDOM_LEN]
+    body = "apk_" + lookalike + random_part[1:]
+    assert not is_well_formed(body + keyformat.b62encode(zlib.crc32(body.encode("utf-8")), 6))
+    checksummed = _with_checksum("apk_" + random_part)
+    assert not is_well_formed(checksummed[:-1] + lookalike)
