@@ -47,8 +47,11 @@ class HttpError(Exception):
         self.message = message
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps with options builds one per call
+
+
 def _respond(start_response, status: int, body: Any = None, headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    payload = b"" if body is None else _to_json(body).encode("utf-8")
     out_headers = list(JSON_HEADERS if body is not None else [("Cache-Control", "no-store")])
     out_headers += headers or []
     out_headers.append(("Content-Length", str(len(payload))))
