@@ -29,6 +29,8 @@ from .errors import DatabaseUnavailable, InvalidInput
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_CACHE_KIB = 1024  # per connection (SQLite's default is 2 MiB); see _configure_sqlite
+BULK_CACHE_KIB, BULK_CACHE_FROM = 64 * 1024, 1000  # a batch of more than 1,000 rows: 64 MiB while it runs
 
 def _enable_wal(cursor) -> None:
     """Switch a database to WAL once. Switching takes an exclusive lock and SQLite answers "database is
@@ -56,7 +58,10 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     # 1 MiB of page cache per connection (SQLite's default is 2 MiB): a worker holds many
     # connections and the operating system caches the file anyway.
-    cursor.execute("PRAGMA cache_size=-1024")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    # Statement journals in memory: each row of a bulk insert (its triggers may abort it) journals
+    # the pages it changes, and on a temporary file that was twenty system calls a row.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -137,8 +142,20 @@ class BulkInsert:
                 params = [tuple(values[i] for i in index) for values in prepared]
         else:
             params = [dict(zip(self.columns, values, strict=True)) for values in prepared]
-        if params:
-            session.connection().exec_driver_sql(self.sql, params)
+        if not params:
+            return
+        connection = session.connection()
+        if len(params) > BULK_CACHE_FROM and connection.dialect.name == "sqlite":
+            # A big batch dirties more pages than a connection's usual cache holds; spilling them
+            # mid-transaction and reading them back cost more than the inserts. Give the batch
+            # room for the transaction's length (the pool's next user gets the usual size back).
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            try:
+                connection.exec_driver_sql(self.sql, params)
+            finally:
+                connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        else:
+            connection.exec_driver_sql(self.sql, params)
 
 
 class Database:
