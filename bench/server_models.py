@@ -8,7 +8,9 @@ Candidates, all with 2 worker processes on one database of ``--keys`` keys:
   server before granian (``bench/gunicorn_app.py``);
 * ``fastapi``  — the service a team would write in an afternoon: FastAPI on uvicorn (uvloop,
   httptools), one SHA-256 lookup in SQLite, no logging (``bench/fastapi_app.py``);
-* ``drf``      — Django REST Framework + djangorestframework-api-key on gunicorn (``bench/drf_app.py``).
+* ``drf``      — Django REST Framework + djangorestframework-api-key on gunicorn (``bench/drf_app.py``);
+* ``floor``    — granian answering a fixed body, GET and POST (``bench/granian_floor.py``): what the
+  server itself costs a request, and how much more a POST with a body costs it than a GET.
 
 Every round runs each measurement once, in the same order, so a noisy moment hits all alike;
 the figures are the medians over the rounds, and ratios are taken within a round. p99 latency is
@@ -41,6 +43,17 @@ THREADS, CONNECTIONS = 2, 16
 
 def wrk(url: str, seconds: int, *, script: str | None = None, headers: dict | None = None) -> tuple[float, float]:
     return common_wrk(url, seconds, threads=THREADS, connections=CONNECTIONS, script=script, headers=headers)
+
+
+def _wait_for(url: str) -> None:
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def fastapi_server(db_path: str):
@@ -80,6 +93,12 @@ def main() -> None:
                                           "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:{port}",
                                           "--log-level", "warning"])
     fastapi, fastapi_url = fastapi_server(url.removeprefix("sqlite:///"))
+    floor_port = free_port()
+    floor = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "2",
+                              "--blocking-threads", "2", "--port", str(floor_port), "--log-level", "warning",
+                              "bench.granian_floor:app"], cwd=ROOT)
+    floor_url = f"http://127.0.0.1:{floor_port}/"
+    _wait_for(floor_url)
     drf, drf_url, drf_keys = drf_server(str(Path(tempfile.mkdtemp(prefix="apikeys-bench-drf-")) / "drf.db"), args.keys)
     drf_auth = {"Authorization": f"Api-Key {drf_keys[50]}"}
     runs = {
@@ -91,6 +110,8 @@ def main() -> None:
         "gunicorn /v1/auth": lambda: wrk(gunicorn.url + "/v1/auth", args.seconds, headers=auth),
         "fastapi /v1/auth": lambda: wrk(fastapi_url + "/v1/auth", args.seconds, headers=auth),
         "drf check": lambda: wrk(drf_url + "/check", args.seconds, headers=drf_auth),
+        "floor GET": lambda: wrk(floor_url, args.seconds),
+        "floor POST": lambda: wrk(floor_url, args.seconds, script=verify_script),
     }
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     try:
@@ -100,7 +121,7 @@ def main() -> None:
             for name, run in runs.items():
                 rounds[name].append(run())
     finally:
-        for proc in (fastapi, drf):
+        for proc in (fastapi, drf, floor):
             proc.terminate()
             proc.wait()
         ours.stop()
@@ -125,6 +146,8 @@ def main() -> None:
         "verify_vs_healthz": ratio("granian /v1/keys/verify", "granian /healthz"),
         "granian_vs_gunicorn_auth": ratio("granian /v1/auth", "gunicorn /v1/auth"),
         "gunicorn_auth_vs_fastapi": ratio("gunicorn /v1/auth", "fastapi /v1/auth"),
+        "floor_post_vs_get": ratio("floor POST", "floor GET"),
+        "healthz_vs_floor_get": ratio("granian /healthz", "floor GET"),
         "auth_p99_ms": statistics.median(p for _, p in rounds["granian /v1/auth"]),
     }
     for name, value in summary.items():
