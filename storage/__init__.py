@@ -11,6 +11,7 @@ from .checkpoints import Signer
 from .db import Database
 from .errors import AdminNotFound, DatabaseUnavailable, InvalidInput, KeyNotFound, StorageError
 from .keys import KeyService, Verification, VerifyCode
+from .leaks import LeakPolicy, LeakService
 from .migrate import upgrade
 from .models import ApiKey, AuditEvent, KeyStatus, RevokeReason
 from .outbox import Outbox
@@ -27,6 +28,7 @@ class Store:
     admins: AdminService
     outbox: Outbox
     receipts: Receipts
+    leaks: LeakService
 
     def close(self) -> None:
         self.db.dispose()
@@ -42,12 +44,13 @@ def open_store(
     if create_schema:
         upgrade(db)  # the newest schema (idempotent, safe with concurrent starters)
     audit = AuditLog(db, notify_channel=notify_channel, signer=signer)
-    return Store(db=db, keys=KeyService(db, audit), audit=audit, admins=AdminService(db, audit, bootstrap_admins),
-                 outbox=audit.outbox, receipts=audit.receipts)
+    keys = KeyService(db, audit)
+    return Store(db=db, keys=keys, audit=audit, admins=AdminService(db, audit, bootstrap_admins),
+                 outbox=audit.outbox, receipts=audit.receipts, leaks=LeakService(db, audit, keys))
 
 
 __all__ = [
     "Action", "AdminNotFound", "AdminService", "ApiKey", "AuditEvent", "AuditLog", "Database",
-    "DatabaseUnavailable", "EventInput", "InvalidInput", "KeyNotFound", "KeyService", "KeyStatus",
+    "DatabaseUnavailable", "EventInput", "InvalidInput", "KeyNotFound", "KeyService", "KeyStatus", "LeakPolicy", "LeakService",
     "RevokeReason", "Signer", "StorageError", "Store", "Verification", "VerifyCode", "open_store",
 ]

@@ -574,3 +574,36 @@ class KeyService:
                 for key in keys
             ], at=now)
             return keys
+
+    def revoke_active_in(
+        self, session, key_ids: list[str], *, actor: str, reason: str | RevokeReason | None, note: str | None,
+        now: datetime, chunk: int = 500,
+    ) -> set[str]:
+        """Inside the caller's write transaction: revoke those of ``key_ids`` that are active at ``now``,
+        with the conditional UPDATE every revocation uses (a key is revoked once, whoever races). Returns
+        the ids revoked by this call; the caller appends their ``key.revoked`` entries (``revoked_entry``)
+        in the same transaction."""
+        actor = check_actor(actor)
+        reason_value = check_reason(reason)
+        note = check_note(note)
+        revoked: set[str] = set()
+        ids = sorted(set(key_ids))  # one lock order for every caller
+        for start in range(0, len(ids), chunk):
+            revoked.update(session.scalars(
+                update(ApiKey)
+                .where(ApiKey.id.in_(ids[start:start + chunk]), status_filter("active", now))
+                .values(revoked_at=now, revoked_by=actor,
+                        revoke_reason=reason_value.value if reason_value else None, revoke_note=note)
+                .returning(ApiKey.id)
+            ))
+        return revoked
+
+
+def revoked_entry(key: ApiKey, *, actor: str, reason: str | RevokeReason | None, note: str | None = None,
+                  context: dict[str, Any] | None = None) -> EventInput:
+    """The ``key.revoked`` entry of a revocation, as ``revoke`` records it."""
+    reason_value = check_reason(reason)
+    return EventInput(actor=check_actor(actor), action=Action.KEY_REVOKED, key_id=key.id,
+                      details={"name": key.name, "owner": key.owner, "key": key.masked,
+                               "reason": reason_value.value if reason_value else None, "note": check_note(note),
+                               **(context or {})})

@@ -37,3 +37,18 @@ class Receipts:
             .on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.id)
         ).first()
         return inserted is not None
+
+    def first_uses(self, identities: list[str], session: Session, *, chunk: int = 500) -> set[str]:
+        """Of ``identities``, those seen for the first time now (one INSERT … ON CONFLICT DO NOTHING
+        per ``chunk``), inside the caller's write transaction as with ``first_use``."""
+        by_id = {digest(identity): identity for identity in identities}
+        new: set[str] = set()
+        ids = list(by_id)
+        now = utcnow()
+        for start in range(0, len(ids), chunk):
+            rows = [{"id": receipt_id, "at": now} for receipt_id in ids[start:start + chunk]]
+            inserted = session.execute(
+                self.db.insert(Receipt).values(rows).on_conflict_do_nothing(index_elements=["id"]).returning(Receipt.id)
+            ).scalars()
+            new.update(by_id[receipt_id] for receipt_id in inserted)
+        return new
