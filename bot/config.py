@@ -9,6 +9,8 @@ from storage import DEFAULT_DATABASE_URL, InvalidInput, Signer
 from storage.checkpoints import load_signer
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
+PUBLIC_LEAK_ACTIONS = ("revoke", "alert")
 
 
 class ConfigError(Exception):
@@ -44,6 +46,8 @@ class Settings:
     port: int = 3000
     workers: int = 2
     threads: int = 2  # Python threads per worker: granian does the HTTP work in Rust
+    github_keys_url: str = DEFAULT_GITHUB_KEYS_URL  # GitHub secret scanning's signing keys
+    public_leak_action: str = "revoke"  # a valid key GitHub found in public: revoke, or only alert
 
     @property
     def slack_enabled(self) -> bool:
@@ -76,6 +80,12 @@ class Settings:
         except InvalidInput as exc:
             raise ConfigError(str(exc)) from None
         api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        github_keys_url = get("APIKEYS_GITHUB_KEYS_URL") or DEFAULT_GITHUB_KEYS_URL
+        if not github_keys_url.startswith(("https://", "http://")) or any(ch.isspace() for ch in github_keys_url):
+            raise ConfigError(f"APIKEYS_GITHUB_KEYS_URL must be an http(s) URL, got {github_keys_url!r}")
+        leak_action = (get("APIKEYS_PUBLIC_LEAK_ACTION") or "revoke").lower()
+        if leak_action not in PUBLIC_LEAK_ACTIONS:
+            raise ConfigError(f"APIKEYS_PUBLIC_LEAK_ACTION must be revoke or alert, got {leak_action!r}")
         if not api_url.endswith("/"):
             api_url += "/"
         settings = cls(
@@ -91,6 +101,8 @@ class Settings:
             port=int(port_text),
             workers=int(workers_text),
             threads=int(threads_text),
+            github_keys_url=github_keys_url,
+            public_leak_action=leak_action,
         )
         settings.check()
         return settings

@@ -5,6 +5,8 @@ Routes (see the contract):
 * ``GET  /v1/auth``         forward-auth for reverse proxies -> 204 or 401
 * ``GET  /healthz``         200 when the database answers, else 503
 * ``POST /slack/events``    handed to the Slack app (``slack_app``), when Slack is on
+* ``POST /v1/secret-scanning/github``  GitHub's secret scanning alerts (``bot.github``) -> 200 with
+  GitHub's feedback array; 401 unsigned, 400 not an array of matches, 413 over 1 MiB
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from storage import DatabaseUnavailable, Store, VerifyCode
+from storage import DatabaseUnavailable, InvalidInput, Store, VerifyCode
 
+from . import github
 from .logs import RequestLog, fields
 
 log = logging.getLogger("apikeys.http")
@@ -111,10 +114,12 @@ class KeyApiApp:
     """The WSGI callable served by the production server."""
 
     def __init__(self, store: Store, slack_app: WSGIApp | None = None,
-                 slack_off: str = "Slack is off on this server (SLACK_BOT_TOKEN is not set)"):
+                 slack_off: str = "Slack is off on this server (SLACK_BOT_TOKEN is not set)",
+                 github_alerts: github.GitHubAlerts | None = None):
         self.store = store
         self.slack_app = slack_app
         self.slack_off = slack_off
+        self.github_alerts = github_alerts or github.GitHubAlerts(github.GitHubKeys())
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -134,6 +139,9 @@ class KeyApiApp:
                     raise HttpError(404, self.slack_off)
                 self._allow(method, "POST")
                 return self.slack_app(environ, start_response)
+            if path == github.ALERT_PATH:
+                self._allow(method, "POST")
+                return self.github_alert(environ, start_response)
             raise HttpError(404, f"no route {path}")
         except HttpError as exc:
             extra = [("Allow", exc.allow)] if hasattr(exc, "allow") else None
@@ -183,6 +191,19 @@ class KeyApiApp:
         if result.key_id:
             body["key_id"] = result.key_id
         return _respond(start_response, 401, body, unauthorized)
+
+    def github_alert(self, environ: dict, start_response) -> list[bytes]:
+        """GitHub's secret scanning partner alert: verified, then every match handled in one transaction."""
+        raw = read_body(environ, github.MAX_ALERT_BODY)
+        try:
+            answer = self.github_alerts.handle(self.store, raw, environ.get("HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER"),
+                                               environ.get("HTTP_GITHUB_PUBLIC_KEY_SIGNATURE"))
+        except github.AlertRefused as exc:
+            log.info(fields(event="github_alert", outcome="refused", status=exc.status, why=exc.message))
+            raise HttpError(exc.status, exc.message) from None
+        except InvalidInput as exc:
+            raise HttpError(400, str(exc)) from None
+        return _respond(start_response, 200, answer)
 
     def health(self, environ: dict, start_response) -> list[bytes]:
         if self.store.db.ping():

@@ -41,10 +41,14 @@ def create_app(settings: Settings):
         from .slack import create_slack_wsgi  # the Slack app (HTTP mode)
 
         slack_app = create_slack_wsgi(settings, store)
+    from .github import GitHubAlerts, GitHubKeys
+
+    alerts = GitHubAlerts(GitHubKeys(settings.github_keys_url), settings.public_leak_action)
     if settings.slack_enabled and slack_app is None:
         return KeyApiApp(store, slack_off="Slack requests arrive over Socket Mode on this server "
-                                          "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)")
-    return KeyApiApp(store, slack_app=slack_app)
+                                          "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)",
+                         github_alerts=alerts)
+    return KeyApiApp(store, slack_app=slack_app, github_alerts=alerts)
 
 
 # What each forked worker builds its application from (set by run_server before the fork).

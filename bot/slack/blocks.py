@@ -445,13 +445,62 @@ def _post_created(p: _Post) -> str:
     return f":key: *Key created*: {p.key_ref}\n{p.by}{expires}"
 
 
-def _post_leaked(p: _Post) -> str:
+def _post_leaked(p: _Post) -> str | tuple[str, list[Block]]:
     d = p.details
+    if "url" in d or "source" in d:
+        return _post_public_leaks(p)
     poster = f" by {who(d['posted_by'])}" if d.get("posted_by") else ""
     status = ("Still active: revoke it with `/apikeys find`" if d.get("status") == "active"
               else "Status: " + esc(d.get("status", "")))
     return (f":rotating_light: *Key leaked*: {p.key_ref} was posted in <#{esc(d.get('channel_id', ''))}>{poster}\n"
             f"{status} · {when(p.first.at)}")
+
+
+PUBLIC_LEAKS_SHOWN = 20
+
+
+def _public_leak_row(event: AuditEvent) -> SectionBlock:
+    d = json.loads(event.details)
+    where = esc(d.get("url") or "an unstated place")[:300]
+    if d.get("source"):
+        where += f" ({esc(d['source'])[:100]})"
+    still_active = d.get("status") == "active" and not d.get("revoked")
+    if d.get("revoked"):
+        state = ":no_entry: revoked now, reason: Compromised"
+    elif still_active:
+        state = ":warning: *still active*"
+    else:
+        state = f"already {esc(d.get('status', ''))}"
+    button = ButtonElement(text="Revoke", action_id=ActionId.REVOKE.value,
+                           value=encode(KeyAction(key_id=event.key_id, view=ListView()))) if still_active else None
+    return SectionBlock(
+        block_id=f"leak_{event.id}",
+        text=MarkdownTextObject(text=f"*{esc(d.get('name', ''))}* `{esc(d.get('key', ''))}` (owner {esc(d.get('owner', ''))})"
+                                     f" · {state}\nFound at {where}"),
+        accessory=button)
+
+
+def _post_public_leaks(p: _Post) -> tuple[str, list[Block]]:
+    """One post for one report (a GitHub alert, or ``apikeys leak report``): each key, masked, its owner,
+    where it was found, and a ``Revoke`` button where it is still active."""
+    leaked = [e for e in p.events if e.action == Action.KEY_LEAKED]
+    details = [json.loads(e.details) for e in leaked]
+    by = "by GitHub secret scanning" if p.first.actor == "github-secret-scanning" else f"reported by {who(p.first.actor)}"
+    count = f"{len(leaked)} keys" if len(leaked) != 1 else "A key"
+    revoked = sum(1 for d in details if d.get("revoked"))
+    active = sum(1 for d in details if d.get("status") == "active" and not d.get("revoked"))
+    summary = [f"{revoked} revoked now"] if revoked else []
+    summary += [f"{active} still active"] if active else []
+    if len(details) - revoked - active:
+        summary.append(f"{len(details) - revoked - active} already revoked or expired")
+    headline = f":rotating_light: *{count} found in public* {by}"
+    rows: list[Block] = [SectionBlock(text=MarkdownTextObject(
+        text=f"{headline}\n{' · '.join(summary)} · {when(p.first.at)}"))]
+    rows += [_public_leak_row(e) for e in leaked[:PUBLIC_LEAKS_SHOWN]]
+    if len(leaked) > PUBLIC_LEAKS_SHOWN:
+        rows.append(SectionBlock(text=MarkdownTextObject(
+            text=f"… and {len(leaked) - PUBLIC_LEAKS_SHOWN:,} more: `apikeys audit` lists every one")))
+    return f"{count} found in public {by}: {', '.join(d.get('name', '') for d in details[:10])}", rows
 
 
 def _post_used_after_revoke(p: _Post) -> str:
@@ -474,7 +523,7 @@ def _post_other(p: _Post) -> str:
     return f"*{esc(p.first.action)}*{subject}\n{p.by}"
 
 
-AUDIT_POSTS: dict[Action, Callable[[_Post], str]] = {
+AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
     Action.KEY_CREATED: _post_created,
     Action.KEY_REVOKED: _post_revoked,
     Action.KEY_REVOKE_DENIED: _post_revoke_denied,
@@ -489,10 +538,14 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str]] = {
 def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
     """One audit-channel post for one audited action (which may cover several entries)."""
     post = _Post(events)
-    text = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
+    rendered = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
+    if isinstance(rendered, str):  # most posts are one section; a few bring their own blocks (and buttons)
+        text, body = rendered.split("\n")[0], [SectionBlock(text=MarkdownTextObject(text=rendered))]
+    else:
+        text, body = rendered
     last = events[-1]  # the post witnesses the log's position and head after the entries it reports
     witness = ContextBlock(elements=[MarkdownTextObject(text=witness_text(last.id, last.hash))])
-    return fit(text.split("\n")[0]), _serialise([SectionBlock(text=MarkdownTextObject(text=fit(text))), witness])
+    return fit(text), _serialise([*body, witness])
 
 
 def _parse_iso(text: str | None) -> datetime | None:
