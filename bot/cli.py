@@ -20,7 +20,9 @@ from slack_sdk.errors import SlackApiError
 
 from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, migrate, open_store
 from storage.audit import event_to_dict
+from storage.keyformat import is_well_formed
 from storage.keys import KeyService, key_to_dict
+from storage.leaks import Match
 from storage.timeutil import iso, parse_duration, utcnow
 
 from .config import ConfigError, Settings, load_dotenv_file
@@ -74,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise")
     p.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
+
+    p = sub.add_parser("leak", help="a leak found by hand or by another scanner")
+    leak = p.add_subparsers(dest="leak_command", metavar="report", parser_class=_Parser)
+    leak.required = True
+    q = leak.add_parser("report", help="report a key found where it should not be (revoked at once under the "
+                                       "revoke policy, APIKEYS_PUBLIC_LEAK_ACTION)")
+    q.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
+    q.add_argument("--url", default="", help="where it was found (a public URL)")
+    q.add_argument("--source", default="manual", metavar="TEXT", help="what found it, or where (default: manual)")
 
     p = sub.add_parser("audit", help="the audit log, oldest first; its verification, signing key and export")
     p.add_argument("--json", action="store_true")
@@ -199,15 +210,44 @@ def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
-    if args.key == "-":
-        secret = sys.stdin.readline().strip()
-    else:
-        secret = args.key
-        err.write("apikeys: warning: the key is now in your shell history and visible in 'ps'; "
-                  "next time use 'apikeys verify -' and paste it on standard input\n")
+    secret = _read_key(args, err, "verify")
     result = store.keys.verify(secret, via="cli")
     out.write(result.code.value + "\n")
     return EXIT_OK if result.valid else EXIT_NEGATIVE
+
+
+def _read_key(args, err: TextIO, command: str) -> str:
+    if args.key == "-":
+        return sys.stdin.readline().strip()
+    err.write("apikeys: warning: the key is now in your shell history and visible in 'ps'; "
+              f"next time use 'apikeys {command} -' and paste it on standard input\n")
+    return args.key.strip()
+
+
+def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -> int:
+    """The path GitHub's alerts take (``storage.leaks``), for one key found by hand or another scanner."""
+    secret = _read_key(args, err, "leak report")
+    if not secret:
+        raise UsageError("no key given (pass KEY, or - and the key on standard input)")
+    (finding,) = store.leaks.report([Match(token=secret, url=args.url, source=args.source)], actor=_cli_actor(),
+                                    policy=settings.public_leak_action, via="cli")
+    if not finding.ours:
+        shape = "one of our keys in shape, but no key we issued" if is_well_formed(secret) else \
+            "not one of our keys (its format or checksum does not match)"
+        out.write(f"That is {shape}; nothing recorded.\n")
+        return EXIT_NEGATIVE
+    key = finding.key
+    named = f"{key.id} ({key.name}, {key.masked}, owner {key.owner})"
+    if not finding.recorded:
+        out.write(f"{named} was already reported found there; nothing changed.\n")
+    elif finding.revoked_now:
+        out.write(f"Revoked {named}, reason compromised; the leak is recorded. This cannot be undone.\n")
+    elif finding.status.value == "active":
+        out.write(f"Recorded the leak of {named}; it is still active (APIKEYS_PUBLIC_LEAK_ACTION=alert): "
+                  f"revoke it with 'apikeys revoke {key.id} --actor WHO --reason compromised'.\n")
+    else:
+        out.write(f"Recorded the leak of {named}; it was already {finding.status.value}.\n")
+    return EXIT_OK
 
 
 def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -> int:
@@ -349,7 +389,7 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_NEGATIVE
 
 
-WRITES = {"create", "revoke", "admins"}  # commands that may append to the audit log
+WRITES = {"create", "revoke", "admins", "leak"}  # commands that may append to the audit log
 COMMANDS = {
     "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
     "admins": cmd_admins, "db": cmd_db,
@@ -384,6 +424,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         if writes and settings.audit_signer is None and store.audit.signed_through() is not None:
             err.write("apikeys: warning: APIKEYS_AUDIT_SIGNING_KEY is not set here, so this audit entry is not signed; "
                       "'apikeys audit --verify' reports it until a signed entry follows (give the CLI the server's key)\n")
+        if args.command == "leak":
+            return cmd_leak(store, args, out, err, settings)
         return COMMANDS[args.command](store, args, out, err)
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")
