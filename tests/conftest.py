@@ -18,7 +18,7 @@ import pytest
 from storage import Store, open_store
 
 from .helpers import ADMIN, cli_runner, fresh_database
-from .servers import ServerProcess, start_server
+from .servers import GitHubKeysStub, ServerProcess, start_server
 from .slackworld import InProcessWorld, ServerWorld, World, Worlds
 
 
@@ -79,3 +79,11 @@ def make_world(request, database_url: str, tmp_path: Path, store: Store) -> Iter
 @pytest.fixture
 def world(make_world) -> World:
     return make_world()
+
+
+@pytest.fixture
+def github_keys() -> Iterator[GitHubKeysStub]:
+    """A stand-in for GitHub's secret scanning public-keys endpoint, with one current key."""
+    stub = GitHubKeysStub().start()
+    yield stub
+    stub.stop()

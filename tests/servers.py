@@ -1,5 +1,6 @@
 """The real server as a process (``python -m bot``), and requests to it: over HTTP, over a raw
-socket, or straight to a WSGI app in this process (where the socket is not the point).
+socket, or straight to a WSGI app in this process (where the socket is not the point); and a
+stand-in for GitHub's secret scanning public-keys endpoint that signs alerts as GitHub does.
 
 ``ServerProcess.request`` and ``InProcessApp.request`` answer alike: ``(status, headers, body)``
 with the header names as the application wrote them, the body as bytes.
@@ -7,17 +8,25 @@ with the header names as the application wrote them, the body as bytes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import io
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .helpers import ADMIN, free_port
 
@@ -221,3 +230,78 @@ def wait_healthy(servers: list[ServerProcess], timeout: float = 40.0) -> None:
                 logs = "\n\n".join(f"--- {s.url}\n{s.log()}" for s in pending)
                 raise AssertionError(f"{len(pending)} server(s) did not become healthy in {timeout:g}s:\n{logs}")
             time.sleep(0.1)
+
+
+class GitHubKeysStub:
+    """A local stand-in for GitHub's secret scanning public-keys endpoint
+    (``GET /meta/public_keys/secret_scanning``), holding the private halves so that it can sign alerts
+    as GitHub does: ECDSA P-256 / SHA-256 over the raw body, base64 DER in
+    ``Github-Public-Key-Signature``, the key named by ``Github-Public-Key-Identifier``."""
+
+    PATH = "/meta/public_keys/secret_scanning"
+
+    def __init__(self):
+        self.private: dict[str, Any] = {}   # identifier -> private key (published or not)
+        self.published: list[str] = []
+        self.current: str | None = None
+        self.fetches = 0
+        self._server = None
+
+    def start(self) -> "GitHubKeysStub":
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                stub.fetches += 1
+                body = json.dumps(stub.document()).encode() if self.path == stub.PATH else b"{}"
+                self.send_response(200 if self.path == stub.PATH else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, name="github-keys-stub", daemon=True).start()
+        self.rotate()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.PATH}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def new_key(self) -> str:
+        """A fresh P-256 key, not published (yet): its identifier."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        identifier = hashlib.sha256(der).hexdigest()
+        self.private[identifier] = key
+        return identifier
+
+    def rotate(self) -> str:
+        """GitHub rotates a new key in: published and current (the older ones stay published)."""
+        identifier = self.new_key()
+        self.published.append(identifier)
+        self.current = identifier
+        return identifier
+
+    def document(self) -> dict:
+        return {"public_keys": [
+            {"key_identifier": identifier, "is_current": identifier == self.current,
+             "key": self.private[identifier].public_key().public_bytes(
+                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}
+            for identifier in self.published]}
+
+    def sign(self, body: bytes, identifier: str | None = None) -> dict[str, str]:
+        """The headers GitHub sends with ``body``, signed by ``identifier`` (default: the current key)."""
+        identifier = identifier or self.current
+        signature = self.private[identifier].sign(body, ec.ECDSA(hashes.SHA256()))
+        return {"Content-Type": "application/json", "Github-Public-Key-Identifier": identifier,
+                "Github-Public-Key-Signature": base64.b64encode(signature).decode()}

@@ -247,6 +247,12 @@ def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys:
                "count": keys, "uses": 3, "via": "verify", "revoked_by": actor, "command": text}
     actions = [action.value for action in Action] + ["key.other"]
     history = [event(i, actions[i % len(actions)], actor=actor, **details) for i in range(15, 0, -1)]
+    public = dict(details, url=f"https://github.com/{text}", source=text, type=text, via="github-secret-scanning")
+    public_leaks = [event(i, "key.leaked" if i % 2 else "key.revoked", actor=actor,
+                          **{**public, "status": ("active", "revoked", "expired")[i % 3], "revoked": i % 4 == 1})
+                    for i in range(1, 80)]
+    for leak in public_leaks:
+        leak.key_id = f"key_{leak.id:017d}"
     owner_action = OwnerAction(owner=owner, up_to=active[0].id, count=keys, issued_at=1)
     return {
         "text_message": blocks.text_message(text),
@@ -270,6 +276,7 @@ def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys:
         "history_blocks": blocks.history_blocks(history, HistoryView(), has_older=True, has_newer=True, key=active[0]),
         **{f"audit_post ({action})": blocks.audit_post([event(1, action, actor=actor, **details)]) for action in actions},
         "audit_post (several)": blocks.audit_post([event(i, "key.revoked", actor=actor, **details) for i in range(30)]),
+        "audit_post (public leaks)": blocks.audit_post(public_leaks),
     }
 
 
@@ -313,3 +320,22 @@ def test_every_renderer_keeps_full_keys_out_even_when_one_reaches_it():
         assert secret not in text and secret[4:] not in text, f"{what}: {text}"
         for message in _messages(output):
             assert_within_limits(message, what)
+
+
+def test_a_public_leak_post_has_revoke_only_where_the_key_is_still_active_and_stays_one_message():
+    states = [("active", False), ("active", True), ("revoked", False), ("expired", False)] * 10
+    leaks = []
+    for i, (status, revoked) in enumerate(states, start=1):
+        leak = event(i, "key.leaked", actor="github-secret-scanning", name=f"svc-{i}", key="apk_\u2026QVjP",
+                     owner="payments", status=status, revoked=revoked, url=f"https://github.com/o/r/{i}", source="content")
+        leak.key_id = f"key_{i:017d}"
+        leaks.append(leak)
+    text, payload = blocks.audit_post(leaks)
+    assert text.startswith("40 keys found in public by GitHub secret scanning")
+    assert_within_limits({"text": text, "blocks": payload}, "the public leak post")
+    rows = [b for b in payload if b.get("block_id", "").startswith("leak_")]
+    assert len(rows) == blocks.PUBLIC_LEAKS_SHOWN
+    with_button = {b["block_id"] for b in rows if b.get("accessory")}
+    assert with_button == {f"leak_{i}" for i in range(1, blocks.PUBLIC_LEAKS_SHOWN + 1) if states[i - 1] == ("active", False)}
+    assert "and 20 more" in json.dumps(payload)
+    assert "10 revoked now · 10 still active · 20 already revoked or expired" in json.dumps(payload, ensure_ascii=False)

@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import (
 
 from storage import Action, ApiKey, AuditEvent, KeyStatus, RevokeReason
 from storage.admins import USER_ID_RE, AdminEntry
-from storage.keys import KeyPage
+from storage.keys import KEY_ID_RE, KeyPage
 from storage.timeutil import iso
 
 from ..logs import redact
@@ -464,7 +464,7 @@ def _public_leak_row(event: AuditEvent) -> SectionBlock:
     where = esc(d.get("url") or "an unstated place")[:300]
     if d.get("source"):
         where += f" ({esc(d['source'])[:100]})"
-    still_active = d.get("status") == "active" and not d.get("revoked")
+    still_active = d.get("status") == "active" and not d.get("revoked") and bool(KEY_ID_RE.match(event.key_id or ""))
     if d.get("revoked"):
         state = ":no_entry: revoked now, reason: Compromised"
     elif still_active:
