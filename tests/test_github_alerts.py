@@ -371,6 +371,15 @@ def test_a_retried_alert_changes_nothing_and_posts_nothing_new(api, app_store, g
     assert len(deliver(app_store)) == 1
 
 
+def test_an_expired_key_is_reported_not_revoked(api, app_store, github_keys, keys):
+    status, answer = send(api, github_keys, [match(keys["expired"].secret)])
+    assert status == 200 and answer[0]["label"] == "true_positive"
+    assert key_status(app_store, keys["expired"]) == "expired"
+    assert app_store.keys.get(keys["expired"].key.id).revoked_at is None
+    ((_, _, key_id, leaked),) = entries(app_store, "key.leaked")
+    assert key_id == keys["expired"].key.id and leaked["status"] == "expired" and leaked["revoked"] is False
+
+
 def test_the_same_key_twice_in_one_alert_is_revoked_once(api, app_store, github_keys, keys):
     alert = [match(keys["active"].secret), match(keys["active"].secret), match(keys["active"].secret, url="elsewhere")]
     status, answer = send(api, github_keys, alert)
