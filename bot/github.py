@@ -48,6 +48,7 @@ MAX_KEYS_DOCUMENT = 256 * 1024
 MAX_IDENTIFIER = 256
 USER_AGENT = "apikeys-bot/0.1"
 VIA = "github-secret-scanning"
+LOGGED_KEYS = 20  # per alert, one line per key found, up to this many
 
 
 class AlertRefused(Exception):
@@ -200,10 +201,13 @@ class GitHubAlerts:
         matches = parse_alert(body)
         findings = store.leaks.report(matches, actor=GITHUB_ACTOR, policy=self.policy, via=VIA)
         ours = [f for f in findings if f.ours]
-        for f in findings:
-            if f.recorded:
-                log.warning(fields(event="key_leaked_public", key_id=f.key.id, status=f.status.value,
-                                   revoked=f.revoked_now, policy=self.policy.value))
+        recorded = [f for f in ours if f.recorded]
+        for f in recorded[:LOGGED_KEYS]:  # the audit log has every one; the log names the first few
+            log.warning(fields(event="key_leaked_public", key_id=f.key.id, status=f.status.value,
+                               revoked=f.revoked_now, policy=self.policy.value))
+        if len(recorded) > LOGGED_KEYS:
+            log.warning(fields(event="key_leaked_public", more=len(recorded) - LOGGED_KEYS,
+                               see="apikeys audit export"))
         log.info(fields(event="github_alert", matches=len(findings), ours=len(ours),
-                        new=sum(1 for f in ours if f.recorded), revoked=sum(1 for f in ours if f.revoked_now)))
+                        new=len(recorded), revoked=sum(1 for f in ours if f.revoked_now)))
         return feedback(findings)
