@@ -565,3 +565,32 @@ def test_leak_report_bad_input_is_one_line_and_exit_2(run_cli, argv, stdin):
     result = run_cli(*argv, stdin=stdin)
     assert result.code == 2 and result.err.startswith("apikeys: error:") and result.err.count("\n") == 1
     assert "Traceback" not in result.err
+
+
+# ======================================================================= the audit post's Revoke button, in Slack
+
+
+def test_revoke_from_the_audit_post_of_an_alert(world, github_keys):
+    """Under the alert policy: the post arrives in the audit channel, and an admin's Revoke on it opens the
+    normal confirmation privately (the post stays as it is) and revokes."""
+    from .slackworld import AUDIT, button_labels, code, seed, select_state, send_click, shown, wait_audit_post
+
+    key = seed(world.store, "billing-api", owner="payments")
+    api = make_api(world.app_store, github_keys, policy="alert")
+    mark = world.stub.mark()
+    assert send(api, github_keys, [match(key.secret), match(generate_secret())])[0] == 200
+    post = wait_audit_post(world.stub, "found in public", key.masked, since=mark)
+    assert key.secret[4:-4] not in json.dumps(post.body) and WHERE in shown(post.body)
+
+    thread = world.stub.response_url("audit-post")
+    before = world.stub.mark()
+    send_click(world, post.body, "Revoke", thread=thread, user=ADMIN, channel=AUDIT, ephemeral=False,
+               message_ts=post.response["ts"])
+    card = world.stub.wait_for_response(thread, since=before)
+    assert card["replace_original"] is False and card["response_type"] == "ephemeral"
+    assert sorted(button_labels(card)) == ["Cancel Revoke Key", "Revoke Key"]
+    before = world.stub.mark()
+    send_click(world, card, "Revoke Key", thread=thread, user=ADMIN, channel=AUDIT, state=select_state(card, "compromised"))
+    result = world.stub.wait_for_response(thread, since=before)
+    assert ":white_check_mark:" in shown(result)
+    assert code(world.store, key) == "REVOKED"
