@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from slack_sdk.errors import SlackApiError
-
 from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, migrate, open_store
 from storage.audit import event_to_dict
 from storage.keyformat import is_well_formed
@@ -293,6 +291,8 @@ def _audit_verify(store: Store, args, out: TextIO, settings: Settings) -> int:
         out.write(f"OK: {report.entries} entries; the hash chain is intact. The log is not signed "
                   "(no checkpoints): it is tamper-evident against edits only.\n")
     if client is not None:
+        from slack_sdk.errors import SlackApiError  # only here: importing slack_sdk costs every command 0.1 s
+
         from .witness import check_against_slack
 
         try:

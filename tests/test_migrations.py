@@ -24,6 +24,11 @@ def test_the_migrated_schema_is_exactly_the_models(database_url):
     db.dispose()
 
 
+def test_the_head_every_command_checks_against_is_the_newest_migration_script():
+    """``SCHEMA_HEAD`` saves each CLI command from loading alembic; a new migration must move it."""
+    assert migrate.head_revision() == migrate.scripts_head()
+
+
 def test_upgrading_a_release_1_database_keeps_every_key_event_and_admin(database_url):
     db = Database(database_url)
     assert migrate.upgrade(db, "0001") == "0001"
