@@ -229,6 +229,16 @@ class AuditLog:
                 select(AuditEvent).where(AuditEvent.id >= first, AuditEvent.id <= last).order_by(AuditEvent.id)
             ))
 
+    def tail(self, after_id: int, actions: Sequence[str], *, limit: int = 5000) -> list[tuple[int, str, str, str]]:
+        """``(id, action, actor, details JSON)`` of the entries newer than ``after_id`` with one of
+        ``actions``, oldest first, at most ``limit`` (for counting what the log holds incrementally)."""
+        with self.db.read() as session:
+            return [tuple(row) for row in session.execute(
+                select(AuditEvent.id, AuditEvent.action, AuditEvent.actor, AuditEvent.details)
+                .where(AuditEvent.id > after_id, AuditEvent.action.in_(list(actions)))
+                .order_by(AuditEvent.id).limit(limit)
+            )]
+
     # -- reading --------------------------------------------------------------------------
     def recent(self, *, limit: int = 100, key_id: str | None = None, before_id: int | None = None,
                after_id: int | None = None) -> list[AuditEvent]:

@@ -116,6 +116,14 @@ class Outbox:
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
             ) or 0
 
+    def backlog(self) -> tuple[int, datetime | None]:
+        """How many notifications are not delivered yet, and when the oldest of them was queued."""
+        with self.db.read() as session:
+            count, oldest = session.execute(
+                select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.delivered_at.is_(None))
+            ).one()
+        return count or 0, oldest
+
     def next_due(self) -> datetime | None:
         """When the earliest pending row not being delivered right now becomes due."""
         now = utcnow()
