@@ -48,6 +48,7 @@ class Settings:
     threads: int = 2  # Python threads per worker: granian does the HTTP work in Rust
     github_keys_url: str = DEFAULT_GITHUB_KEYS_URL  # GitHub secret scanning's signing keys
     public_leak_action: str = "revoke"  # a valid key GitHub found in public: revoke, or only alert
+    metrics_port: int | None = None  # METRICS_PORT: /metrics on a listener of its own, off the public one
 
     @property
     def slack_enabled(self) -> bool:
@@ -74,6 +75,10 @@ class Settings:
         threads_text = get("WEB_THREADS") or "2"
         if not threads_text.isdigit() or not 1 <= int(threads_text) <= 256:
             raise ConfigError(f"WEB_THREADS must be a number from 1 to 256, got {threads_text!r}")
+        metrics_port_text = get("METRICS_PORT")
+        if metrics_port_text is not None and (not metrics_port_text.isdigit() or not 0 < int(metrics_port_text) < 65536
+                                              or int(metrics_port_text) == int(port_text)):
+            raise ConfigError(f"METRICS_PORT must be a TCP port number other than PORT, got {metrics_port_text!r}")
         signing_key = env.get("APIKEYS_AUDIT_SIGNING_KEY", "").strip()
         try:
             signer = load_signer(signing_key) if signing_key else None
@@ -103,6 +108,7 @@ class Settings:
             threads=int(threads_text),
             github_keys_url=github_keys_url,
             public_leak_action=leak_action,
+            metrics_port=int(metrics_port_text) if metrics_port_text else None,
         )
         settings.check()
         return settings

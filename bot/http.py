@@ -7,6 +7,8 @@ Routes (see the contract):
 * ``POST /slack/events``    handed to the Slack app (``slack_app``), when Slack is on
 * ``POST /v1/secret-scanning/github``  GitHub's secret scanning alerts (``bot.github``) -> 200 with
   GitHub's feedback array; 401 unsigned, 400 not an array of matches, 413 over 1 MiB
+* ``GET  /metrics``         Prometheus metrics (``bot.metrics``), unless served on METRICS_PORT
+* ``GET  /openapi.json``    the OpenAPI 3.1 description of the key API (``bot.openapi``)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from storage import DatabaseUnavailable, InvalidInput, Store, VerifyCode
 
-from . import github
+from . import github, metrics, openapi
 from .logs import RequestLog, fields
 
 log = logging.getLogger("apikeys.http")
@@ -28,6 +30,7 @@ request_log = RequestLog("apikeys.http")  # the line per verification, on the ch
 def _verified(event: str, result) -> None:
     """``event=auth code=VALID key_id=key_…``: codes and key ids are ours, never quoted or masked."""
     key_id = result.key_id
+    metrics.verified(event, result.code)
     request_log.info(f"event={event} code={result.code.value} key_id={key_id}" if key_id
                      else f"event={event} code={result.code.value}")
 
@@ -59,6 +62,12 @@ def _respond(start_response, status: int, body: Any = None, headers: list[tuple[
     out_headers += headers or []
     out_headers.append(("Content-Length", str(len(payload))))
     start_response(STATUS_TEXT[status], out_headers)
+    return [payload]
+
+
+def _respond_raw(start_response, payload: bytes, content_type: str) -> list[bytes]:
+    start_response(STATUS_TEXT[200], [("Content-Type", content_type), ("Cache-Control", "no-store"),
+                                      ("Content-Length", str(len(payload)))])
     return [payload]
 
 
@@ -115,11 +124,13 @@ class KeyApiApp:
 
     def __init__(self, store: Store, slack_app: WSGIApp | None = None,
                  slack_off: str = "Slack is off on this server (SLACK_BOT_TOKEN is not set)",
-                 github_alerts: github.GitHubAlerts | None = None):
+                 github_alerts: github.GitHubAlerts | None = None, metrics_here: bool = True):
         self.store = store
         self.slack_app = slack_app
         self.slack_off = slack_off
         self.github_alerts = github_alerts or github.GitHubAlerts(github.GitHubKeys())
+        # METRICS_PORT set: /metrics is served on that listener only, and is not a route here.
+        self.metrics = metrics.MetricsEndpoint(store) if metrics_here else None
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -142,6 +153,12 @@ class KeyApiApp:
             if path == github.ALERT_PATH:
                 self._allow(method, "POST")
                 return self.github_alert(environ, start_response)
+            if path == "/metrics" and self.metrics is not None:
+                self._allow(method, "GET", "HEAD")
+                return _respond_raw(start_response, self.metrics.render(), metrics.CONTENT_TYPE)
+            if path == "/openapi.json":
+                self._allow(method, "GET", "HEAD")
+                return _respond_raw(start_response, openapi.DOCUMENT, "application/json")
             raise HttpError(404, f"no route {path}")
         except HttpError as exc:
             extra = [("Allow", exc.allow)] if hasattr(exc, "allow") else None
@@ -178,6 +195,7 @@ class KeyApiApp:
         unauthorized = [("WWW-Authenticate", "Bearer")]
         if presented is None:
             log.info(fields(event="auth", code="MALFORMED", outcome="no_key"))
+            metrics.verified("auth", VerifyCode.MALFORMED)
             return _respond(
                 start_response, 401,
                 {"code": VerifyCode.MALFORMED.value, "error": "no API key: send Authorization: Bearer <key> or X-API-Key"},

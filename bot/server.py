@@ -12,11 +12,15 @@ them. ``docs/benchmarks.md`` has the comparison with gunicorn (gthread) that cho
 
 from __future__ import annotations
 
+import atexit
 import errno
 import gc
 import logging
+import os
+import shutil
 import socket
 import sys
+import tempfile
 
 from storage import StorageError, open_store
 
@@ -32,6 +36,7 @@ BACKLOG = 2048
 def create_app(settings: Settings):
     """Build the WSGI application for one worker process."""
     from .http import KeyApiApp
+    from .metrics import MeteredApp
 
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
                        notify_channel=settings.audit_channel, pool_size=settings.threads + 2,
@@ -44,11 +49,12 @@ def create_app(settings: Settings):
     from .github import GitHubAlerts, GitHubKeys
 
     alerts = GitHubAlerts(GitHubKeys(settings.github_keys_url), settings.public_leak_action)
+    metrics_here = settings.metrics_port is None
     if settings.slack_enabled and slack_app is None:
-        return KeyApiApp(store, slack_off="Slack requests arrive over Socket Mode on this server "
-                                          "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)",
-                         github_alerts=alerts)
-    return KeyApiApp(store, slack_app=slack_app, github_alerts=alerts)
+        return MeteredApp(KeyApiApp(store, metrics_here=metrics_here, github_alerts=alerts,
+                                    slack_off="Slack requests arrive over Socket Mode on this server "
+                                              "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)"))
+    return MeteredApp(KeyApiApp(store, slack_app=slack_app, github_alerts=alerts, metrics_here=metrics_here))
 
 
 # What each forked worker builds its application from (set by run_server before the fork).
@@ -80,6 +86,28 @@ def port_in_use(host: str, port: int) -> bool:
     finally:
         probe.close()
     return False
+
+
+def prepare_metrics_dir() -> str:
+    """``PROMETHEUS_MULTIPROC_DIR`` for this server's processes, before anything imports
+    prometheus-client (it chooses multi-process mode at import) and before the workers fork.
+
+    Set: the directory is created if missing and emptied of the previous run's files (counters
+    start again from zero with the server, as Prometheus expects of a restart). Unset: a fresh
+    private directory (mode 0700) is made and removed when the server exits."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics directory was prepared")
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="apikeys-metrics-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def main() -> int:
@@ -121,6 +149,21 @@ def run_server(settings: Settings, wrap=None) -> int:
         log.warning("APIKEYS_AUDIT_SIGNING_KEY is not set: audit checkpoints are not signed, so the audit log is "
                     "only tamper-evident against edits, not against someone who rewrites it with database access "
                     "(make a key with 'apikeys audit keygen')")
+    if settings.metrics_port is not None:
+        try:
+            if port_in_use(settings.host, settings.metrics_port):
+                log.error("cannot start: METRICS_PORT %s:%s is already in use by another program",
+                          settings.host, settings.metrics_port)
+                return 2
+        except OSError as exc:
+            log.error("cannot start: cannot listen on %s:%s: %s", settings.host, settings.metrics_port,
+                      exc.strerror or exc)
+            return 2
+    try:
+        metrics_dir = prepare_metrics_dir()
+    except OSError as exc:
+        log.error("cannot start: PROMETHEUS_MULTIPROC_DIR cannot be used: %s", exc)
+        return 2
     log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
     # Import what the workers run before they are forked, so that they share those pages with the
     # master (copy-on-write) instead of each loading its own copy: less memory per worker.
@@ -136,6 +179,14 @@ def run_server(settings: Settings, wrap=None) -> int:
     if socket_mode is not None:
         server.on_startup(socket_mode.start)
         server.on_shutdown(socket_mode.stop)
+    if settings.metrics_port is not None:
+        from .metrics_listener import MetricsProcess
+
+        metrics_process = MetricsProcess(settings, metrics_dir)
+        server.on_startup(metrics_process.start)
+        server.on_shutdown(metrics_process.stop)
+        log.info("metrics on %s:%s/metrics (METRICS_PORT), not on the public listener",
+                 settings.host, settings.metrics_port)
     try:
         server.serve(target_loader=_worker_app)
     except SystemExit as exc:  # granian exits 1 when a worker died unexpectedly

@@ -21,6 +21,7 @@ from storage import Store
 from storage.audit import AUDIT_TOPIC
 from storage.timeutil import utcnow
 
+from .. import metrics
 from ..logs import fields, redact
 from . import blocks
 
@@ -104,9 +105,11 @@ class Deliverer:
             self._failed(item, type(exc).__name__)
             return
         self.store.outbox.delivered(item.id, self.worker)
+        metrics.audit_post("delivered")
         log.info(fields(event="audit_post", outbox_id=item.id, channel=item.channel, outcome="delivered"))
 
     def _failed(self, item, error: str) -> None:
         retry_at = self.store.outbox.failed(item.id, self.worker, error, attempts=item.attempts)
+        metrics.audit_post("failed")
         log.warning(fields(event="audit_post", outbox_id=item.id, channel=item.channel, outcome="failed",
                            error=error, attempt=item.attempts + 1, retry_at=retry_at.isoformat(timespec="seconds")))

@@ -1,0 +1,262 @@
+"""Prometheus metrics: what the workers count as they serve, and what ``GET /metrics`` reads at
+scrape time.
+
+Counted as it happens (prometheus-client; under ``python -m bot`` in multi-process mode, so every
+granian worker writes its counts to files of its own in ``PROMETHEUS_MULTIPROC_DIR`` and a scrape,
+answered by any worker, adds them all up; ``bot.server.prepare_metrics_dir`` sets that up):
+
+* ``apikeys_verifications_total{route, code}``      every verification (``verify``, ``auth``)
+* ``apikeys_request_duration_seconds{route}``        a histogram of the time the app took per request
+* ``apikeys_audit_post_attempts_total{outcome}``     audit-channel deliveries, ``delivered`` / ``failed``
+* ``apikeys_workers``                                the live worker processes
+
+Read at scrape time (from the database, so they are the installation's, whichever process or replica
+did it, the ``apikeys`` CLI included):
+
+* ``apikeys_revocations_total{channel}``             revocations, by ``slack`` / ``cli`` / ``github``
+* ``apikeys_denials_total{action}``                  refused revocations and commands
+* ``apikeys_leaks_total{source}``                    leaked keys found (``slack`` leak watch, ``github``)
+* ``apikeys_audit_posts_pending``, ``apikeys_audit_post_oldest_pending_age_seconds``  the outbox
+* ``apikeys_database_up``                            1 when the key store answers (as ``/healthz``)
+
+The audit log is append-only, so counts taken from it only ever grow: they are real counters,
+read incrementally (each process remembers the last entry it counted). Being the installation's,
+they are the same on every replica: aggregate them with ``max``, not ``sum``.
+
+The hot path pays one prebuilt child's ``inc`` per verification and one ``observe`` per request:
+no label lookups, no allocation a prebuilt object avoids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from time import perf_counter
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from storage import Action, Store, VerifyCode
+from storage.timeutil import utcnow
+
+log = logging.getLogger("apikeys.metrics")
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# What this process counts. In multi-process mode the values live in files (the registry is only
+# where they are declared); otherwise in this registry, which /metrics then reads.
+LOCAL = CollectorRegistry(auto_describe=True)
+
+VERIFICATIONS = Counter("apikeys_verifications", "Key verifications, by route and verification code",
+                        ("route", "code"), registry=LOCAL)
+# Seconds. The app answers a verification in ~0.1 ms, a Slack request in tens of ms.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DURATION = Histogram("apikeys_request_duration_seconds", "Time the application took to answer, by route",
+                     ("route",), buckets=BUCKETS, registry=LOCAL)
+AUDIT_POSTS = Counter("apikeys_audit_post_attempts", "Audit-channel post attempts, by outcome",
+                      ("outcome",), registry=LOCAL)
+WORKERS = Gauge("apikeys_workers", "Live server worker processes", registry=LOCAL, multiprocess_mode="livesum")
+
+ROUTES = ("verify", "auth", "healthz", "metrics", "openapi", "slack_events", "secret_scanning_github", "other")
+_ROUTE_OF_PATH = {"/v1/keys/verify": "verify", "/v1/auth": "auth", "/healthz": "healthz", "/metrics": "metrics",
+                  "/openapi.json": "openapi", "/slack/events": "slack_events",
+                  "/v1/secret-scanning/github": "secret_scanning_github"}
+
+# Prebuilt children: the hot path indexes a dict, never calls .labels().
+_VERIFIED = {(route, code): VERIFICATIONS.labels(route, code.value) for route in ("verify", "auth") for code in VerifyCode}
+_OBSERVE = {route: DURATION.labels(route).observe for route in ROUTES}
+_OBSERVE_BY_PATH = {path: _OBSERVE[route] for path, route in _ROUTE_OF_PATH.items()}
+_OBSERVE_AUTH, _OBSERVE_OTHER = _OBSERVE["auth"], _OBSERVE["other"]
+_POSTED = {outcome: AUDIT_POSTS.labels(outcome) for outcome in ("delivered", "failed")}
+
+
+def verified(route: str, code: VerifyCode) -> None:
+    """One verification answered on ``route`` (``verify`` or ``auth``)."""
+    _VERIFIED[route, code].inc()
+
+
+def audit_post(outcome: str) -> None:
+    """One audit-channel post attempt: ``delivered`` or ``failed``."""
+    _POSTED[outcome].inc()
+
+
+class MeteredApp:
+    """Wraps the WSGI app: the time each request took, in the histogram of its route."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app):
+        self.app = app
+        WORKERS.set(1)  # one per worker process (livesum: dead workers' files are dropped at scrape)
+
+    def __getattr__(self, name):  # the wrapped app's attributes (store, slack_app, ...)
+        return getattr(self.app, name)
+
+    def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        started = perf_counter()
+        try:
+            return self.app(environ, start_response)
+        finally:
+            path = environ.get("PATH_INFO")
+            observe = _OBSERVE_BY_PATH.get(path)
+            if observe is None:
+                observe = _OBSERVE_AUTH if path and path.startswith("/v1/auth/") else _OBSERVE_OTHER
+            observe(perf_counter() - started)
+
+
+# -- read at scrape time ------------------------------------------------------------------------
+
+REVOCATION_CHANNELS = ("slack", "cli", "github")
+GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for a revocation by GitHub's report
+DENIALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
+COUNTED = (Action.KEY_REVOKED.value, Action.KEY_LEAKED.value, *DENIALS)
+
+
+def revocation_channel(actor: str, details: dict) -> str:
+    """Which interface revoked: what the entry says (``via``), else GitHub's actor, else Slack."""
+    via = details.get("via")
+    if via in REVOCATION_CHANNELS:
+        return via
+    return "github" if actor == GITHUB_ACTOR else "slack"
+
+
+def leak_source(actor: str, details: dict) -> str:
+    """Where a leak was found: GitHub's report (``source``/``via``/actor), else Slack's leak watch."""
+    if "github" in (details.get("source"), details.get("via")) or actor == GITHUB_ACTOR:
+        return "github"
+    return "slack"
+
+
+class AuditCounts:
+    """Counts of revocations, denials and leaks in the audit log, kept up to date incrementally."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.last_id = 0
+        self.revocations = dict.fromkeys(REVOCATION_CHANNELS, 0)
+        self.denials = dict.fromkeys(DENIALS, 0)
+        self.leaks = {"slack": 0, "github": 0}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            while True:
+                rows = self.store.audit.tail(self.last_id, COUNTED)
+                for entry_id, action, actor, details_text in rows:
+                    try:
+                        details = json.loads(details_text)
+                    except ValueError:
+                        details = {}
+                    if not isinstance(details, dict):
+                        details = {}
+                    if action == Action.KEY_REVOKED.value:
+                        channel = revocation_channel(actor, details)
+                        self.revocations[channel] = self.revocations.get(channel, 0) + 1
+                    elif action == Action.KEY_LEAKED.value:
+                        source = leak_source(actor, details)
+                        self.leaks[source] = self.leaks.get(source, 0) + 1
+                    else:
+                        self.denials[action] = self.denials.get(action, 0) + 1
+                    self.last_id = entry_id
+                if len(rows) < 5000:
+                    return
+
+
+class StoreCollector:
+    """What /metrics reads from the key store when it is scraped. A database that does not answer
+    gives ``apikeys_database_up 0`` and leaves out what it could not read; never an error."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.counts = AuditCounts(store)
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        up = self.store.db.ping()
+        yield GaugeMetricFamily("apikeys_database_up", "1 when the key store answers (as /healthz), else 0",
+                                value=1 if up else 0)
+        if not up:
+            return
+        try:
+            pending, oldest = self.store.outbox.backlog()
+            self.counts.refresh()
+        except Exception as exc:  # the database went away between the ping and these reads
+            log.warning("metrics: the key store could not be read: %s", type(exc).__name__)
+            return
+        yield GaugeMetricFamily("apikeys_audit_posts_pending", "Audit-channel posts queued and not delivered yet",
+                                value=pending)
+        age = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else 0.0
+        yield GaugeMetricFamily("apikeys_audit_post_oldest_pending_age_seconds",
+                                "Age of the oldest audit-channel post not delivered yet (0 when none is)", value=age)
+        counts = self.counts
+        families = (
+            ("apikeys_revocations", "Keys revoked (installation-wide, from the audit log), by channel", "channel",
+             counts.revocations),
+            ("apikeys_denials", "Refused revocations and commands (installation-wide, from the audit log), by action",
+             "action", counts.denials),
+            ("apikeys_leaks", "Leaked keys found (installation-wide, from the audit log), by source", "source",
+             counts.leaks),
+        )
+        for name, documentation, label, values in families:
+            family = CounterMetricFamily(name, documentation, labels=(label,))
+            for value_label, value in values.items():
+                family.add_metric((value_label,), value)
+            yield family
+
+
+_PID_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def mark_dead_workers(path: str) -> None:
+    """Drop the live gauges of worker processes that are gone (granian replaces a dead worker)."""
+    from prometheus_client import multiprocess
+
+    for name in os.listdir(path):
+        match = _PID_FILE.match(name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # alive, another user's (not ours to judge)
+            pass
+
+
+class MetricsEndpoint:
+    """The body of ``GET /metrics`` for one worker's store."""
+
+    def __init__(self, store: Store):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if MULTIPROCESS else None
+        if self.path:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry, path=self.path)
+        else:
+            self.registry.register(_Forward(LOCAL))
+        self.registry.register(StoreCollector(store))
+
+    def render(self) -> bytes:
+        if self.path:
+            mark_dead_workers(self.path)
+        return generate_latest(self.registry)
+
+
+class _Forward:
+    """Another registry's metrics, as one collector (this process's own counts, outside multi-process mode)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.source = registry
+
+    def collect(self):
+        return self.source.collect()
