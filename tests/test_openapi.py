@@ -1,0 +1,83 @@
+"""``GET /openapi.json``: the document validates as OpenAPI 3.1, says what the code says (the
+verification codes, the routes), and schemathesis, run against the real server (``python -m bot``,
+two workers) with all its checks, finds nothing the server answers that the document does not say."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+
+from bot.config import Settings
+from bot.server import create_app
+from storage import VerifyCode, open_store
+
+from .helpers import ADMIN
+from .servers import InProcessApp, ServerProcess
+
+GITHUB = "/v1/secret-scanning/github"
+
+
+@pytest.fixture
+def document(database_url) -> dict:
+    open_store(database_url).close()
+    app = create_app(Settings(database_url=database_url, admins=(ADMIN,)))
+    try:
+        status, headers, body = InProcessApp(app).request("GET", "/openapi.json")
+    finally:
+        app.store.close()
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    return json.loads(body)
+
+
+def test_the_document_is_valid_openapi_3_1(document):
+    validate(document)  # raises on the first problem
+    assert document["openapi"].startswith("3.1")
+
+
+def test_it_describes_every_route_of_the_key_api(document):
+    assert {"/v1/keys/verify", "/v1/auth", "/v1/auth/{path}", "/healthz", "/metrics", GITHUB} <= document["paths"].keys()
+    schemas = document["components"]["schemas"]
+    assert schemas["VerifyCode"]["enum"] == [code.value for code in VerifyCode]
+    verify = document["paths"]["/v1/keys/verify"]["post"]["responses"]
+    assert {"200", "400", "413", "503"} <= verify.keys()
+    auth = document["paths"]["/v1/auth"]["get"]["responses"]
+    assert auth["204"]["headers"].keys() == {"X-Key-Id", "X-Key-Owner"}
+    assert auth["401"]["headers"].keys() == {"WWW-Authenticate"}
+    assert {"200", "400", "401", "413"} <= document["paths"][GITHUB]["post"]["responses"].keys()
+    # Every answer the verify route gives is one of the documented shapes, by code.
+    assert {branch["properties"]["code"]["const"] for branch in schemas["VerifyResult"]["oneOf"]} == {
+        code.value for code in VerifyCode}
+
+
+def test_schemathesis_finds_nothing(server: ServerProcess, database_url: str, tmp_path: Path):
+    """All of schemathesis's checks (no 5xx, status codes, content types, headers and bodies as
+    documented, invalid data refused, 405 for undocumented methods, auth enforced), every phase, on
+    the real server; a valid key is sent so that ``/v1/auth`` answers 204 too."""
+    store = open_store(database_url, create_schema=False)
+    try:
+        secret = store.keys.create(name="fuzz", owner="qa", actor="test")[0].secret
+    finally:
+        store.close()
+    status, _, _ = server.request("POST", GITHUB, b"[]", {"Content-Type": "application/json"})
+    excluded = ["--exclude-path", GITHUB] if status == 404 else []  # issue 15's route, until it lands
+    # QUERY is the one method OpenAPI 3.1 cannot declare (3.2 adds it), so the document cannot say that
+    # /v1/auth accepts it as it accepts every method; every other undeclared method is probed.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text('[phases.coverage]\nunexpected-methods = ["get", "put", "post", "delete", "options", "patch", "trace"]\n')
+    st = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run(
+        [str(st), "--config-file", str(config), "run", f"{server.url}/openapi.json", "--checks", "all", "--max-examples", "40",
+         "--seed", os.environ.get("SCHEMATHESIS_SEED", "16"), "--workers", "1", "--no-color",
+         "--request-timeout", "10", "-H", f"Authorization: Bearer {secret}", "--report-dir", str(tmp_path), *excluded],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failures" not in result.stdout.split("SUMMARY")[-1], result.stdout[-3000:]
+
