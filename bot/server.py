@@ -94,7 +94,8 @@ def prepare_metrics_dir() -> str:
 
     Set: the directory is created if missing and emptied of the previous run's files (counters
     start again from zero with the server, as Prometheus expects of a restart). Unset: a fresh
-    private directory (mode 0700) is made and removed when the server exits."""
+    private directory (mode 0700, in /dev/shm unless TMPDIR says otherwise) is made and removed when
+    the server exits."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the metrics directory was prepared")
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
@@ -104,7 +105,10 @@ def prepare_metrics_dir() -> str:
             if name.endswith(".db"):
                 os.remove(os.path.join(path, name))
     else:
-        path = tempfile.mkdtemp(prefix="apikeys-metrics-")
+        # In memory where there is a tmpfs: the workers write their counts to mmap'd files, and on a
+        # disk the kernel's write-back would make writes fault again after every flush.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        path = tempfile.mkdtemp(prefix="apikeys-metrics-", dir=None if os.environ.get("TMPDIR") else shm)
         atexit.register(shutil.rmtree, path, ignore_errors=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path

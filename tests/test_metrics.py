@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import Settings
-from bot.metrics import mark_dead_workers
+from bot.metrics import FLUSH_INTERVAL, mark_dead_workers
 from bot.server import create_app
 from storage import Action, EventInput, Store, open_store
 
@@ -168,19 +168,21 @@ def test_counts_add_up_across_two_workers(make_world, store: Store, tmp_path: Pa
     revoked = store.keys.create(name="gone", owner="qa", actor="test")[0]
     store.keys.revoke(revoked.key.id, actor="test", reason="rotation")  # this store queues no post
     world: ServerWorld = make_world({"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
-    # The first post (the REVOKED key's use alert) fails; its retry then hangs until the test is over.
-    world.stub.fail_next("chat.postMessage", status=500)
-    world.stub.fail_next("chat.postMessage", status=500, delay=25)
+    # The one post (the REVOKED key's use alert) fails (Slack's own {"ok": false}: no retry inside the
+    # Slack client); its retry, a second later, then hangs past the end of the test (10 s timeout).
+    world.stub.fail_next("chat.postMessage", error="internal_error")
+    world.stub.fail_next("chat.postMessage", error="internal_error", delay=20)
     _spread_requests(world.server.url)
     assert verify(world, valid.secret) == "VALID"
     assert verify(world, revoked.secret) == "REVOKED"
     assert verify(world, MALFORMED_KEY) == "MALFORMED"
+    # Each worker moves its counts into the shared files once a second (FLUSH_INTERVAL): wait until
+    # the post has failed, and a flush more, then the counts must be exactly these.
     deadline = time.monotonic() + 15
-    while True:
-        found = scrape(world)
-        if value(found, "apikeys_audit_post_attempts_total", outcome="failed") >= 1 or time.monotonic() > deadline:
-            break
+    while value(scrape(world), "apikeys_audit_post_attempts_total", outcome="failed") < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
+    time.sleep(FLUSH_INTERVAL + 0.5)
+    found = scrape(world)
     assert value(found, "apikeys_verifications_total", route="verify", code="VALID") == 1
     assert value(found, "apikeys_verifications_total", route="verify", code="REVOKED") == 1
     assert value(found, "apikeys_verifications_total", route="verify", code="MALFORMED") == 1
@@ -226,6 +228,7 @@ def test_metrics_port_keeps_metrics_off_the_public_listener(database_url: str, t
     try:
         assert server.request("GET", "/metrics")[0] == 404
         assert verify(server, MALFORMED_KEY) == "MALFORMED"
+        time.sleep(FLUSH_INTERVAL + 0.5)  # the worker's next flush
         deadline = time.monotonic() + 15
         while True:
             try:
