@@ -81,7 +81,7 @@ def database(name: str) -> str:
 
 class Server:
     def __init__(self, database_url: str, stub: SlackStub, *, workers: int = 2, extra: dict | None = None,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None, cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
@@ -90,7 +90,7 @@ class Server:
                    APIKEYS_ADMINS="UADMIN001", APIKEYS_AUDIT_CHANNEL="C0AUDIT", **(extra or {}))
         self.log = tempfile.NamedTemporaryFile(prefix="apikeys-bench-server-", suffix=".log", delete=False)
         argv = [arg.replace("{port}", str(self.port)) for arg in (command or [sys.executable, "-m", "bot"])]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
