@@ -15,7 +15,7 @@ did it, the ``apikeys`` CLI included):
 
 * ``apikeys_revocations_total{channel}``             revocations, by ``slack`` / ``cli`` / ``github``
 * ``apikeys_denials_total{action}``                  refused revocations and commands
-* ``apikeys_leaks_total{source}``                    leaked keys found (``slack`` leak watch, ``github``)
+* ``apikeys_leaks_total{source}``                    leaked keys found (``slack`` leak watch, ``github``, ``cli``)
 * ``apikeys_audit_posts_pending``, ``apikeys_audit_post_oldest_pending_age_seconds``  the outbox
 * ``apikeys_database_up``                            1 when the key store answers (as ``/healthz``)
 
@@ -195,24 +195,25 @@ class MeteredApp:
 # -- read at scrape time ------------------------------------------------------------------------
 
 REVOCATION_CHANNELS = ("slack", "cli", "github")
-GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for a revocation by GitHub's report
+GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for what GitHub's reports do
+# What an entry's ``via`` says about the interface (GitHub's route records its actor's name there).
+_CHANNEL_OF_VIA = {"slack": "slack", "cli": "cli", "github": "github", GITHUB_ACTOR: "github"}
 DENIALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
 COUNTED = (Action.KEY_REVOKED.value, Action.KEY_LEAKED.value, *DENIALS)
 
 
 def revocation_channel(actor: str, details: dict) -> str:
-    """Which interface revoked: what the entry says (``via``), else GitHub's actor, else Slack."""
-    via = details.get("via")
-    if via in REVOCATION_CHANNELS:
-        return via
+    """Which interface revoked: what the entry says (``via``), else GitHub's actor, else Slack (whose
+    listeners are the only other path that revokes)."""
+    channel = _CHANNEL_OF_VIA.get(details.get("via"))
+    if channel is not None:
+        return channel
     return "github" if actor == GITHUB_ACTOR else "slack"
 
 
 def leak_source(actor: str, details: dict) -> str:
-    """Where a leak was found: GitHub's report (``source``/``via``/actor), else Slack's leak watch."""
-    if "github" in (details.get("source"), details.get("via")) or actor == GITHUB_ACTOR:
-        return "github"
-    return "slack"
+    """Where a leak was found: GitHub's report, ``apikeys leak report`` (``cli``), else Slack's leak watch."""
+    return revocation_channel(actor, details)
 
 
 class AuditCounts:
@@ -223,7 +224,7 @@ class AuditCounts:
         self.last_id = 0
         self.revocations = dict.fromkeys(REVOCATION_CHANNELS, 0)
         self.denials = dict.fromkeys(DENIALS, 0)
-        self.leaks = {"slack": 0, "github": 0}
+        self.leaks = dict.fromkeys(REVOCATION_CHANNELS, 0)
         self._lock = threading.Lock()
 
     def refresh(self) -> None:

@@ -97,12 +97,17 @@ def test_revocations_denials_and_leaks_come_from_the_audit_log(api, store: Store
                                                details={"reason": "not an admin"}))
         store.audit.append(session, EventInput(actor="apikeys", action=Action.KEY_LEAKED, key_id=keys[3].key.id,
                                                details={"channel_id": "C1"}))
+        # as GitHub's route (issue 15) records a report: its actor, and its name as ``via``
+        store.audit.append(session, EventInput(actor="github-secret-scanning", action=Action.KEY_LEAKED,
+                                               key_id=keys[2].key.id,
+                                               details={"via": "github-secret-scanning", "source": "content"}))
     found = scrape(api)
     assert value(found, "apikeys_revocations_total", channel="slack") == 1
     assert value(found, "apikeys_revocations_total", channel="cli") == 1
     assert value(found, "apikeys_revocations_total", channel="github") == 1
     assert value(found, "apikeys_denials_total", action="key.revoke_denied") == 1
     assert value(found, "apikeys_leaks_total", source="slack") == 1
+    assert value(found, "apikeys_leaks_total", source="github") == 1
     store.keys.revoke(keys[3].key.id, actor="U1", context={"via": "slack"})
     assert value(scrape(api), "apikeys_revocations_total", channel="slack") == 2  # counted on, incrementally
 
@@ -245,3 +250,14 @@ def test_metrics_port_keeps_metrics_off_the_public_listener(database_url: str, t
         assert http_request(f"http://127.0.0.1:{port}", "GET", "/healthz")[0] == 404
     finally:
         assert server.stop() == 0
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_server_exports(api):
+    import re
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for expr in exprs for name in re.findall(r"apikeys_\w+", expr)}
+    families = {family.name for family in text_string_to_metric_families(api.request("GET", "/metrics")[2].decode())}
+    exported = families | {f"{name}_total" for name in families}
+    assert used and used <= exported, used - exported
