@@ -128,6 +128,11 @@ def main() -> int:
 def run_server(settings: Settings, wrap=None) -> int:
     """Apply migrations, then serve until SIGTERM/SIGINT. ``wrap(app, settings) -> app``, when
     given, is applied to the application in each worker after ``create_app``."""
+    try:  # first: prometheus-client must not be imported before (the Slack modules import it)
+        metrics_dir = prepare_metrics_dir()
+    except OSError as exc:
+        log.error("cannot start: PROMETHEUS_MULTIPROC_DIR cannot be used: %s", exc)
+        return 2
     try:
         store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=True)
         store.close()
@@ -163,11 +168,6 @@ def run_server(settings: Settings, wrap=None) -> int:
             log.error("cannot start: cannot listen on %s:%s: %s", settings.host, settings.metrics_port,
                       exc.strerror or exc)
             return 2
-    try:
-        metrics_dir = prepare_metrics_dir()
-    except OSError as exc:
-        log.error("cannot start: PROMETHEUS_MULTIPROC_DIR cannot be used: %s", exc)
-        return 2
     log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
     # Import what the workers run before they are forked, so that they share those pages with the
     # master (copy-on-write) instead of each loading its own copy: less memory per worker.
