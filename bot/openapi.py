@@ -149,25 +149,31 @@ def build() -> dict[str, Any]:
                        "`Github-Public-Key-Signature` (ECDSA P-256, SHA-256, over the raw body). A valid key found in "
                        "public is revoked at once (`APIKEYS_PUBLIC_LEAK_ACTION=revoke`, the default) or only reported "
                        "(`alert`).",
+        "security": [{"githubSignature": []}],
         "parameters": [
             {"name": "Github-Public-Key-Identifier", "in": "header", "required": True,
-             "schema": {"type": "string"}, "description": "Which of GitHub's public keys signed the body."},
-            {"name": "Github-Public-Key-Signature", "in": "header", "required": True,
-             "schema": {"type": "string"}, "description": "Base64 ECDSA signature of the raw body."},
+             "schema": {"type": "string"}, "description": "Which of GitHub's public keys (published at "
+                                                          "`APIKEYS_GITHUB_KEYS_URL`) signed the body."},
         ],
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"type": "array", "items": _ref("GitHubLeak")},
             "example": [{"token": EXAMPLE_KEY, "type": "apikeys_api_key",
                          "url": "https://github.com/octo/repo/blob/abc/config.py", "source": "content"}]}}},
         "responses": {
-            "200": {"description": "GitHub's feedback, one entry per reported token.", "content": {"application/json": {
-                "schema": {"type": "array", "items": _ref("GitHubFeedback")},
-                "example": [{"token_raw": EXAMPLE_KEY, "token_type": "apikeys_api_key", "label": "true_positive"}]}}},
-            "400": _error("The body is not a JSON array of reports.",
-                          "the body must be a JSON array of {token, type, url, source}"),
-            "401": _error("A missing or wrong signature; nothing changed.", "the request is not signed by GitHub"),
-            "413": _error("The body is too large.", "request body larger than 65536 bytes"),
-            "503": UNAVAILABLE,
+            "200": {"description": "GitHub's feedback, one element per match in order, each token named by its "
+                                   "SHA-256 (`true_positive`: a key we issued, active, revoked or expired).",
+                    "content": {"application/json": {
+                        "schema": {"type": "array", "items": _ref("GitHubFeedback")},
+                        "example": [{"token_hash": "63b5609106f9d1c5e2f0b0c7a4c1a6e38f0c1d2b3a4e5f60718293a4b5c6d7e8",
+                                     "token_type": "apikeys_api_key", "label": "true_positive"}]}}},
+            "400": _error("Signed, but not a JSON array of matches; nothing changed.",
+                          'the body must be a JSON array of {"token", "type", "url", "source"} objects'),
+            "401": _error("A missing, unknown or wrong signature; nothing changed.",
+                          "missing Github-Public-Key-Signature header: alerts must be signed by GitHub"),
+            "413": _error("The body is larger than 1 MiB.", "request body larger than 1048576 bytes"),
+            "503": _error("GitHub's public keys could not be fetched to check the signature, or the key store does not "
+                          "answer; GitHub retries.",
+                          "GitHub's public keys could not be fetched to check the signature; try again"),
         },
     }
     paths = {
@@ -202,6 +208,9 @@ def build() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer apk_…`"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "githubSignature": {"type": "apiKey", "in": "header", "name": "Github-Public-Key-Signature",
+                                    "description": "ECDSA P-256 / SHA-256 over the raw body, base64 DER, by the key "
+                                                   "`Github-Public-Key-Identifier` names"},
             },
             "schemas": {
                 "VerifyCode": {"type": "string", "enum": [code.value for code in VerifyCode],

@@ -21,7 +21,7 @@ from bot.server import create_app
 from storage import Action, EventInput, Store, open_store
 
 from .helpers import ADMIN, free_port
-from .servers import InProcessApp, http_request, start_server
+from .servers import GitHubKeysStub, InProcessApp, http_request, start_server
 from .slackworld import AUDIT, ServerWorld
 
 MALFORMED_KEY = "apk_not-a-key"
@@ -261,3 +261,27 @@ def test_the_grafana_dashboard_uses_only_metrics_the_server_exports(api):
     families = {family.name for family in text_string_to_metric_families(api.request("GET", "/metrics")[2].decode())}
     exported = families | {f"{name}_total" for name in families}
     assert used and used <= exported, used - exported
+
+
+def test_a_github_alert_counts_its_leak_revocation_and_request(database_url, store: Store, github_keys: GitHubKeysStub):
+    open_store(database_url).close()
+    app = create_app(Settings(database_url=database_url, admins=(ADMIN,), github_keys_url=github_keys.url))
+    api = InProcessApp(app)
+    try:
+        leaked = store.keys.create(name="pushed", owner="qa", actor="test")[0]
+        before = scrape(api)
+        body = json.dumps([{"token": leaked.secret, "type": "apikeys_api_key",
+                            "url": "https://github.com/octo/repo/blob/abc/app.py", "source": "content"}]).encode()
+        status, _, _ = api.request("POST", "/v1/secret-scanning/github", body, github_keys.sign(body))
+        assert status == 200
+        after = scrape(api)
+    finally:
+        app.store.close()
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("apikeys_leaks_total", source="github") == 1
+    assert delta("apikeys_revocations_total", channel="github") == 1  # APIKEYS_PUBLIC_LEAK_ACTION=revoke
+    assert delta("apikeys_revocations_total", channel="slack") == 0
+    assert delta("apikeys_request_duration_seconds_count", route="secret_scanning_github") == 1
