@@ -79,6 +79,18 @@ def database(name: str) -> str:
     return f"sqlite:///{Path(tempfile.mkdtemp(prefix='apikeys-bench-')) / name}"
 
 
+def seeded(name: str, keys: int) -> tuple[str, str]:
+    """A database of ``keys`` keys (``database(name)``) and the secret of the one in the middle."""
+    from storage import open_store
+
+    url = database(name)
+    store = open_store(url)
+    created = store.keys.create(name="svc", owner="load", actor="bench", count=keys)
+    secret = created[len(created) // 2].secret
+    store.close()
+    return url, secret
+
+
 class Server:
     def __init__(self, database_url: str, stub: SlackStub, *, workers: int = 2, extra: dict | None = None,
                  command: list[str] | None = None, cwd: Path = ROOT):

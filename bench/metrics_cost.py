@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 
 from bot.playground.slackstub import SlackStub
-from storage import open_store
 
-from .common import ROOT, Server, database, machine, wrk, wrk_post_json_script
+from .common import ROOT, Server, machine, seeded, wrk, wrk_post_json_script
 
 
 def cpu_seconds(server: Server) -> float:
@@ -86,11 +85,7 @@ def main() -> None:
     base_dir = Path(tempfile.mkdtemp(prefix="apikeys-bench-base-"))
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(base_dir)], input=archive, check=True)
-    url = database("metrics.db")
-    store = open_store(url)
-    created = store.keys.create(name="svc", owner="load", actor="bench", count=args.keys)
-    secret = created[len(created) // 2].secret
-    store.close()
+    url, secret = seeded("metrics.db", args.keys)
     auth = {"Authorization": f"Bearer {secret}"}
     verify_script = wrk_post_json_script({"key": secret})
 

@@ -32,9 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from storage import open_store
-
-from .common import ROOT, Server, SlackStub, database, free_port, machine, wrk_post_json_script
+from .common import ROOT, Server, SlackStub, free_port, machine, seeded, wrk_post_json_script
 from .common import wrk as common_wrk
 from .verify_throughput import drf_server
 
@@ -79,11 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    url = database("models.db")
-    store = open_store(url)
-    created = store.keys.create(name="svc", owner="load", actor="bench", count=args.keys)
-    secret = created[len(created) // 2].secret
-    store.close()
+    url, secret = seeded("models.db", args.keys)
     auth = {"Authorization": f"Bearer {secret}"}
     verify_script = wrk_post_json_script({"key": secret})
 

@@ -107,3 +107,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class RecordingClient:
+    """Records chat.postMessage as slack_sdk's WebClient would send it."""
+
+    def __init__(self):
+        self.posts: list[dict] = []
+
+    def chat_postMessage(self, **kwargs):  # noqa: N802 - slack_sdk's name
+        self.posts.append(kwargs)
+        return {"ok": True, "ts": "1.000001"}

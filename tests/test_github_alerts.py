@@ -28,23 +28,12 @@ from storage import Store, open_store
 from storage.keyformat import generate_secret
 from storage.receipts import Receipt
 
-from .helpers import ADMIN
+from .helpers import ADMIN, RecordingClient
 from .servers import GitHubKeysStub, InProcessApp, start_server
 from .slacklimits import assert_within_limits
 
 AUDIT = "C0AUDIT"
 WHERE = "https://github.com/octo/app/blob/0123abc/config/settings.py"
-
-
-class Client:
-    """Records chat.postMessage as slack_sdk's WebClient would send it."""
-
-    def __init__(self):
-        self.posts: list[dict[str, Any]] = []
-
-    def chat_postMessage(self, **kwargs):  # noqa: N802 - slack_sdk's name
-        self.posts.append(kwargs)
-        return {"ok": True, "ts": "1.000001"}
 
 
 @pytest.fixture
@@ -130,7 +119,7 @@ def count(store: Store, model) -> int:
 
 def deliver(store: Store) -> list[dict]:
     """Deliver every queued audit post with the production deliverer; the posts it sent."""
-    client = Client()
+    client = RecordingClient()
     deliverer = Deliverer(store, client)
     while deliverer.deliver_due():
         pass

@@ -11,18 +11,9 @@ import pytest
 from bot.slack.events import warn_about_leaks
 from storage import Store
 
+from .helpers import RecordingClient
+
 OWN_BOT, OWN_BOT_USER = "B0BOT0001", "UBOT00001"
-
-
-class Client:
-    """Records chat.postMessage like slack_sdk's WebClient would send it."""
-
-    def __init__(self):
-        self.posts: list[dict[str, Any]] = []
-
-    def chat_postMessage(self, **kwargs):  # noqa: N802 - slack_sdk's name
-        self.posts.append(kwargs)
-        return {"ok": True, "ts": "1.000001"}
 
 
 @pytest.fixture
@@ -44,7 +35,7 @@ def leaked_events(store: Store) -> list[dict]:
 
 
 def test_a_key_printed_by_another_bot_is_a_leak(store, key):
-    client = Client()
+    client = RecordingClient()
     ci_bot = message(subtype="bot_message", bot_id="B0CIRUNNER", text=f"deploy env: APIKEY={key.secret}")
     assert warn_about_leaks(store, ci_bot, client, OWN_BOT_USER, OWN_BOT) == 1
     assert len(client.posts) == 1 and key.secret not in json.dumps(client.posts)
@@ -53,7 +44,7 @@ def test_a_key_printed_by_another_bot_is_a_leak(store, key):
 
 @pytest.mark.parametrize("own", [{"bot_id": OWN_BOT, "subtype": "bot_message"}, {"user": OWN_BOT_USER}])
 def test_only_this_apps_own_messages_are_skipped(store, key, own):
-    client = Client()
+    client = RecordingClient()
     assert warn_about_leaks(store, message(text=f"echo {key.secret}", **own), client, OWN_BOT_USER, OWN_BOT) == 0
     assert client.posts == [] and leaked_events(store) == []
 
@@ -71,7 +62,7 @@ def test_only_this_apps_own_messages_are_skipped(store, key, own):
 ], ids=["attachment-title", "attachment-field", "attachment-footer", "file-title", "snippet-preview", "blocks",
         "url-encoded", "glued"])
 def test_every_place_a_message_shows_text_is_scanned(store, key, where):
-    client = Client()
+    client = RecordingClient()
     assert warn_about_leaks(store, message(user="UMEMBER01", **where(key.secret)), client, OWN_BOT_USER, OWN_BOT) == 1
     assert len(leaked_events(store)) == 1
 
@@ -89,11 +80,11 @@ def test_the_receipt_and_the_leak_entry_are_one_transaction(store, key, monkeypa
 
     monkeypatch.setattr(AuditLog, "append_many", append_then_fail)
     with pytest.raises(RuntimeError):
-        warn_about_leaks(store, event, Client(), OWN_BOT_USER, OWN_BOT)
+        warn_about_leaks(store, event, RecordingClient(), OWN_BOT_USER, OWN_BOT)
     monkeypatch.setattr(AuditLog, "append_many", original)
     assert leaked_events(store) == []
 
-    client = Client()
+    client = RecordingClient()
     assert warn_about_leaks(store, event, client, OWN_BOT_USER, OWN_BOT) == 1  # the retry warns …
     assert warn_about_leaks(store, event, client, OWN_BOT_USER, OWN_BOT) == 0  # … once
     assert len(leaked_events(store)) == 1 and len(client.posts) == 1
