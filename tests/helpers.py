@@ -118,3 +118,18 @@ class RecordingClient:
     def chat_postMessage(self, **kwargs):  # noqa: N802 - slack_sdk's name
         self.posts.append(kwargs)
         return {"ok": True, "ts": "1.000001"}
+
+
+def everything_stored(database_url: str) -> str:
+    """Every row of every table, as text: what someone with a database dump would read."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = []
+            for table in inspect(conn).get_table_names():
+                rows += [repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"'))]
+        return "\n".join(rows)
+    finally:
+        engine.dispose()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, select
 
 from bot.config import ConfigError, Settings
 from bot.github import ALERT_PATH, GitHubAlerts, GitHubKeys
@@ -28,7 +28,7 @@ from storage import Store, open_store
 from storage.keyformat import generate_secret
 from storage.receipts import Receipt
 
-from .helpers import ADMIN, RecordingClient
+from .helpers import ADMIN, RecordingClient, everything_stored
 from .servers import GitHubKeysStub, InProcessApp, start_server
 from .slacklimits import assert_within_limits
 
@@ -97,19 +97,6 @@ def key_status(store: Store, created) -> str:
 def entries(store: Store, action: str | None = None) -> list[tuple[str, str, str | None, dict]]:
     return [(e.action, e.actor, e.key_id, json.loads(e.details)) for e in store.audit.oldest_first()
             if action is None or e.action == action]
-
-
-def dump(database_url: str) -> str:
-    """Every row of every table, as text: what someone with a database dump would read."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            rows = []
-            for table in inspect(conn).get_table_names():
-                rows += [repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"'))]
-        return "\n".join(rows)
-    finally:
-        engine.dispose()
 
 
 def count(store: Store, model) -> int:
@@ -257,10 +244,10 @@ def _no_identifier(stub: GitHubKeysStub, body: bytes) -> dict:
 def test_a_missing_or_wrong_signature_is_401_and_changes_nothing(api, app_store, github_keys, keys, database_url,
                                                                   headers):
     body = json.dumps([match(keys["active"].secret)]).encode()
-    before = dump(database_url)
+    before = everything_stored(database_url)
     status, answer = send(api, github_keys, body=body, headers=headers(github_keys, body))
     assert status == 401 and answer["error"]
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
     assert key_status(app_store, keys["active"]) == "active"
 
 
@@ -268,18 +255,18 @@ def test_a_missing_or_wrong_signature_is_401_and_changes_nothing(api, app_store,
                                   b'[{"token": 5}]', b'[{"token": "apk_x", "url": 7}]', b"\xff\xfe", b"[" * 100_000])
 def test_a_signed_body_that_is_not_an_array_of_matches_is_400_and_changes_nothing(api, github_keys, keys, database_url,
                                                                                    body):
-    before = dump(database_url)
+    before = everything_stored(database_url)
     status, answer = send(api, github_keys, body=body)
     assert status == 400 and "JSON array" in answer["error"]
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
 
 
 def test_a_body_over_one_mebibyte_is_413_and_changes_nothing(api, github_keys, keys, database_url):
     body = json.dumps([match(keys["active"].secret, url="https://github.com/" + "x" * (1024 * 1024))]).encode()
-    before = dump(database_url)
+    before = everything_stored(database_url)
     status, answer = send(api, github_keys, body=body)
     assert status == 413 and "larger" in answer["error"]
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
 
 
 def test_only_post(api):
@@ -291,10 +278,10 @@ def test_when_githubs_keys_cannot_be_fetched_the_alert_is_503_for_github_to_retr
     body = json.dumps([match(keys["active"].secret)]).encode()
     headers = github_keys.sign(body)
     github_keys.stop()
-    before = dump(database_url)
+    before = everything_stored(database_url)
     status, answer = send(api, github_keys, body=body, headers=headers)
     assert status == 503 and "try again" in answer["error"]
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
 
 
 # ======================================================================= GitHub's keys
@@ -343,12 +330,12 @@ def test_a_retried_alert_changes_nothing_and_posts_nothing_new(api, app_store, g
     alert = [match(keys["active"].secret), match(keys["revoked"].secret), match(generate_secret())]
     first = send(api, github_keys, alert)
     assert len(deliver(app_store)) == 1
-    before = dump(database_url)
+    before = everything_stored(database_url)
 
     again = send(api, github_keys, alert)
     # The same answer (the key is as much ours as before), and not a row more anywhere.
     assert again == first
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
     assert deliver(app_store) == []
 
     # The same key found somewhere else is a new report (no revocation left to do).
@@ -421,11 +408,11 @@ def test_the_revocation_and_its_record_are_one_transaction(api, app_store, githu
         original(self, session, events, **kw)
         raise RuntimeError("disk full")
 
-    before = dump(database_url)
+    before = everything_stored(database_url)
     monkeypatch.setattr(AuditLog, "append_many", append_then_fail)
     status, answer = send(api, github_keys, [match(keys["active"].secret)])
     assert status == 500 and answer == {"error": "internal error"}
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
     assert key_status(app_store, keys["active"]) == "active"
 
     monkeypatch.setattr(AuditLog, "append_many", original)
@@ -450,7 +437,7 @@ def test_no_secret_in_any_response_log_line_database_row_or_slack_post(api, app_
                  api.request("POST", ALERT_PATH, body, {**github_keys.sign(body), "Github-Public-Key-Signature": "AAAA"})[2]]
     posts = json.dumps(deliver(app_store), ensure_ascii=False)
     logged = "\n".join(record.getMessage() for record in caplog.records)  # before any formatter masks it
-    stored = dump(database_url)
+    stored = everything_stored(database_url)
     for where, what in ((b"".join(responses).decode(), "a response"), (logged, "a log line"), (stored, "a database row"),
                         (posts, "a Slack post")):
         for secret in secrets:
@@ -524,7 +511,7 @@ def test_leak_report_revokes_records_where_and_never_prints_the_key(run_cli, cli
     assert len(leaked) == 1 and len(revoked) == 1
     assert leaked[0]["details"]["url"] == "https://pastebin.example/abc" and leaked[0]["details"]["via"] == "cli"
     assert revoked[0]["details"]["reason"] == "compromised" and revoked[0]["actor"].startswith("cli:")
-    for output in (result.out, result.err, again.out, again.err, dump(database_url)):
+    for output in (result.out, result.err, again.out, again.err, everything_stored(database_url)):
         assert cli_key["key"][4:-4] not in output
 
 
@@ -542,10 +529,10 @@ def test_leak_report_under_the_alert_policy_only_reports(run_cli, cli_key):
 @pytest.mark.parametrize("token", ["never-issued", "look-alike"])
 def test_leak_report_of_a_key_we_never_issued_is_a_negative_answer(run_cli, cli_key, database_url, token):
     secret = generate_secret() if token == "never-issued" else look_alike(cli_key["key"])
-    before = dump(database_url)
+    before = everything_stored(database_url)
     result = run_cli("leak", "report", "-", stdin=secret)
     assert result.code == 1 and "nothing recorded" in result.out
-    assert dump(database_url) == before
+    assert everything_stored(database_url) == before
 
 
 @pytest.mark.parametrize("argv, stdin", [(("leak", "report"), None), (("leak", "report", "-"), "\n"), (("leak",), None),

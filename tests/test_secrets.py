@@ -10,10 +10,10 @@ import json
 import socket
 
 import pytest
-from sqlalchemy import text
 
 from storage.keyformat import generate_secret
 
+from .helpers import everything_stored
 from .servers import start_server
 
 CONTROLS = ("\x1b", "\x07", "\x00", "\x9b")
@@ -110,21 +110,6 @@ def test_control_characters_in_a_logged_value_are_escaped():
 # ======================================================================= free text in storage
 
 
-def _everything_stored(database_url: str) -> str:
-    """Every row of every table, as text: what someone with a database dump would read."""
-    from sqlalchemy import create_engine, inspect
-
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            dump = []
-            for table in inspect(conn).get_table_names():
-                dump += [repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"'))]
-        return "\n".join(dump)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def leaked():
     """A key someone found in the wild, pasted into every free-text field."""
@@ -147,7 +132,7 @@ def test_a_key_pasted_into_revoke_actor_and_note_is_masked_everywhere(run_cli, d
         shown = run_cli(*argv)
         assert shown.code == 0, shown.err
         outputs += [shown.out, shown.err]
-    stored = _everything_stored(database_url)
+    stored = everything_stored(database_url)
     for where in [*outputs, stored]:
         assert leaked not in where and leaked[4:-4] not in where
     assert f"apk_\u2026{leaked[-4:]}[redacted]" in stored  # masked, so the note still says which key
@@ -164,7 +149,7 @@ def test_a_key_in_a_name_or_owner_is_refused(run_cli, database_url, leaked, fiel
     assert result.code == 2
     assert result.err.count("\n") == 1 and "API key" in result.err
     assert leaked not in result.err and leaked[4:-4] not in result.err
-    assert leaked[4:-4] not in _everything_stored(database_url)
+    assert leaked[4:-4] not in everything_stored(database_url)
     assert json.loads(run_cli("list", "--status", "all", "--json").out) == []
 
 
@@ -173,7 +158,7 @@ def test_a_key_in_the_admins_actor_is_masked(run_cli, database_url, leaked):
     assert result.code == 0, result.err
     result = run_cli("admins", "remove", "UNEWADMIN", "--actor", f"ops {leaked}")
     assert result.code == 0, result.err
-    stored = _everything_stored(database_url)
+    stored = everything_stored(database_url)
     assert leaked[4:-4] not in stored and f"ops apk_\u2026{leaked[-4:]}[redacted]" in stored
 
 
