@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,14 @@ class Action(enum.StrEnum):
     ADMIN_ADDED = "admin.added"
     ADMIN_REMOVED = "admin.removed"
     COMMAND_DENIED = "command.denied"  # a state-changing slash command refused (a replayed request)
+    # What apikeys found that someone else did to its tables (an entry it did not write, a guard
+    # trigger gone, a revocation undone): the alert, in the log it protects.
+    TAMPER_DETECTED = "audit.tamper_detected"
+    KEY_REVOCATION_RESTORED = "key.revocation_restored"  # an un-revoked key revoked again from its entry
+
+
+TAMPER_ACTOR = "apikeys"
+log = logging.getLogger("apikeys.audit")
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,8 @@ class AuditReport:
 
 
 def _checkpoint_dict(cp) -> dict[str, Any]:
-    return {"entry_id": cp.entry_id, "head_hash": cp.head_hash, "at": entry_time(cp.at), "public_key": cp.public_key,
+    return {"entry_id": cp.entry_id, "first_entry_id": cp.first_entry_id, "head_hash": cp.head_hash,
+            "at": entry_time(cp.at), "public_key": cp.public_key,
             "prev_hash": cp.prev_hash, "signature": cp.signature, "hash": cp.hash}
 
 
@@ -170,6 +180,14 @@ class AuditLog:
             last_id, prev = 0, GENESIS_HASH
         else:
             last_id, prev = head
+        newest_cp = None
+        if self.signer is not None:
+            # The head row is locked: no append of ours can be between this read and our checkpoint.
+            newest_cp = session.execute(select(AuditCheckpoint.entry_id, AuditCheckpoint.hash)
+                                        .order_by(AuditCheckpoint.entry_id.desc()).limit(1)).first()
+            alert = _unvouched_alert(newest_cp, last_id)
+            if alert is not None:
+                events = [alert, *events]
         rows = []
         at_text = entry_time(at)
         for offset, item in enumerate(events, start=1):
@@ -188,7 +206,9 @@ class AuditLog:
             update(AuditHead).where(AuditHead.id == HEAD_ID).values(last_id=rows[-1][0], last_hash=prev)
         )
         if self.signer is not None:
-            self._checkpoint(session, rows[-1][0], prev, at)
+            # The first checkpoint of a log adopts the entries written before signing was turned on.
+            first = rows[0][0] if newest_cp is not None else 1
+            self._checkpoint(session, first, rows[-1][0], prev, at, newest_cp[1] if newest_cp else None)
         if self.notify_channel and notify:
             self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
                                 payload={"first": rows[0][0], "last": rows[-1][0]})
@@ -199,12 +219,12 @@ class AuditLog:
             self._bulk = BulkInsert(AuditEvent.__table__, _ENTRY_FIELDS, session.get_bind().dialect)
         return self._bulk
 
-    def _checkpoint(self, session: Session, entry_id: int, head_hash: str, at: datetime) -> None:
-        """Sign the new head (the head row is locked: checkpoints are as linear as the log)."""
-        previous = session.execute(
-            select(AuditCheckpoint.hash).order_by(AuditCheckpoint.entry_id.desc()).limit(1)).scalar()
-        fields = dict(entry_id=entry_id, head_hash=head_hash, at=at, public_key=self.signer.public_raw,
-                      prev_hash=previous or checkpoints.GENESIS)
+    def _checkpoint(self, session: Session, first: int, entry_id: int, head_hash: str, at: datetime,
+                    previous: str | None) -> None:
+        """Sign the new head and the entries this transaction wrote (``first`` to ``entry_id``); the
+        head row is locked, so checkpoints are as linear as the log."""
+        fields = dict(first_entry_id=first, entry_id=entry_id, head_hash=head_hash, at=at,
+                      public_key=self.signer.public_raw, prev_hash=previous or checkpoints.GENESIS)
         msg = checkpoints.message(**fields)
         signature = self.signer.sign(msg)
         session.execute(insert(AuditCheckpoint).values(**fields, signature=signature,
@@ -307,6 +327,13 @@ class AuditLog:
                     problem = _checkpoint_problem(cp, event.hash, cp_prev, signer, since)
                     if problem:
                         return report(ChainBreak(cp.entry_id, problem, checkpoint=True))
+                    # What it vouches for: its own transaction's entries (version 1: all since the last).
+                    first = cp.first_entry_id if cp.first_entry_id is not None else since
+                    if first > since:
+                        return report(ChainBreak(since, NOT_OURS))
+                    if first < since:
+                        return report(ChainBreak(cp.entry_id, f"claims entries from {first}, which an earlier "
+                                                              "checkpoint vouched for", checkpoint=True))
                     signer = signer or cp.public_key
                     cp_prev, newest, count = cp.hash, cp, count + 1
                     cp = next(cps, None)
@@ -325,8 +352,7 @@ class AuditLog:
             if not checkpoints.signature_valid(newest.public_key, _message_of(newest), newest.signature):
                 return report(ChainBreak(newest.entry_id, "signature invalid (altered or forged)", checkpoint=True))
             if newest.entry_id != last_id:
-                return report(ChainBreak(newest.entry_id + 1, "not signed: no checkpoint covers it (a checkpoint was "
-                                                              "removed, or it was appended without the signing key)"))
+                return report(ChainBreak(newest.entry_id + 1, NOT_OURS))
         elif public_key is not None and last_id:
             return report(ChainBreak(1, "not signed: the log has no checkpoints, and a public key was given"))
         return report(None)
@@ -365,7 +391,26 @@ class AuditLog:
 
 def _message_of(cp) -> bytes:
     return checkpoints.message(entry_id=cp.entry_id, head_hash=cp.head_hash, at=cp.at, public_key=cp.public_key,
-                               prev_hash=cp.prev_hash)
+                               prev_hash=cp.prev_hash, first_entry_id=cp.first_entry_id)
+
+
+NOT_OURS = ("not written by apikeys: not signed, no checkpoint vouches for it (inserted outside apikeys, for "
+            "example with SQL; appended by a command line without APIKEYS_AUDIT_SIGNING_KEY; or its checkpoint removed)")
+
+
+def _unvouched_alert(newest_cp, last_id: int) -> EventInput | None:
+    """At a signed append: entries past the newest checkpoint (or a head behind it) were not written by
+    an apikeys that signs. Named in the log, logged, and posted with the append (never blocking it)."""
+    if newest_cp is None or newest_cp[0] == last_id:
+        return None
+    if newest_cp[0] < last_id:
+        first, problem = newest_cp[0] + 1, f"audit entries {newest_cp[0] + 1}-{last_id} {NOT_OURS}"
+    else:
+        first, problem = last_id + 1, (f"the head of the audit log was moved back from entry {newest_cp[0]} to "
+                                       f"{last_id}: entries after it were hidden or deleted")
+    log.error("tamper detected: %s", problem)
+    return EventInput(actor=TAMPER_ACTOR, action=Action.TAMPER_DETECTED,
+                      details={"problem": problem, "first": first, "last": max(last_id, newest_cp[0])})
 
 
 def _checkpoint_problem(cp, entry_hash_: str, prev_checkpoint: str, signer: str | None, since: int) -> str | None:
@@ -384,7 +429,7 @@ def _checkpoint_problem(cp, entry_hash_: str, prev_checkpoint: str, signer: str 
 
 _ENTRY_COLUMNS = (AuditEvent.id, AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.key_id,
                   AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash)
-_CHECKPOINT_COLUMNS = (AuditCheckpoint.entry_id, AuditCheckpoint.head_hash, AuditCheckpoint.at,
+_CHECKPOINT_COLUMNS = (AuditCheckpoint.entry_id, AuditCheckpoint.first_entry_id, AuditCheckpoint.head_hash, AuditCheckpoint.at,
                        AuditCheckpoint.public_key, AuditCheckpoint.prev_hash, AuditCheckpoint.signature,
                        AuditCheckpoint.hash)
 

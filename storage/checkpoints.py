@@ -1,11 +1,19 @@
 """Signed checkpoints of the audit log (Ed25519), verifiable with nothing but the public key.
 
-A checkpoint says "after entry ``entry_id`` the log's head hash is ``head_hash``", at a time, signed
-by the installation's audit signing key. Its *message* is canonical JSON::
+A checkpoint says "apikeys wrote entries ``first_entry_id`` to ``entry_id``, and after them the
+log's head hash is ``head_hash``", at a time, signed by the installation's audit signing key. Its
+*message* is canonical JSON::
 
-    {"v": "apikeys-audit-checkpoint/1", "entry_id": 42, "head_hash": "<64 hex>",
+    {"v": "apikeys-audit-checkpoint/2", "first_entry_id": 40, "entry_id": 42, "head_hash": "<64 hex>",
      "at": "2026-12-02T01:00:00.000000+00:00", "public_key": "<base64 raw key>",
      "prev_hash": "<64 hex: the previous checkpoint's hash, 64 zeros for the first>"}
+
+A checkpoint vouches only for the entries appended in its own transaction (``first_entry_id`` to
+``entry_id``): an entry that anyone else wrote between two appends (plain SQL at head+1, the head row
+moved along) lies in no checkpoint's range and stays "not written by apikeys" however many signed
+entries follow. The first checkpoint of a log vouches from entry 1 (the entries written before
+signing was turned on are adopted once, when it is). Version 1 checkpoints (before release 5) had no
+``first_entry_id``; each vouched for everything since the checkpoint before it.
 
 (keys sorted, no spaces, UTF-8), the signature is Ed25519 over those bytes, and the checkpoint's
 ``hash`` is SHA-256 over the message bytes, a newline and the base64 signature. Because each
@@ -31,13 +39,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .errors import InvalidInput
 
-VERSION = "apikeys-audit-checkpoint/1"
+VERSION = "apikeys-audit-checkpoint/2"
+VERSION_1 = "apikeys-audit-checkpoint/1"  # no first_entry_id (release 4)
 GENESIS = "0" * 64
 
 
-def message(*, entry_id: int, head_hash: str, at: datetime, public_key: str, prev_hash: str) -> bytes:
-    body = {"v": VERSION, "entry_id": entry_id, "head_hash": head_hash, "at": at.isoformat(timespec="microseconds"),
-            "public_key": public_key, "prev_hash": prev_hash}
+def message(*, entry_id: int, head_hash: str, at: datetime, public_key: str, prev_hash: str,
+            first_entry_id: int | None = None) -> bytes:
+    """The signed bytes; ``first_entry_id`` None: a version 1 checkpoint (as release 4 wrote them)."""
+    body = {"v": VERSION_1 if first_entry_id is None else VERSION, "entry_id": entry_id, "head_hash": head_hash,
+            "at": at.isoformat(timespec="microseconds"), "public_key": public_key, "prev_hash": prev_hash}
+    if first_entry_id is not None:
+        body["first_entry_id"] = first_entry_id
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -124,6 +124,8 @@ class AuditCheckpoint(SQLModel, table=True):
     __tablename__ = "audit_checkpoints"
 
     entry_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    # The first entry this checkpoint vouches for (its own transaction's); None: a version 1 checkpoint.
+    first_entry_id: int | None = Field(default=None)
     head_hash: str = Field(max_length=64)
     at: datetime = _when()
     public_key: str = Field(max_length=64)   # the signer's raw Ed25519 public key, base64

@@ -85,7 +85,7 @@ def resigned(entries: list[dict], old: list[dict], signer: checkpoints.Signer, *
         if cp["entry_id"] not in by_id:
             continue
         fields = dict(entry_id=cp["entry_id"], head_hash=by_id[cp["entry_id"]]["hash"], at=_aware(cp["at"]),
-                      public_key=claim_key or signer.public_raw, prev_hash=prev)
+                      public_key=claim_key or signer.public_raw, prev_hash=prev, first_entry_id=cp.get("first_entry_id"))
         msg = checkpoints.message(**fields)
         signature = signer.sign(msg)
         prev = checkpoints.checkpoint_hash(msg, signature)
@@ -110,3 +110,26 @@ def forged(inst: Any, *, edit_entry: int | None = None, keep_until: int | None =
     cps = resigned(entries, kept, signer, claim_key=claim_key) if signer else kept
     head = [dict(snap["audit_head"][0], last_id=entries[-1]["id"], last_hash=entries[-1]["hash"])]
     return {"audit_events": entries, "audit_head": head, "audit_checkpoints": cps}
+
+
+def insert_at_head(store: Store, *, action: str = "admin.added", actor: str = "UADMIN001",
+                   key_id: str | None = None, details: dict | None = None) -> int:
+    """What a database user can do with plain SQL and no trigger dropped: an entry at head+1, hashed
+    and linked exactly as apikeys would, and the head row moved onto it. Returns its id."""
+    from datetime import datetime, timezone
+
+    with store.db.write() as session:
+        last_id, last_hash = session.execute(text("SELECT last_id, last_hash FROM audit_head WHERE id = 1")).one()
+        at = datetime.now(timezone.utc).replace(microsecond=0)
+        body = json.dumps(details if details is not None else {"user_id": "UEVIL0001"}, sort_keys=True,
+                          separators=(",", ":"))
+        entry_id = last_id + 1
+        h = entry_hash(id=entry_id, at=at, actor=actor, action=action, key_id=key_id, details=body, prev_hash=last_hash)
+        stored_at = at if store.db.dialect == "postgresql" else at.replace(tzinfo=None).isoformat(sep=" ")
+        session.execute(text("INSERT INTO audit_events (id, at, actor, action, key_id, details, prev_hash, hash) "
+                             "VALUES (:id, :at, :actor, :action, :key_id, :details, :prev, :hash)"),
+                        {"id": entry_id, "at": stored_at, "actor": actor, "action": action, "key_id": key_id,
+                         "details": body, "prev": last_hash, "hash": h})
+        session.execute(text("UPDATE audit_head SET last_id = :id, last_hash = :hash WHERE id = 1"),
+                        {"id": entry_id, "hash": h})
+    return entry_id

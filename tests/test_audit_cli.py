@@ -101,14 +101,17 @@ def test_a_pinned_key_on_an_unsigned_log_fails(run_cli, keys):
     assert result.code == 1 and "not signed" in result.out
 
 
-def test_an_entry_appended_without_the_key_is_reported_until_a_signed_one_covers_it(signed_cli, run_cli):
+def test_an_entry_appended_without_the_key_stays_named_after_signed_ones_follow(signed_cli, run_cli):
+    """A later signed append vouches only for its own entries: an unsigned one (here a CLI without the
+    key; as well a row inserted with SQL) is never covered by what comes after it."""
     _history(signed_cli)
     unsigned = run_cli("create", "--name", "late", "--owner", "team-a")
     assert unsigned.code == 0
     assert "not signed" in unsigned.err  # the operator is told at once
-    assert "audit entry 6: not signed" in signed_cli("audit", "--verify").out
+    assert "audit entry 6: not written by apikeys" in signed_cli("audit", "--verify").out
     assert signed_cli("create", "--name", "later", "--owner", "team-a").code == 0
-    assert signed_cli("audit", "--verify").code == 0
+    later = signed_cli("audit", "--verify")
+    assert later.code == 1 and "audit entry 6: not written by apikeys" in later.out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -153,10 +156,20 @@ def test_an_export_verifies_offline_with_only_the_public_key(signed_cli, keys, t
     export.write_text(signed_cli("audit", "export").out)
     ok = subprocess.run([sys.executable, str(OFFLINE), str(export), str(keys[1])], capture_output=True, text=True,
                         cwd=tmp_path, env={"PATH": os.environ["PATH"]})  # no apikeys configuration at all
-    assert ok.returncode == 0 and ok.stdout.startswith("OK: 5 entries verified"), ok.stdout + ok.stderr
+    head = json.loads(export.read_text().splitlines()[-1])["hash"][:12]
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: entries 1-5 verified"), ok.stdout + ok.stderr
+    assert f"head #5 · {head}" in ok.stdout  # what to compare with the audit channel's newest post
     partial = tmp_path / "since-2.jsonl"
     partial.write_text(signed_cli("audit", "export", "--since", "2").out)
-    assert subprocess.run([sys.executable, str(OFFLINE), str(partial), str(keys[1])]).returncode == 0
+    cut = subprocess.run([sys.executable, str(OFFLINE), str(partial), str(keys[1])], capture_output=True, text=True)
+    assert cut.returncode == 1 and "starts at entry 3, not 1" in cut.stdout and "--starts-at" in cut.stdout
+    told = subprocess.run([sys.executable, str(OFFLINE), str(partial), str(keys[1]), "--starts-at", "3"],
+                          capture_output=True, text=True)
+    assert told.returncode == 0 and told.stdout.startswith("OK: entries 3-5 verified"), told.stdout
+    short = tmp_path / "first-2.jsonl"  # cut at the end after a checkpoint: verifies as far as it goes, says so
+    short.write_text("\n".join(export.read_text().splitlines()[:1]) + "\n")
+    ends = subprocess.run([sys.executable, str(OFFLINE), str(short), str(keys[1])], capture_output=True, text=True)
+    assert ends.returncode == 0 and "entries 1-1 verified" in ends.stdout and "head #1 · " in ends.stdout
 
     lines = export.read_text().splitlines()
     edited = json.loads(lines[2])
@@ -165,6 +178,7 @@ def test_an_export_verifies_offline_with_only_the_public_key(signed_cli, keys, t
         "edited": [*lines[:2], json.dumps(edited), *lines[3:]],
         "deleted": [*lines[:2], *lines[3:]],
         "truncated after a checkpoint's entries": lines[:3],
+        "not a line of an export": [lines[0], "garbage"],
     }
     for what, content in cases.items():
         tampered = tmp_path / "tampered.jsonl"
@@ -218,3 +232,19 @@ def test_the_server_refuses_a_bad_signing_key_with_exit_2(database_url, tmp_path
     server = start_server(database_url, tmp_path, {"APIKEYS_AUDIT_SIGNING_KEY": "not a key"}, wait=False)
     assert server.proc.wait(timeout=30) == 2
     assert "APIKEYS_AUDIT_SIGNING_KEY" in server.log()
+
+
+def test_an_export_with_an_entry_inserted_by_sql_fails_offline(signed_cli, keys, tmp_path, database_url):
+    from .tampering import insert_at_head
+
+    _history(signed_cli)
+    store = open_store(database_url)
+    try:
+        forged_id = insert_at_head(store)
+    finally:
+        store.close()
+    assert signed_cli("create", "--name", "after", "--owner", "team-a").code == 0  # signed on top of it
+    export = tmp_path / "audit.jsonl"
+    export.write_text(signed_cli("audit", "export").out)
+    bad = subprocess.run([sys.executable, str(OFFLINE), str(export), str(keys[1])], capture_output=True, text=True)
+    assert bad.returncode == 1 and f"audit entry {forged_id}: not written by apikeys" in bad.stdout, bad.stdout

@@ -28,7 +28,7 @@ from storage import Store, checkpoints, open_store
 from storage.timeutil import utcnow
 
 from .helpers import ADMIN, fresh_database
-from .tampering import forged, replace_tables, rows, snapshot
+from .tampering import forged, insert_at_head, replace_tables, rows, snapshot
 
 AUDIT = "C0AUDIT"
 BOT = "B0APIKEYS"
@@ -265,4 +265,52 @@ def test_the_database_refuses_to_change_or_add_checkpoints_out_of_place(ours):
         with pytest.raises(DBAPIError):
             with ours.store.db.write() as session:
                 session.execute(text(statement))
+    assert ours.verify() is None
+
+
+# ======================================================================= entries apikeys did not write
+def test_an_entry_inserted_with_sql_at_the_head_is_named_not_written_by_apikeys_for_ever(ours):
+    ours.act(2)
+    forged_id = insert_at_head(ours.store)  # plain SQL, no trigger dropped, the head moved onto it
+    ours.act(3)  # the server's next appends sign checkpoints on top of it
+    broken = ours.verify()
+    assert broken is not None and broken.entry_id == forged_id and not broken.checkpoint
+    assert "not written by apikeys" in broken.problem
+    assert ours.witnessed() is None  # the channel saw nothing wrong: only the signatures tell
+
+
+def test_the_next_append_after_an_entry_apikeys_did_not_write_alerts_once(ours, caplog):
+    ours.act(1)
+    forged_id = insert_at_head(ours.store)
+    created = ours.store.keys.create(name="after", owner="payments", actor=ADMIN)[0]  # never blocked
+    ours.store.keys.revoke(created.key.id, actor=ADMIN, reason="compromised")
+    ours.deliver()
+    alerts = [e for e in ours.store.audit.oldest_first() if e.action == "audit.tamper_detected"]
+    assert len(alerts) == 1 and alerts[0].id == forged_id + 1  # appended first, with the create it detected at
+    assert f"audit entries {forged_id}-{forged_id}" in alerts[0].details and "not written by apikeys" in alerts[0].details
+    assert any("tamper detected" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    assert any(f"{forged_id}-{forged_id}" in (m["text"] + str(m["blocks"])) for m in ours.slack.messages)
+    assert ours.store.keys.get(created.key.id).revoked_at is not None
+
+
+def test_the_head_cannot_be_moved_back_or_off_the_log(ours):
+    from sqlalchemy.exc import DBAPIError
+
+    ours.act(3)
+    for statement in ("UPDATE audit_head SET last_id = last_id - 1", "UPDATE audit_head SET last_hash = 'x'",
+                      "DELETE FROM audit_head"):
+        with pytest.raises(DBAPIError):
+            with ours.store.db.write() as session:
+                session.execute(text(statement))
+    assert ours.verify() is None
+
+
+def test_a_version_1_log_still_verifies_and_vouches_from_its_checkpoints(ours):
+    """Release 4 signed checkpoints without first_entry_id: each vouched for all since the last."""
+    ours.act(3)
+    snap = snapshot(ours.store)
+    old = [dict(cp, first_entry_id=None) for cp in snap["audit_checkpoints"]]
+    from .tampering import resigned
+    snap["audit_checkpoints"] = resigned(snap["audit_events"], old, ours.signer)
+    replace_tables(ours.store, snap)
     assert ours.verify() is None
