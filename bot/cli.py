@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TextIO
 
 from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, migrate, open_store
 from storage.audit import event_to_dict
+from storage.errors import CorruptEntry
 from storage.keyformat import is_well_formed
 from storage.keys import KeyService, key_to_dict
 from storage.leaks import Match
@@ -257,11 +258,12 @@ def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) 
         raise UsageError("--public-key and --against-slack go with --verify")
     if args.verify:
         return _audit_verify(store, args, out, settings)
-    events = store.audit.oldest_first(limit=args.limit)
+    events = [event_to_dict(e) for e in store.audit.oldest_first(limit=args.limit)]  # a row that does not parse: exit 1
     if args.json:
-        _json(out, [event_to_dict(e) for e in events])
+        _json(out, events)
         return EXIT_OK
-    rows = [(str(e.id), iso(e.at), e.actor, e.action, e.key_id or "-", e.details) for e in events]
+    rows = [(str(e["id"]), e["at"], e["actor"], e["action"], e["key_id"] or "-",
+             json.dumps(e["details"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)) for e in events]
     if not rows:
         out.write("The audit log is empty.\n")
         return EXIT_OK
@@ -430,6 +432,9 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     except UsageError as exc:
         err.write(f"apikeys: error: {exc}\n")
         return EXIT_USAGE
+    except CorruptEntry as exc:  # a negative answer about the log, not a usage error
+        err.write(f"apikeys: error: {exc}\n")
+        return EXIT_NEGATIVE
     except (StorageError, ConfigError) as exc:
         err.write(f"apikeys: error: {exc}\n")
         return EXIT_USAGE

@@ -19,17 +19,19 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Text, func, insert, select, type_coerce, update
 from sqlmodel import Session
 
 from . import checkpoints
 from .checkpoints import Signer
 from .db import BulkInsert, Database
+from .errors import CorruptEntry
 from .keyformat import digest
 from .models import AuditCheckpoint, AuditEvent, AuditHead
 from .outbox import Outbox
@@ -117,6 +119,26 @@ def _checkpoint_dict(cp) -> dict[str, Any]:
             "prev_hash": cp.prev_hash, "signature": cp.signature, "hash": cp.hash}
 
 
+def _stored_time(entry_id: int, value: Any) -> datetime:
+    """An entry's ``at`` as read raw (text on SQLite, a datetime on PostgreSQL), parsed here so that a
+    row whose time does not parse is named instead of failing the whole read."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise CorruptEntry(entry_id, "its time does not parse") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.utcoffset() is None else moment.astimezone(timezone.utc)
+
+
+def _stored_details(entry_id: int, details: Any) -> Any:
+    try:
+        return json.loads(details)
+    except (TypeError, ValueError):
+        raise CorruptEntry(entry_id, "its details are not JSON") from None
+
+
 def event_to_dict(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,
@@ -124,7 +146,7 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
         "actor": event.actor,
         "action": event.action,
         "key_id": event.key_id,
-        "details": json.loads(event.details),
+        "details": _stored_details(event.id, event.details),
         "hash": event.hash,
     }
 
@@ -245,9 +267,8 @@ class AuditLog:
 
     def between(self, first: int, last: int) -> list[AuditEvent]:
         with self.db.read() as session:
-            return list(session.scalars(
-                select(AuditEvent).where(AuditEvent.id >= first, AuditEvent.id <= last).order_by(AuditEvent.id)
-            ))
+            return _events(session, select(*_ENTRY_COLUMNS).where(AuditEvent.id >= first, AuditEvent.id <= last)
+                           .order_by(AuditEvent.id))
 
     def tail(self, after_id: int, actions: Sequence[str], *, limit: int = 5000) -> list[tuple[int, str, str, str]]:
         """``(id, action, actor, details JSON)`` of the entries newer than ``after_id`` with one of
@@ -264,7 +285,7 @@ class AuditLog:
                after_id: int | None = None) -> list[AuditEvent]:
         """Newest first: the newest ``limit`` entries older than ``before_id``, or with ``after_id``
         the ``limit`` entries just newer than it (still returned newest first)."""
-        query = select(AuditEvent)
+        query = select(*_ENTRY_COLUMNS)
         if key_id is not None:
             query = query.where(AuditEvent.key_id == key_id)
         if before_id is not None:
@@ -272,15 +293,15 @@ class AuditLog:
         if after_id is not None:
             query = query.where(AuditEvent.id > after_id).order_by(AuditEvent.id).limit(limit)
             with self.db.read() as session:
-                return list(reversed(list(session.scalars(query))))
+                return list(reversed(_events(session, query)))
         with self.db.read() as session:
-            return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+            return _events(session, query.order_by(AuditEvent.id.desc()).limit(limit))
 
     def oldest_first(self, *, limit: int | None = None) -> list[AuditEvent]:
         """The log oldest first; with ``limit``, the newest ``limit`` entries (still oldest first)."""
         if limit is None:
             with self.db.read() as session:
-                return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+                return _events(session, select(*_ENTRY_COLUMNS).order_by(AuditEvent.id))
         return list(reversed(self.recent(limit=limit)))
 
     def verify(self, public_key: str | None = None) -> ChainBreak | None:
@@ -307,7 +328,16 @@ class AuditLog:
                 return AuditReport(problem, expected_id - 1, count, newest.public_key if newest else None,
                                    newest.entry_id if newest else None)
 
-            for event in _stream(session):
+            entries = _stream(session)
+            while True:
+                try:
+                    event = next(entries, None)
+                    if event is not None:
+                        _stored_details(event.id, event.details)
+                except CorruptEntry as exc:
+                    return report(ChainBreak(exc.entry_id, f"{exc.problem} (the row was changed outside apikeys)"))
+                if event is None:
+                    break
                 if event.id != expected_id:
                     return report(ChainBreak(expected_id, f"missing (deleted); the log jumps to entry {event.id}"))
                 if event.prev_hash != prev:
@@ -369,7 +399,7 @@ class AuditLog:
                 while cp is not None and cp.entry_id < event.id:
                     cp = next(cps, None)
                 yield {"id": event.id, "at": entry_time(event.at), "actor": event.actor, "action": event.action,
-                       "key_id": event.key_id, "details": json.loads(event.details), "prev_hash": event.prev_hash,
+                       "key_id": event.key_id, "details": _stored_details(event.id, event.details), "prev_hash": event.prev_hash,
                        "hash": event.hash, "checkpoint": _checkpoint_dict(cp) if cp is not None else None}
                 sent += 1
                 if limit is not None and sent >= limit:
@@ -427,7 +457,8 @@ def _checkpoint_problem(cp, entry_hash_: str, prev_checkpoint: str, signer: str 
     return None
 
 
-_ENTRY_COLUMNS = (AuditEvent.id, AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.key_id,
+_RAW_AT = type_coerce(AuditEvent.at, Text).label("at")  # parsed by _stored_time, row by row
+_ENTRY_COLUMNS = (AuditEvent.id, _RAW_AT, AuditEvent.actor, AuditEvent.action, AuditEvent.key_id,
                   AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash)
 _CHECKPOINT_COLUMNS = (AuditCheckpoint.entry_id, AuditCheckpoint.first_entry_id, AuditCheckpoint.head_hash, AuditCheckpoint.at,
                        AuditCheckpoint.public_key, AuditCheckpoint.prev_hash, AuditCheckpoint.signature,
@@ -444,12 +475,23 @@ def _stream_checkpoints(session: Session, after: int = 0, batch: int = 5000) -> 
         after = chunk[-1].entry_id
 
 
+_Entry = namedtuple("_Entry", _ENTRY_FIELDS)
+
+
 def _stream(session: Session, after: int = 0, batch: int = 5000) -> Iterable:
-    """Entries after ``after`` as plain rows (no ORM objects kept), oldest first, a batch at a time."""
+    """Entries after ``after`` as plain rows (no ORM objects kept), oldest first, a batch at a time;
+    a row whose time does not parse raises ``CorruptEntry`` naming it."""
     while True:
         chunk = session.execute(select(*_ENTRY_COLUMNS).where(AuditEvent.id > after).order_by(AuditEvent.id)
                                 .limit(batch)).all()
-        yield from chunk
+        for row in chunk:
+            yield _Entry(row[0], _stored_time(row[0], row[1]), *row[2:])
         if len(chunk) < batch:
             return
         after = chunk[-1].id
+
+
+def _events(session: Session, query) -> list[AuditEvent]:
+    """``query`` (a select of ``_ENTRY_COLUMNS``) as AuditEvent objects, each row's time parsed on its own."""
+    return [AuditEvent.model_construct(**dict(row._mapping, at=_stored_time(row.id, row.at)))
+            for row in session.execute(query)]

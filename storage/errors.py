@@ -23,3 +23,13 @@ class AdminNotFound(StorageError):
 
 class DatabaseUnavailable(StorageError):
     """The database could not be reached or answered with an error."""
+
+
+class CorruptEntry(StorageError):
+    """An audit row that apikeys could not have written (its time or details do not parse): the
+    database was changed outside apikeys. Names the entry, never repeats the bad value."""
+
+    def __init__(self, entry_id: int, problem: str):
+        super().__init__(f"audit entry {entry_id}: {problem} (the row was changed outside apikeys)")
+        self.entry_id = entry_id
+        self.problem = problem

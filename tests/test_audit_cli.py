@@ -248,3 +248,33 @@ def test_an_export_with_an_entry_inserted_by_sql_fails_offline(signed_cli, keys,
     export.write_text(signed_cli("audit", "export").out)
     bad = subprocess.run([sys.executable, str(OFFLINE), str(export), str(keys[1])], capture_output=True, text=True)
     assert bad.returncode == 1 and f"audit entry {forged_id}: not written by apikeys" in bad.stdout, bad.stdout
+
+
+def _corrupt_entry(database_url: str, entry_id: int) -> str:
+    """The database owner's edit apikeys could never make: a time that does not parse (SQLite stores
+    times as text) or, on PostgreSQL (whose timestamptz cannot hold one), details that are not JSON."""
+    from sqlalchemy import text
+
+    from .helpers import drop_audit_triggers
+
+    store = open_store(database_url)
+    try:
+        drop_audit_triggers(store)
+        with store.db.write() as session:
+            if store.db.dialect == "sqlite":
+                session.execute(text("UPDATE audit_events SET at = 'yesterday-ish' WHERE id = :id"), {"id": entry_id})
+                return "its time does not parse"
+            session.execute(text("UPDATE audit_events SET details = '{not json' WHERE id = :id"), {"id": entry_id})
+            return "its details are not JSON"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("argv", [("audit", "--verify"), ("audit",), ("audit", "--json"), ("audit", "export")])
+def test_a_row_that_does_not_parse_is_named_and_exits_1(signed_cli, database_url, argv):
+    _history(signed_cli)
+    problem = _corrupt_entry(database_url, 2)
+    result = signed_cli(*argv)
+    assert result.code == 1, (result.out, result.err)
+    assert f"audit entry 2: {problem}" in result.out + result.err
+    assert "unexpected" not in result.err and "Traceback" not in result.err
