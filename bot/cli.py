@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, migrate, open_store
+from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, integrity, migrate, open_store
 from storage.audit import event_to_dict
 from storage.errors import CorruptEntry
 from storage.keyformat import is_well_formed
@@ -286,9 +286,15 @@ def _audit_verify(store: Store, args, out: TextIO, settings: Settings) -> int:
     if report.problem is not None:
         out.write(f"BROKEN: {report.problem}\n")
         return EXIT_NEGATIVE
+    disagreements = integrity.table_problems(store.db)
+    if disagreements:  # rows that skipped the log, or contradict it
+        for problem in disagreements:
+            out.write(f"BROKEN: {problem}\n")
+        return EXIT_NEGATIVE
     if report.checkpoints:
         out.write(f"OK: {report.entries} entries; the hash chain is intact and {report.checkpoints} signed "
-                  f"checkpoints agree with it, through entry {report.signed_through}.\n")
+                  f"checkpoints agree with it, through entry {report.signed_through}; every key and admin in the "
+                  "tables has its entries.\n")
     else:
         out.write(f"OK: {report.entries} entries; the hash chain is intact. The log is not signed "
                   "(no checkpoints): it is tamper-evident against edits only.\n")
@@ -381,14 +387,23 @@ def cmd_keygen(args, out: TextIO) -> int:
 def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     current, head = migrate.current_revision(store.db), migrate.head_revision()
     if args.db_command == "upgrade":
-        # open_store has just applied any pending migration.
+        # open_store has just applied any pending migration (and put back any guard trigger missing).
         out.write(f"The database schema is at revision {current} (newest: {head}).\n")
         return EXIT_OK
-    if current == head:
-        out.write(f"revision {current}; up to date\n")
-        return EXIT_OK
-    out.write(f"revision {current or 'none'}; newest {head}: run 'apikeys db upgrade'\n")
-    return EXIT_NEGATIVE
+    if current != head:
+        out.write(f"revision {current or 'none'}; newest {head}: run 'apikeys db upgrade'\n")
+        return EXIT_NEGATIVE
+    problems = integrity.trigger_problems(store.db)
+    if problems:
+        for problem in problems:
+            out.write(f"BROKEN: {problem}\n")
+        out.write(f"revision {current}, but {len(problems)} permanence trigger(s) missing or disabled: revocations and "
+                  "the audit log are not guarded; find out who did it ('apikeys audit --verify'), then run "
+                  "'apikeys db upgrade' as the owning role to put them back\n")
+        return EXIT_NEGATIVE
+    out.write(f"revision {current}; up to date; all {integrity.trigger_count(store.db)} permanence triggers present "
+              "and enabled\n")
+    return EXIT_OK
 
 
 WRITES = {"create", "revoke", "admins", "leak"}  # commands that may append to the audit log

@@ -49,6 +49,8 @@ class Settings:
     github_keys_url: str = DEFAULT_GITHUB_KEYS_URL  # GitHub secret scanning's signing keys
     public_leak_action: str = "revoke"  # a valid key GitHub found in public: revoke, or only alert
     metrics_port: int | None = None  # METRICS_PORT: /metrics on a listener of its own, off the public one
+    self_check_interval: float = 60.0  # APIKEYS_SELF_CHECK_INTERVAL: seconds between the server's self-checks
+    database_migration_url: str | None = field(default=None, repr=False)  # DATABASE_MIGRATION_URL: the owning role
 
     @property
     def slack_enabled(self) -> bool:
@@ -79,6 +81,14 @@ class Settings:
         if metrics_port_text is not None and (not metrics_port_text.isdigit() or not 0 < int(metrics_port_text) < 65536
                                               or int(metrics_port_text) == int(port_text)):
             raise ConfigError(f"METRICS_PORT must be a TCP port number other than PORT, got {metrics_port_text!r}")
+        interval_text = get("APIKEYS_SELF_CHECK_INTERVAL") or "60"
+        try:
+            interval = float(interval_text)
+        except ValueError:
+            interval = -1.0
+        if not 0.1 <= interval <= 86400:
+            raise ConfigError(f"APIKEYS_SELF_CHECK_INTERVAL must be a number of seconds from 0.1 to 86400, "
+                              f"got {interval_text!r}")
         signing_key = env.get("APIKEYS_AUDIT_SIGNING_KEY", "").strip()
         try:
             signer = load_signer(signing_key) if signing_key else None
@@ -109,6 +119,8 @@ class Settings:
             github_keys_url=github_keys_url,
             public_leak_action=leak_action,
             metrics_port=int(metrics_port_text) if metrics_port_text else None,
+            self_check_interval=interval,
+            database_migration_url=get("DATABASE_MIGRATION_URL"),
         )
         settings.check()
         return settings

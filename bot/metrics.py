@@ -16,6 +16,8 @@ did it, the ``apikeys`` CLI included):
 * ``apikeys_revocations_total{channel}``             revocations, by ``slack`` / ``cli`` / ``github``
 * ``apikeys_denials_total{action}``                  refused revocations and commands
 * ``apikeys_leaks_total{source}``                    leaked keys found (``slack`` leak watch, ``github``, ``cli``)
+* ``apikeys_tamper_detected_total{action}``          tamper alerts (``audit.tamper_detected``) and revocations
+                                                    restored (``key.revocation_restored``)
 * ``apikeys_audit_posts_pending``, ``apikeys_audit_post_oldest_pending_age_seconds``  the outbox
 * ``apikeys_database_up``                            1 when the key store answers (as ``/healthz``)
 
@@ -199,7 +201,8 @@ GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for what GitHub'
 # What an entry's ``via`` says about the interface (GitHub's route records its actor's name there).
 _CHANNEL_OF_VIA = {"slack": "slack", "cli": "cli", "github": "github", GITHUB_ACTOR: "github"}
 DENIALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
-COUNTED = (Action.KEY_REVOKED.value, Action.KEY_LEAKED.value, *DENIALS)
+TAMPER = (Action.TAMPER_DETECTED.value, Action.KEY_REVOCATION_RESTORED.value)
+COUNTED = (Action.KEY_REVOKED.value, Action.KEY_LEAKED.value, *DENIALS, *TAMPER)
 
 
 def revocation_channel(actor: str, details: dict) -> str:
@@ -225,6 +228,7 @@ class AuditCounts:
         self.revocations = dict.fromkeys(REVOCATION_CHANNELS, 0)
         self.denials = dict.fromkeys(DENIALS, 0)
         self.leaks = dict.fromkeys(REVOCATION_CHANNELS, 0)
+        self.tamper = dict.fromkeys(TAMPER, 0)
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -244,6 +248,8 @@ class AuditCounts:
                     elif action == Action.KEY_LEAKED.value:
                         source = leak_source(actor, details)
                         self.leaks[source] = self.leaks.get(source, 0) + 1
+                    elif action in self.tamper:
+                        self.tamper[action] += 1
                     else:
                         self.denials[action] = self.denials.get(action, 0) + 1
                     self.last_id = entry_id
@@ -287,6 +293,8 @@ class StoreCollector:
              "action", counts.denials),
             ("apikeys_leaks", "Leaked keys found (installation-wide, from the audit log), by source", "source",
              counts.leaks),
+            ("apikeys_tamper_detected", "What apikeys found someone else did to its tables (installation-wide, from "
+             "the audit log): audit.tamper_detected alerts and key.revocation_restored", "action", counts.tamper),
         )
         for name, documentation, label, values in families:
             family = CounterMetricFamily(name, documentation, labels=(label,))

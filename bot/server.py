@@ -68,6 +68,9 @@ def _worker_app(_target: str):
     settings, wrap = _worker_config
     logs.route_all_loggers()  # granian configures its loggers again in the worker
     app = create_app(settings)
+    from . import selfcheck
+
+    selfcheck.start(app.store, settings)  # does the work in one worker of the installation at a time
     return app if wrap is None else wrap(app, settings)
 
 

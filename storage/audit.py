@@ -23,7 +23,7 @@ from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Text, func, insert, select, type_coerce, update
 from sqlmodel import Session
@@ -111,6 +111,18 @@ class AuditReport:
     checkpoints: int
     public_key: str | None       # the newest checkpoint's signer (base64 raw), for pinning
     signed_through: int | None   # the newest checkpoint's entry
+    resume: "Resume | None" = None  # where a later walk may go on from (a clean report only)
+
+
+class Resume(NamedTuple):
+    """How far a clean walk got: the next entry, the hash it must link to, the newest checkpoint."""
+
+    expected_id: int
+    prev: str
+    cp_prev: str
+    newest: Any
+    count: int
+    signer: str | None
 
 
 def _checkpoint_dict(cp) -> dict[str, Any]:
@@ -188,10 +200,12 @@ class AuditLog:
         return self.append_many(session, [event], at=at, notify=notify)[0]
 
     def append_many(
-        self, session: Session, events: Sequence[EventInput], *, at: datetime | None = None, notify: bool = True
+        self, session: Session, events: Sequence[EventInput], *, at: datetime | None = None, notify: bool = True,
+        seal: bool = False,
     ) -> Sequence[AuditEvent]:
-        """Append entries as one action (one notification when a channel is configured)."""
-        if not events:
+        """Append entries as one action (one notification when a channel is configured). ``seal``:
+        with no events, append only the tamper alert, if there is one to make (see ``seal``)."""
+        if not events and not seal:
             return []
         at = at or utcnow()
         head = session.execute(
@@ -210,6 +224,8 @@ class AuditLog:
             alert = _unvouched_alert(newest_cp, last_id)
             if alert is not None:
                 events = [alert, *events]
+        if not events:
+            return []
         rows = []
         at_text = entry_time(at)
         for offset, item in enumerate(events, start=1):
@@ -251,6 +267,16 @@ class AuditLog:
         signature = self.signer.sign(msg)
         session.execute(insert(AuditCheckpoint).values(**fields, signature=signature,
                                                        hash=checkpoints.checkpoint_hash(msg, signature)))
+
+    def seal(self) -> AuditEvent | None:
+        """With a signing key: if entries past the newest checkpoint exist (someone else wrote them),
+        append the tamper alert now, as the next append would (the self-check calls this). Returns
+        the alert, or None when every entry is vouched for."""
+        if self.signer is None:
+            return None
+        with self.db.write() as session:
+            appended = self.append_many(session, [], seal=True)
+        return appended[0] if appended else None
 
     def record(self, event: EventInput) -> AuditEvent:
         """Append one event in its own transaction."""
@@ -308,27 +334,36 @@ class AuditLog:
         """The first break in the log, or None when it is intact (see ``verification``)."""
         return self.verification(public_key).problem
 
-    def verification(self, public_key: str | None = None) -> AuditReport:
+    def verification(self, public_key: str | None = None, resume: "Resume | None" = None) -> AuditReport:
         """Walk the log and its checkpoints once, oldest first, in constant memory.
 
         Every entry's hash and link are recomputed; every checkpoint must sit on an entry, name
         that entry's hash, link to the checkpoint before it and be signed by one key. The newest
         checkpoint's signature is verified, which vouches for all the others (each signs the
         hash of the one before). ``public_key`` (base64 raw Ed25519, as pinned by an auditor):
-        the checkpoints must be signed by it, and a log without checkpoints fails."""
+        the checkpoints must be signed by it, and a log without checkpoints fails.
+
+        ``resume``: the ``resume`` of an earlier clean report: only what was appended since is walked
+        (the server's self-check; an edit to an older entry is found by a full walk)."""
         expected_id, prev = 1, GENESIS_HASH
         cp_prev, newest, count = checkpoints.GENESIS, None, 0
         signer = public_key
+        if resume is not None:
+            expected_id, prev, cp_prev, newest, count, signer = resume
+            signer = public_key or signer
         with self.db.read(snapshot=True) as session:  # SQLite read transactions are snapshots already
             head = session.execute(select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == HEAD_ID)).first()
-            cps = _stream_checkpoints(session)
+            cps = _stream_checkpoints(session, after=newest.entry_id if newest else 0)
             cp = next(cps, None)
 
             def report(problem: ChainBreak | None) -> AuditReport:
+                state = None
+                if problem is None:
+                    state = Resume(expected_id, prev, cp_prev, newest, count, signer)
                 return AuditReport(problem, expected_id - 1, count, newest.public_key if newest else None,
-                                   newest.entry_id if newest else None)
+                                   newest.entry_id if newest else None, state)
 
-            entries = _stream(session)
+            entries = _stream(session, after=expected_id - 1)
             while True:
                 try:
                     event = next(entries, None)

@@ -1,0 +1,209 @@
+"""The tables held against the signed log, and the guards held against the schema.
+
+The audit log is the truth: a row that skipped it (a key minted with SQL, an admin granted with SQL)
+or that contradicts it (a revoked key made valid again) was written by someone other than apikeys.
+``table_problems`` names each such row and the entry it contradicts (``apikeys audit --verify`` and
+the server's self-check); ``restore_revocations`` revokes again, from the log's own entry, every key
+the log says was revoked but the table says is not; ``trigger_problems`` names every permanence
+trigger that is missing or disabled (``apikeys db status`` and the self-check).
+
+None of this prevents a database owner from doing those things (least privilege on PostgreSQL does,
+``apikeys db grant``); it detects them, and undoes the one that matters most.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Text, and_, exists, or_, select, text, type_coerce, update
+
+from .audit import Action, AuditLog, EventInput, _stored_time
+from .db import Database
+from .keyformat import mask
+from .models import Admin, ApiKey, AuditEvent
+from .timeutil import iso
+
+# Every trigger the migrations create, by table (tests/test_integrity.py holds these to a fresh database).
+TRIGGERS = {
+    "sqlite": {
+        "api_keys": ("api_keys_digest_immutable", "api_keys_id_immutable", "api_keys_insert_new_only",
+                     "api_keys_never_deleted", "api_keys_never_replaced", "api_keys_revocation_permanent"),
+        "audit_checkpoints": ("audit_checkpoints_append_only_delete", "audit_checkpoints_append_only_update",
+                              "audit_checkpoints_at_the_head"),
+        "audit_events": ("audit_events_append_only_delete", "audit_events_append_only_insert",
+                         "audit_events_append_only_update"),
+        "audit_head": ("audit_head_forward_only", "audit_head_never_deleted"),
+    },
+    "postgresql": {
+        "api_keys": ("api_keys_guard", "api_keys_insert_new_only", "api_keys_never_truncated"),
+        "audit_checkpoints": ("audit_checkpoints_append_only", "audit_checkpoints_at_the_head",
+                              "audit_checkpoints_never_truncated"),
+        "audit_events": ("audit_events_append_only", "audit_events_append_only_insert", "audit_events_never_truncated"),
+        "audit_head": ("audit_head_forward_only", "audit_head_never_truncated"),
+    },
+}
+REVOKED = (Action.KEY_REVOKED.value, Action.KEY_REVOCATION_RESTORED.value)
+SELF_CHECK_ACTOR = "apikeys-self-check"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One row that disagrees with the log (``subject``: ``key <id>`` or ``admin <user>``)."""
+
+    subject: str
+    problem: str
+    entry_id: int | None = None
+    kind: str = "table"
+
+    def __str__(self) -> str:
+        where = f" (audit entry {self.entry_id})" if self.entry_id is not None else ""
+        return f"{self.subject}: {self.problem}{where}"
+
+
+def trigger_count(db: Database) -> int:
+    return sum(len(names) for names in TRIGGERS.get(db.dialect, {}).values())
+
+
+def trigger_problems(db: Database) -> list[Problem]:
+    """Every permanence trigger that is missing, or present but disabled (PostgreSQL's ``DISABLE
+    TRIGGER``, or set to fire only under replication)."""
+    expected = TRIGGERS.get(db.dialect, {})
+    with db.read() as session:
+        if db.dialect == "postgresql":
+            found = {(table, name): enabled for table, name, enabled in session.execute(text(
+                "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND c.relname = ANY(:tables) AND pg_table_is_visible(c.oid)"),
+                {"tables": list(expected)})}
+        else:
+            found = {(table, name): "O" for table, name in session.execute(text(
+                "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"))}
+    problems = []
+    for table, names in expected.items():
+        for name in names:
+            state = found.get((table, name))
+            if state is None:
+                problems.append(Problem(f"trigger {name} on {table}", "missing (dropped): the table is not guarded",
+                                        kind="trigger"))
+            elif state not in ("O", "A"):
+                problems.append(Problem(f"trigger {name} on {table}", "disabled (ALTER TABLE … DISABLE TRIGGER): "
+                                        "the table is not guarded", kind="trigger"))
+    return problems
+
+
+def _details(text_value: str) -> dict:
+    try:
+        value = json.loads(text_value)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def unrevoked(db: Database, *, limit: int = 1000) -> list[tuple[int, str, datetime, str, dict]]:
+    """Keys the log says were revoked that the table says are not: ``(entry id, key id, revoked at,
+    actor, details)`` of their ``key.revoked`` entries."""
+    with db.read() as session:
+        rows = session.execute(
+            select(AuditEvent.id, AuditEvent.key_id, type_coerce(AuditEvent.at, Text).label("at"),
+                   AuditEvent.actor, AuditEvent.details)
+            .join(ApiKey, ApiKey.id == AuditEvent.key_id)
+            .where(AuditEvent.action == Action.KEY_REVOKED.value, ApiKey.revoked_at.is_(None))
+            .order_by(AuditEvent.id).limit(limit)
+        ).all()
+    return [(entry_id, key_id, _stored_time(entry_id, at), actor, _details(details))
+            for entry_id, key_id, at, actor, details in rows]
+
+
+def restore_revocations(db: Database, audit: AuditLog) -> list[tuple[str, int]]:
+    """Revoke again, as the log's entry says (its time, actor, reason and note), every key found
+    un-revoked; one ``key.revocation_restored`` entry each (posted to the audit channel). Returns
+    ``(key id, entry id)`` of each key restored."""
+    restored = []
+    for entry_id, key_id, at, actor, details in unrevoked(db):
+        with db.write() as session:
+            changed = session.execute(
+                update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=at, revoked_by=actor[:200], revoke_reason=details.get("reason"),
+                        revoke_note=details.get("note"))
+            ).rowcount
+            if not changed:
+                continue
+            key = session.get(ApiKey, key_id)
+            audit.append(session, EventInput(
+                actor=SELF_CHECK_ACTOR, action=Action.KEY_REVOCATION_RESTORED, key_id=key_id,
+                details={"revoked_at": iso(at), "entry": entry_id, "name": key.name, "owner": key.owner,
+                         "key": key.masked,
+                         "problem": f"key {key_id} ({key.masked}) was valid again although audit entry {entry_id} "
+                                    "revoked it: someone changed the table outside apikeys; revoked again"}))
+        restored.append((key_id, entry_id))
+    return restored
+
+
+def table_problems(db: Database, *, limit: int = 20) -> list[Problem]:
+    """Rows that skipped or contradict the log, at most ``limit`` of each kind, oldest first."""
+    return [*_keys_without_creation(db, limit), *_revocations_not_in_table(db, limit), *_admins_without_grant(db, limit)]
+
+
+def _keys_without_creation(db: Database, limit: int) -> Iterator[Problem]:
+    created = exists().where(AuditEvent.key_id == ApiKey.id, AuditEvent.action == Action.KEY_CREATED.value)
+    with db.read() as session:
+        rows = session.execute(select(ApiKey.id, ApiKey.prefix, ApiKey.last4).where(~created)
+                               .order_by(ApiKey.id).limit(limit)).all()
+    for key_id, prefix, last4 in rows:
+        yield Problem(f"key {key_id} ({mask(prefix, last4)})",
+                      "has no key.created entry in the audit log: the row was inserted outside apikeys, and the key "
+                      f"verifies until it is revoked ('apikeys revoke {key_id} --actor WHO --reason compromised')")
+
+
+def _revocations_not_in_table(db: Database, limit: int) -> Iterator[Problem]:
+    with db.read() as session:
+        rows = session.execute(
+            select(AuditEvent.id, AuditEvent.key_id, type_coerce(AuditEvent.at, Text).label("at"),
+                   ApiKey.id.label("row"), type_coerce(ApiKey.revoked_at, Text).label("revoked_at"))
+            .outerjoin(ApiKey, ApiKey.id == AuditEvent.key_id)
+            .where(AuditEvent.action == Action.KEY_REVOKED.value,
+                   or_(ApiKey.id.is_(None), ApiKey.revoked_at.is_(None),
+                       and_(ApiKey.revoked_at.is_not(None), ApiKey.revoked_at != AuditEvent.at)))
+            .order_by(AuditEvent.id).limit(limit)
+        ).all()
+    for entry_id, key_id, at, row, revoked_at in rows:
+        when = iso(_stored_time(entry_id, at))
+        if row is None:
+            yield Problem(f"key {key_id}", f"the log says it was revoked at {when}, but the table has no such key",
+                          entry_id)
+        elif revoked_at is None:
+            yield Problem(f"key {key_id}", f"the log says it was revoked at {when}, but the table says it is not "
+                                           "revoked: a revocation was undone outside apikeys", entry_id)
+        else:
+            yield Problem(f"key {key_id}", f"the log says it was revoked at {when}, but the table says "
+                                           f"{iso(_stored_time(entry_id, revoked_at))}: the row was changed outside "
+                                           "apikeys", entry_id)
+
+
+def _admins_without_grant(db: Database, limit: int) -> Iterator[Problem]:
+    """Every stored admin needs an ``admin.added`` entry not followed by an ``admin.removed``."""
+    last: dict[str, tuple[int, str]] = {}
+    with db.read() as session:
+        for entry_id, action, details in session.execute(
+                select(AuditEvent.id, AuditEvent.action, AuditEvent.details)
+                .where(AuditEvent.action.in_((Action.ADMIN_ADDED.value, Action.ADMIN_REMOVED.value)))
+                .order_by(AuditEvent.id)):
+            user = _details(details).get("user_id")
+            if isinstance(user, str):
+                last[user] = (entry_id, action)
+        admins = list(session.scalars(select(Admin.user_id).order_by(Admin.user_id)))
+    found = 0
+    for user in admins:
+        entry = last.get(user)
+        if entry is None:
+            yield Problem(f"admin {user}", "holds the admin role with no admin.added entry in the audit log: the row "
+                                           "was inserted outside apikeys")
+        elif entry[1] == Action.ADMIN_REMOVED.value:
+            yield Problem(f"admin {user}", "holds the admin role although the log removed it", entry[0])
+        else:
+            continue
+        found += 1
+        if found >= limit:
+            return
