@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, integrity, migrate, open_store
+from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, grants, integrity, migrate, open_store
 from storage.audit import event_to_dict
 from storage.errors import CorruptEntry
 from storage.keyformat import is_well_formed
@@ -109,10 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on DATABASE_URL even though it holds keys the playground did not create")
 
     p = sub.add_parser("db", help="database schema")
-    db = p.add_subparsers(dest="db_command", metavar="upgrade|status", parser_class=_Parser)
+    db = p.add_subparsers(dest="db_command", metavar="upgrade|status|grant", parser_class=_Parser)
     db.required = True
-    db.add_parser("upgrade", help="apply schema migrations (the server also does this at start)")
-    db.add_parser("status", help="show the schema revision")
+    db.add_parser("upgrade", help="apply schema migrations as the owning role (DATABASE_MIGRATION_URL, else "
+                                  "DATABASE_URL); the server also does this at start")
+    db.add_parser("status", help="the schema revision and the permanence triggers (exit 1 when one is missing or "
+                                 "disabled)")
+    q = db.add_parser("grant", help="PostgreSQL: give a runtime role exactly what the server needs (no DDL, no "
+                                    "TRUNCATE, no trigger changes); run as the owner")
+    q.add_argument("role", metavar="ROLE", help="an existing login role that does not own the tables")
 
     p = sub.add_parser("admins", help="who holds the admin role")
     admins = p.add_subparsers(dest="admins_command", metavar="list|add|remove", parser_class=_Parser)
@@ -385,6 +390,13 @@ def cmd_keygen(args, out: TextIO) -> int:
 
 
 def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
+    if args.db_command == "grant":
+        statements = grants.grant_runtime(store.db, args.role)
+        out.write(f"{args.role} may now do what the server needs and nothing more ({len(statements)} statements: "
+                  "SELECT, INSERT and UPDATE where needed; no DDL, no TRUNCATE, no trigger changes). Serve with "
+                  f"DATABASE_URL as {args.role}, and keep the owner's URL for 'apikeys db upgrade' "
+                  "(DATABASE_MIGRATION_URL).\n")
+        return EXIT_OK
     current, head = migrate.current_revision(store.db), migrate.head_revision()
     if args.db_command == "upgrade":
         # open_store has just applied any pending migration (and put back any guard trigger missing).
@@ -430,7 +442,9 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         settings = Settings.from_env(env)
         # Only `apikeys db upgrade` (and the server's start) changes the schema: a CLI of another
         # release pointed at production must never apply DDL on the side.
-        store = open_store(settings.database_url, bootstrap_admins=settings.admins,
+        as_owner = args.command == "db" and args.db_command in ("upgrade", "grant")
+        url = (settings.database_migration_url or settings.database_url) if as_owner else settings.database_url
+        store = open_store(url, bootstrap_admins=settings.admins,
                            notify_channel=settings.audit_channel, signer=settings.audit_signer,
                            create_schema=args.command == "db" and args.db_command == "upgrade")
         if args.command != "db":

@@ -22,7 +22,7 @@ import socket
 import sys
 import tempfile
 
-from storage import StorageError, open_store
+from storage import StorageError, grants, open_store
 
 from . import logs
 from .config import ConfigError, Settings, load_dotenv_file
@@ -137,8 +137,14 @@ def run_server(settings: Settings, wrap=None) -> int:
         log.error("cannot start: PROMETHEUS_MULTIPROC_DIR cannot be used: %s", exc)
         return 2
     try:
-        store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=True)
-        store.close()
+        # Migrations as the owning role when one is given (DATABASE_MIGRATION_URL); the workers use DATABASE_URL.
+        owner = open_store(settings.database_migration_url or settings.database_url, create_schema=True)
+        owner.close()
+        store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False)
+        try:
+            too_strong = grants.owner_warning(store.db)
+        finally:
+            store.close()
         if settings.socket_mode:
             from .slack.socket import SocketModeProcess
 
@@ -155,6 +161,8 @@ def run_server(settings: Settings, wrap=None) -> int:
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
         return 2
+    if too_strong:
+        log.warning("%s", too_strong)
     if not settings.slack_enabled:
         log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")
     if settings.audit_signer is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from . import grants, integrity  # noqa: F401  (storage.grants, storage.integrity)
 from .admins import AdminService
 from .audit import Action, AuditLog, EventInput
 from .checkpoints import Signer

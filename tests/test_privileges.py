@@ -1,0 +1,121 @@
+"""Least privilege on real PostgreSQL: ``apikeys db grant ROLE`` gives a runtime role what the server
+needs, and that role cannot disable a trigger, drop one, truncate or rewrite the log."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from storage import checkpoints, grants, open_store
+from storage.selfcheck import SelfCheck
+
+from .helpers import ADMIN, cli_runner
+from .servers import start_server
+
+
+@pytest.fixture
+def runtime_role(database_url):
+    """A fresh login role on the test database's server, and its URL; dropped afterwards."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: roles and privileges (SQLite has neither)")
+    open_store(database_url).close()  # the schema, owned by the test's (owning) role
+    role = f"apikeys_rt_{uuid.uuid4().hex[:10]}"
+    owner = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'runtime'"))
+    url = make_url(database_url).set(username=role, password="runtime").render_as_string(hide_password=False)
+    try:
+        yield role, url
+    finally:
+        with owner.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        owner.dispose()
+
+
+def test_the_runtime_role_does_everything_the_server_does(runtime_role, database_url):
+    role, url = runtime_role
+    result = cli_runner(database_url)("db", "grant", role)
+    assert result.code == 0, result.err
+    signer = checkpoints.load_signer(checkpoints.generate()[0])
+    store = open_store(url, bootstrap_admins=[ADMIN], create_schema=False, notify_channel="C0AUDIT", signer=signer)
+    try:
+        key = store.keys.create(name="svc", owner="ops", actor=ADMIN, count=2)[0]
+        assert store.keys.verify(key.secret).code.value == "VALID"
+        store.keys.revoke(key.key.id, actor=ADMIN, reason="compromised")
+        assert store.keys.verify(key.secret).code.value == "REVOKED"  # and the revoked use is counted
+        store.admins.add("UREAL0001", actor=ADMIN)
+        store.admins.add("UREAL0002", actor=ADMIN)
+        store.admins.remove("UREAL0001", actor=ADMIN)
+        assert store.outbox.backlog()[0] >= 1
+        outcome = SelfCheck(store.db, store.audit, public_key=signer.public_raw).run()
+        assert outcome.findings == []
+        assert grants.owner_warning(store.db) is None
+        assert store.audit.verify(signer.public_raw) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("statement", [
+    "ALTER TABLE api_keys DISABLE TRIGGER api_keys_guard",
+    "ALTER TABLE audit_events DISABLE TRIGGER ALL",
+    "DROP TRIGGER audit_events_append_only ON audit_events",
+    "TRUNCATE api_keys",
+    "TRUNCATE audit_events",
+    "UPDATE audit_events SET actor = 'someone else'",
+    "DELETE FROM audit_checkpoints",
+    "DELETE FROM api_keys",
+    "CREATE TABLE mine (id int)",
+    "CREATE OR REPLACE FUNCTION apikeys_guard_keys() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql",
+])
+def test_the_runtime_role_cannot_change_the_guards_or_the_log(runtime_role, database_url, statement):
+    role, url = runtime_role
+    assert cli_runner(database_url)("db", "grant", role).code == 0
+    engine = create_engine(url)
+    try:
+        with pytest.raises(DBAPIError) as refused:
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+        assert "permission denied" in str(refused.value) or "must be owner" in str(refused.value)
+    finally:
+        engine.dispose()
+
+
+def test_grant_refuses_what_would_not_be_least_privilege(runtime_role, database_url):
+    role, _ = runtime_role
+    run = cli_runner(database_url)
+    owner = make_url(database_url).username
+    for argv, message in [(("db", "grant", "no_such_role_x"), "there is no PostgreSQL role"),
+                          (("db", "grant", owner), "superuser"),
+                          (("db", "grant", "bad-name;"), "must be a PostgreSQL role name")]:
+        result = run(*argv)
+        assert result.code == 2 and message in result.err, (argv, result.err)
+
+
+def test_the_server_warns_when_its_role_owns_the_tables_and_not_as_the_runtime_role(runtime_role, database_url,
+                                                                                  tmp_path):
+    role, url = runtime_role
+    assert cli_runner(database_url)("db", "grant", role).code == 0
+    assert "superuser" in grants.owner_warning(open_store(database_url, create_schema=False).db)
+    server = start_server(url, tmp_path, {"DATABASE_MIGRATION_URL": database_url})
+    try:
+        assert "owns the tables" not in server.log() and "superuser" not in server.log()
+    finally:
+        server.stop()
+    (tmp_path / "owner").mkdir()
+    server = start_server(database_url, tmp_path / "owner")
+    try:
+        assert "is a superuser: whoever holds DATABASE_URL can disable the permanence triggers" in server.log()
+    finally:
+        server.stop()
+
+
+def test_grant_on_sqlite_says_what_to_do_instead(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    open_store(url).close()
+    result = cli_runner(url)("db", "grant", "someone")
+    assert result.code == 2 and "for PostgreSQL" in result.err
