@@ -13,10 +13,15 @@ None of this prevents a database owner from doing those things (least privilege 
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
+import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Text, and_, exists, or_, select, text, type_coerce, update
 
@@ -67,30 +72,116 @@ def trigger_count(db: Database) -> int:
     return sum(len(names) for names in TRIGGERS.get(db.dialect, {}).values())
 
 
-def trigger_problems(db: Database) -> list[Problem]:
-    """Every permanence trigger that is missing, or present but disabled (PostgreSQL's ``DISABLE
-    TRIGGER``, or set to fire only under replication)."""
-    expected = TRIGGERS.get(db.dialect, {})
-    with db.read() as session:
-        if db.dialect == "postgresql":
-            found = {(table, name): enabled for table, name, enabled in session.execute(text(
-                "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                "WHERE NOT t.tgisinternal AND c.relname = ANY(:tables) AND pg_table_is_visible(c.oid)"),
-                {"tables": list(expected)})}
-        else:
-            found = {(table, name): "O" for table, name in session.execute(text(
-                "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"))}
+def _normal(sql: str) -> str:
+    return " ".join((sql or "").split())
+
+
+@functools.lru_cache(maxsize=1)
+def canonical_sqlite_triggers() -> dict[str, str]:
+    """Each SQLite trigger's SQL exactly as the migrations create it (from a scratch database
+    migrated once per process): a trigger dropped and recreated weaker is told from the real one."""
+    from sqlalchemy import create_engine
+
+    from . import migrate
+
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = create_engine(f"sqlite:///{Path(scratch) / 'scratch.db'}")
+        try:
+            with engine.begin() as conn:
+                from alembic import command
+
+                command.upgrade(migrate._config(conn), "head")
+                return {name: sql for name, sql in conn.execute(text(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))}
+        finally:
+            engine.dispose()
+
+
+def _found_triggers(conn, dialect: str, tables: list[str]) -> dict[tuple[str, str], str]:
+    """``(table, trigger) -> state``: PostgreSQL's ``tgenabled``, SQLite's SQL text."""
+    if dialect == "postgresql":
+        return {(table, name): enabled for table, name, enabled in conn.execute(text(
+            "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT t.tgisinternal AND c.relname = ANY(:tables) AND pg_table_is_visible(c.oid)"),
+            {"tables": tables})}
+    return {(table, name): sql for table, name, sql in conn.execute(text(
+        "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'"))}
+
+
+def _problems(dialect: str, found: dict[tuple[str, str], str]) -> list[Problem]:
     problems = []
-    for table, names in expected.items():
+    canonical = canonical_sqlite_triggers() if dialect == "sqlite" else {}
+    for table, names in TRIGGERS.get(dialect, {}).items():
         for name in names:
             state = found.get((table, name))
+            subject = f"trigger {name} on {table}"
             if state is None:
-                problems.append(Problem(f"trigger {name} on {table}", "missing (dropped): the table is not guarded",
+                problems.append(Problem(subject, "missing (dropped): the table is not guarded", kind="trigger"))
+            elif dialect == "postgresql" and state not in ("O", "A"):
+                problems.append(Problem(subject, "disabled (ALTER TABLE … DISABLE TRIGGER): the table is not guarded",
                                         kind="trigger"))
-            elif state not in ("O", "A"):
-                problems.append(Problem(f"trigger {name} on {table}", "disabled (ALTER TABLE … DISABLE TRIGGER): "
-                                        "the table is not guarded", kind="trigger"))
+            elif dialect == "sqlite" and name in canonical and _normal(state) != _normal(canonical[name]):
+                problems.append(Problem(subject, "altered (its SQL is not what the migrations create): the table may "
+                                        "not be guarded", kind="trigger"))
     return problems
+
+
+def trigger_problems(db: Database) -> list[Problem]:
+    """Every permanence trigger that is missing, present but disabled (PostgreSQL's ``DISABLE
+    TRIGGER``, or set to fire only under replication) or, on SQLite, recreated with other SQL."""
+    with db.read() as session:
+        found = _found_triggers(session, db.dialect, list(TRIGGERS.get(db.dialect, {})))
+    return _problems(db.dialect, found)
+
+
+def _postgres_statements() -> tuple[list[str], dict[str, str]]:
+    """From the migration scripts, in order: the newest ``CREATE OR REPLACE FUNCTION`` of each
+    function and the newest ``CREATE TRIGGER`` of each trigger (what a fresh database ends up with)."""
+    functions: dict[str, str] = {}
+    triggers: dict[str, str] = {}
+    versions = Path(__file__).resolve().parent / "migrations" / "versions"
+    for path in sorted(versions.glob("0*.py")):
+        spec = importlib.util.spec_from_file_location(f"_apikeys_migration_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for attribute, value in vars(module).items():
+            if "POSTGRES" not in attribute or not isinstance(value, list):
+                continue
+            for statement in value:
+                if match := re.search(r"CREATE OR REPLACE FUNCTION (\w+)", statement):
+                    functions[match.group(1)] = statement
+                elif match := re.search(r"CREATE TRIGGER (\w+)", statement):
+                    triggers[match.group(1)] = statement
+    return list(functions.values()), triggers
+
+
+def repair_triggers(conn, dialect: str) -> list[str]:
+    """Inside a migration's transaction, as the owning role: put back every permanence trigger that is
+    missing, disabled or (SQLite) altered, as the migrations made it. Returns the triggers repaired."""
+    tables = list(TRIGGERS.get(dialect, {}))
+    problems = _problems(dialect, _found_triggers(conn, dialect, tables))
+    if not problems:
+        return []
+    repaired = []
+    if dialect == "sqlite":
+        canonical = canonical_sqlite_triggers()
+        for problem in problems:
+            name = problem.subject.split()[1]
+            conn.execute(text(f'DROP TRIGGER IF EXISTS "{name}"'))
+            conn.execute(text(canonical[name]))
+            repaired.append(name)
+        return repaired
+    functions, creates = _postgres_statements()
+    for statement in functions:  # a function body replaced by a weaker one is put back too
+        conn.execute(text(statement))
+    for problem in problems:
+        name, table = problem.subject.split()[1], problem.subject.split()[3]
+        if "disabled" in problem.problem:
+            conn.execute(text(f'ALTER TABLE "{table}" ENABLE TRIGGER "{name}"'))
+        else:
+            conn.execute(text(creates[name]))
+        repaired.append(name)
+    return repaired
 
 
 def _details(text_value: str) -> dict:

@@ -8,6 +8,7 @@ and upgraded from there.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy import inspect, text
@@ -16,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from .db import Database
 from .errors import DatabaseUnavailable, InvalidInput
 
+log = logging.getLogger("apikeys.migrate")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOCK_ID = 7262311
 # The newest revision in migrations/versions (tests/test_migrations.py holds it to alembic's own
@@ -78,4 +80,24 @@ def upgrade(db: Database, revision: str = "head") -> str | None:
         if inspector.has_table("api_keys") and not inspector.has_table("alembic_version"):
             command.stamp(config, "0001")
         command.upgrade(config, revision)
+        if revision == "head":
+            _repair_guards(conn, db.dialect)
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _repair_guards(conn, dialect: str) -> None:
+    """Put back any permanence trigger someone removed, disabled or altered (as the owning role; a
+    runtime role cannot, and the self-check keeps alerting until the owner runs 'apikeys db upgrade')."""
+    from .integrity import repair_triggers
+
+    savepoint = conn.begin_nested()
+    try:
+        repaired = repair_triggers(conn, dialect)
+    except DBAPIError as exc:
+        savepoint.rollback()
+        log.warning("permanence triggers are missing or disabled and this role cannot put them back (%s): run "
+                    "'apikeys db upgrade' as the owning role (DATABASE_MIGRATION_URL)", type(exc.orig).__name__)
+        return
+    savepoint.commit()
+    if repaired:
+        log.warning("put back permanence triggers that were missing, disabled or altered: %s", ", ".join(repaired))

@@ -251,3 +251,36 @@ def test_tamper_findings_are_counted_in_the_metrics(signed, signer):
                for f in text_string_to_metric_families(MetricsEndpoint(signed).render().decode()) for s in f.samples}
     assert samples[("apikeys_tamper_detected_total", "audit.tamper_detected")] >= 1
     assert samples[("apikeys_tamper_detected_total", "key.revocation_restored")] == 1
+
+
+def test_a_trigger_recreated_weaker_on_sqlite_is_named(signed, run_cli):
+    if signed.db.dialect != "sqlite":
+        pytest.skip("SQLite: a trigger's SQL is compared with what the migrations create")
+    with signed.db.write() as session:
+        session.execute(text("DROP TRIGGER api_keys_revocation_permanent"))
+        session.execute(text("CREATE TRIGGER api_keys_revocation_permanent BEFORE UPDATE ON api_keys WHEN 0 "
+                             "BEGIN SELECT RAISE(ABORT, 'revocation is permanent'); END"))
+    result = run_cli("db", "status")
+    assert result.code == 1 and "api_keys_revocation_permanent on api_keys: altered" in result.out
+
+
+def test_db_upgrade_as_the_owner_puts_back_what_was_removed_disabled_or_altered(signed, run_cli):
+    with signed.db.write() as session:
+        if signed.db.dialect == "postgresql":
+            session.execute(text("ALTER TABLE api_keys DISABLE TRIGGER api_keys_guard"))
+            session.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
+            session.execute(text("CREATE OR REPLACE FUNCTION apikeys_guard_keys() RETURNS trigger AS $$ "
+                                 "BEGIN RETURN NEW; END $$ LANGUAGE plpgsql"))
+        else:
+            session.execute(text("DROP TRIGGER api_keys_revocation_permanent"))
+            session.execute(text("DROP TRIGGER audit_events_append_only_update"))
+    assert run_cli("db", "status").code == 1
+    assert run_cli("db", "upgrade").code == 0
+    status = run_cli("db", "status")
+    assert status.code == 0 and "permanence triggers present and enabled" in status.out
+    key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    signed.keys.revoke(key.key.id, actor=ADMIN)
+    from sqlalchemy.exc import DBAPIError
+    with pytest.raises(DBAPIError, match="revocation is permanent"):  # the guard works again, body and all
+        with signed.db.write() as session:
+            session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
