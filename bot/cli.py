@@ -7,6 +7,7 @@ audit chain), 2 usage or input error. Errors are one line on stderr, never a tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import signal
@@ -22,6 +23,7 @@ from storage.errors import CorruptEntry
 from storage.keyformat import is_well_formed
 from storage.keys import KeyService, key_to_dict
 from storage.leaks import Match
+from storage.redaction import looks_like_key, redact
 from storage.timeutil import iso, parse_duration, utcnow
 
 from .config import ConfigError, Settings, load_dotenv_file
@@ -37,10 +39,48 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr and exit code 2."""
+    """argparse, but an error is one line on stderr and exit code 2, and a command's help ends with
+    its examples (``epilog``, printed as written)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _count(text: str) -> int:
+    """A flag's whole number of at least 1, checked before the database is opened."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _entry_id(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be an entry id (0 or more), got {text!r}")
+    return int(text)
+
+
+def _duration(text: str):
+    try:
+        return parse_duration(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("apikeys-bot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _cli_actor() -> str:
@@ -51,43 +91,64 @@ def _cli_actor() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="apikeys", description="Manage, verify and revoke API keys.")
+    parser = _Parser(prog="apikeys", description="Manage, verify and revoke API keys.", epilog=_examples(
+        "apikeys create --name billing-api --owner payments --expires-in 90d",
+        "apikeys list --status all",
+        "apikeys revoke key_3hX9bQ2mZ7pL4tV8w --actor alice --reason compromised",
+        "apikeys revoke - --actor alice --reason compromised   # then paste the leaked key",
+        "apikeys audit --verify --public-key audit-public.pem",
+        "apikeys COMMAND --help"))
+    parser.add_argument("--version", action="version", version=f"apikeys {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
 
-    p = sub.add_parser("create", help="create a key and print its secret once")
+    p = sub.add_parser("create", help="create a key and print its secret once", epilog=_examples(
+        "apikeys create --name billing-api --owner payments --expires-in 90d",
+        "apikeys create --name ci --owner platform --json",
+        "apikeys create --name fleet --owner iot --count 100 > fleet.json"))
     p.add_argument("--name", required=True, help="what the key is for")
     p.add_argument("--owner", required=True, help="team or person responsible (e.g. payments-team)")
-    p.add_argument("--expires-in", metavar="DURATION", help="lifetime such as 90d, 12h, 30m")
-    p.add_argument("--count", type=int, metavar="N", help="create N keys named NAME-1..NAME-N (JSON output)")
+    p.add_argument("--expires-in", metavar="DURATION", type=_duration, help="lifetime such as 90d, 12h, 30m")
+    p.add_argument("--count", type=_count, metavar="N", help="create N keys named NAME-1..NAME-N (JSON output)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("list", help="list keys (never their secrets)")
+    p = sub.add_parser("list", help="list keys (never their secrets)", epilog=_examples(
+        "apikeys list", "apikeys list --status revoked --owner payments", "apikeys list --status all --json"))
     p.add_argument("--status", default="active", choices=["active", "revoked", "expired", "all"])
     p.add_argument("--owner")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("revoke", help="revoke a key permanently (break-glass path when Slack is down)")
-    p.add_argument("key_id", metavar="KEY_ID")
+    p = sub.add_parser("revoke", help="revoke a key permanently (break-glass path when Slack is down)", epilog=_examples(
+        "apikeys revoke key_3hX9bQ2mZ7pL4tV8w --actor alice --reason compromised",
+        "apikeys revoke - --actor alice --reason compromised --note 'pasted in #general'   # paste the key itself",
+        "apikeys list --owner payments   # to find a key's id"))
+    p.add_argument("key_id", metavar="KEY_ID|KEY|-",
+                   help="the key's id, the key itself, or - to read the key (or id) from standard input")
     p.add_argument("--actor", required=True, metavar="WHO", help="who is revoking (name, email or Slack user ID)")
     p.add_argument("--reason", choices=[r.value for r in RevokeReason])
     p.add_argument("--note", metavar="TEXT")
 
-    p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise")
-    p.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
+    p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise", epilog=_examples(
+        "apikeys verify -   # then paste the key", "apikeys verify - --json < key.txt"))
+    p.add_argument("key", metavar="KEY|-", help="the key, or - to read it from standard input")
+    p.add_argument("--json", action="store_true", help="print the code, and the key's id, name, owner and expiry")
 
-    p = sub.add_parser("leak", help="a leak found by hand or by another scanner")
+    p = sub.add_parser("leak", help="a leak found by hand or by another scanner", epilog=_examples(
+        "apikeys leak report - --url https://gist.example.com/abc --source 'manual review'"))
     leak = p.add_subparsers(dest="leak_command", metavar="report", parser_class=_Parser)
     leak.required = True
     q = leak.add_parser("report", help="report a key found where it should not be (revoked at once under the "
-                                       "revoke policy, APIKEYS_PUBLIC_LEAK_ACTION)")
+                                       "revoke policy, APIKEYS_PUBLIC_LEAK_ACTION)", epilog=_examples(
+        "apikeys leak report - --url https://gist.example.com/abc   # then paste the key"))
     q.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
     q.add_argument("--url", default="", help="where it was found (a public URL)")
     q.add_argument("--source", default="manual", metavar="TEXT", help="what found it, or where (default: manual)")
 
-    p = sub.add_parser("audit", help="the audit log, oldest first; its verification, signing key and export")
+    p = sub.add_parser("audit", help="the audit log, oldest first; its verification, signing key and export",
+                       epilog=_examples("apikeys audit --limit 20", "apikeys audit --verify --public-key audit-public.pem",
+                                        "apikeys audit --verify --against-slack", "apikeys audit keygen --out signing.pem",
+                                        "apikeys audit export --since 1000 --follow"))
     p.add_argument("--json", action="store_true")
-    p.add_argument("--limit", type=int, metavar="N", help="only the newest N entries")
+    p.add_argument("--limit", type=_count, metavar="N", help="only the newest N entries")
     p.add_argument("--verify", action="store_true",
                    help="check the hash chain and the signed checkpoints; exit 1 at the first that does not agree")
     p.add_argument("--public-key", metavar="FILE",
@@ -95,20 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against-slack", action="store_true",
                    help="with --verify: also compare every position the audit channel witnessed")
     audit = p.add_subparsers(dest="audit_command", metavar="keygen|export", parser_class=_Parser)
-    q = audit.add_parser("keygen", help="make an audit signing key; prints its public key")
+    q = audit.add_parser("keygen", help="make an audit signing key; prints its public key", epilog=_examples(
+        "apikeys audit keygen --out /etc/apikeys/signing.pem > audit-public.pem"))
     q.add_argument("--out", metavar="FILE", default=DEFAULT_SIGNING_KEY_FILE,
                    help=f"write the private key here (mode 0600; never overwritten; default {DEFAULT_SIGNING_KEY_FILE})")
-    q = audit.add_parser("export", help="the log as JSON lines (entry, hash, covering checkpoint), for a SIEM")
-    q.add_argument("--since", type=int, default=0, metavar="ID", help="only entries after this id (resume)")
+    q = audit.add_parser("export", help="the log as JSON lines (entry, hash, covering checkpoint), for a SIEM",
+                         epilog=_examples("apikeys audit export > audit.jsonl",
+                                          "apikeys audit export --since 1000 --follow | your-siem-shipper"))
+    q.add_argument("--since", type=_entry_id, default=0, metavar="ID", help="only entries after this id (resume)")
     q.add_argument("--follow", action="store_true", help="keep streaming new entries until interrupted")
 
-    p = sub.add_parser("playground", help="the real bot with a local stand-in for Slack, in your browser")
+    p = sub.add_parser("playground", help="the real bot with a local stand-in for Slack, in your browser",
+                       epilog=_examples("apikeys playground", "apikeys playground --port 3001"))
     p.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1; HOST is ignored)")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--allow-existing-database", action="store_true",
                    help="run on DATABASE_URL even though it holds keys the playground did not create")
 
-    p = sub.add_parser("db", help="database schema")
+    p = sub.add_parser("db", help="database schema, guards and privileges", epilog=_examples(
+        "apikeys db status", "apikeys db upgrade   # as the owning role: DATABASE_MIGRATION_URL, else DATABASE_URL",
+        "apikeys db grant apikeys_runtime"))
     db = p.add_subparsers(dest="db_command", metavar="upgrade|status|grant", parser_class=_Parser)
     db.required = True
     db.add_parser("upgrade", help="apply schema migrations as the owning role (DATABASE_MIGRATION_URL, else "
@@ -119,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "TRUNCATE, no trigger changes); run as the owner")
     q.add_argument("role", metavar="ROLE", help="an existing login role that does not own the tables")
 
-    p = sub.add_parser("admins", help="who holds the admin role")
+    p = sub.add_parser("admins", help="who holds the admin role", epilog=_examples(
+        "apikeys admins list", "apikeys admins add U012AB3CD --actor alice", "apikeys admins remove U012AB3CD"))
     admins = p.add_subparsers(dest="admins_command", metavar="list|add|remove", parser_class=_Parser)
     admins.required = True
     admins.add_parser("list", help="list admins")
@@ -153,9 +221,7 @@ def _json_array(out: TextIO, items: Sequence[Any]) -> None:
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_create(store: Store, args, out: TextIO, err: TextIO) -> int:
-    expires_in = parse_duration(args.expires_in) if args.expires_in is not None else None
-    if args.count is not None and args.count < 1:
-        raise InvalidInput("--count must be at least 1")
+    expires_in = args.expires_in
     created = store.keys.create(name=args.name, owner=args.owner, actor=_cli_actor(), expires_in=expires_in, count=args.count)
     if args.count is not None:
         _json_array(out, [c.shown() for c in created])
@@ -199,9 +265,33 @@ def cmd_list(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _key_to_revoke(store: Store, given: str, err: TextIO) -> str:
+    """The id of the key to revoke: ``given`` is its id, the key itself, or ``-`` (either, on stdin).
+    The likeliest input in a breach is the leaked key itself: it is looked up by digest, and no
+    message ever repeats it."""
+    on_stdin = given == "-"
+    if on_stdin:
+        given = sys.stdin.readline().strip()
+        if not given:
+            raise UsageError("nothing on standard input (paste the key or its id)")
+    if not looks_like_key(given):
+        return given.strip()
+    if not is_well_formed(given):
+        raise UsageError("that looks like one of our keys, but its checksum does not match (a typo, or a "
+                         "truncated copy?); nothing was revoked")
+    key = store.keys.find_by_secret(given)
+    if key is None:
+        raise UsageError("that is one of our keys in shape, but no key we issued; nothing was revoked")
+    if not on_stdin:
+        err.write("apikeys: warning: the key is now in your shell history and visible in 'ps' (it is being revoked, "
+                  "so that no longer matters); next time use 'apikeys revoke -' and paste it on standard input\n")
+    return key.id
+
+
 def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
+    key_id = _key_to_revoke(store, args.key_id, err)
     outcome = store.keys.revoke(
-        args.key_id, actor=args.actor, reason=args.reason, note=args.note, context={"via": "cli"}
+        key_id, actor=args.actor, reason=args.reason, note=args.note, context={"via": "cli"}
     )
     key = outcome.key
     if outcome.revoked_now:
@@ -216,7 +306,10 @@ def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
 def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
     secret = _read_key(args, err, "verify")
     result = store.keys.verify(secret, via="cli")
-    out.write(result.code.value + "\n")
+    if args.json:
+        _json(out, result.to_dict())
+    else:
+        out.write(result.code.value + "\n")
     return EXIT_OK if result.valid else EXIT_NEGATIVE
 
 
@@ -257,8 +350,6 @@ def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -
 def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -> int:
     if args.audit_command == "export":
         return _audit_export(store, args, out)
-    if args.limit is not None and args.limit < 1:
-        raise InvalidInput("--limit must be at least 1")
     if (args.public_key or args.against_slack) and not args.verify:
         raise UsageError("--public-key and --against-slack go with --verify")
     if args.verify:
@@ -330,8 +421,6 @@ def _witness_client(settings: Settings):
 
 
 def _audit_export(store: Store, args, out: TextIO) -> int:
-    if args.since < 0:
-        raise InvalidInput("--since must be an entry id (0 or more)")
     since = args.since
     stop = _stop_requested() if args.follow else []
     while True:
@@ -428,10 +517,18 @@ COMMANDS = {
 def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
         env: dict[str, str] | None = None) -> int:
     out = out or sys.stdout
-    err = err or sys.stderr
+    err = _Redacting(err or sys.stderr)  # whatever goes wrong, no message repeats a key
     store = None
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if not argv:  # 'apikeys' alone: what it can do
+            build_parser().print_help(out)
+            return EXIT_OK
+        try:
+            with contextlib.redirect_stdout(out):  # --help and --version print to our out
+                args = build_parser().parse_args(argv)
+        except SystemExit as exc:
+            return int(exc.code or 0)
         if args.command == "audit" and args.audit_command == "keygen":
             return cmd_keygen(args, out)
         if args.command == "playground":
@@ -470,6 +567,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     except KeyboardInterrupt:
         err.write("apikeys: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader of our output went away: main() ends quietly
+        raise
     except Exception as exc:  # last resort: one line, no traceback, no secret
         err.write(f"apikeys: error: unexpected {type(exc).__name__}; nothing was changed unless reported above\n")
         return EXIT_USAGE
@@ -478,9 +577,31 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             store.close()
 
 
+class _Redacting:
+    """A text stream that masks every key-shaped string written to it (stderr's last line of defence)."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     load_dotenv_file()
-    sys.exit(run())
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:  # 'apikeys list | head': the reader has gone; end quietly
+        import os
+
+        # stdout to /dev/null, so that the interpreter's own flush at exit prints nothing either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

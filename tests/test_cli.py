@@ -149,7 +149,6 @@ BAD_INPUT = {
     "count-negative": ["create", "--name", "x", "--owner", "ops", "--count", "-2"],
     "count-not-a-number": ["create", "--name", "x", "--owner", "ops", "--count", "three"],
     "unknown-command": ["frobnicate"],
-    "no-command": [],
     "unknown-option": ["list", "--colour"],
     "bad-status": ["list", "--status", "bogus"],
     "revoke-unknown-key": ["revoke", UNKNOWN_KEY_ID, "--actor", "alice"],
@@ -535,3 +534,91 @@ def test_the_last_admin_cannot_be_removed_from_the_cli_either(run_cli):
     assert result.code == 2 and "last admin" in result.err and result.err.count("\n") == 1
     assert "UONLYADMIN" in run_cli("admins", "list", env=no_bootstrap).out
     assert [e["action"] for e in audit_json(run_cli)].count("admin.removed") == 1
+
+
+# == for people (contract: "Command line for people") ===========================================
+def test_apikeys_alone_prints_its_help_and_version_prints_the_version(run_cli):
+    alone = run_cli()
+    assert alone.code == 0 and alone.out.startswith("usage: apikeys") and "examples:" in alone.out
+    version = run_cli("--version")
+    assert version.code == 0 and version.out.strip().startswith("apikeys ") and version.out.strip() != "apikeys"
+
+
+@pytest.mark.parametrize("command", [["create"], ["list"], ["revoke"], ["verify"], ["audit"], ["audit", "export"],
+                                     ["admins"], ["db"], ["leak", "report"]])
+def test_each_commands_help_ends_with_examples(run_cli, command):
+    result = run_cli(*command, "--help")
+    assert result.code == 0
+    tail = result.out.rstrip().splitlines()
+    examples = next(i for i, line in enumerate(tail) if line == "examples:")
+    assert all(line.startswith("  apikeys ") for line in tail[examples + 1:]), result.out
+
+
+@pytest.mark.parametrize("argv", [["create", "--name", "x", "--owner", "o", "--expires-in", "soon"],
+                                  ["create", "--name", "x", "--owner", "o", "--count", "0"],
+                                  ["audit", "--limit", "0"], ["audit", "export", "--since", "-3"]])
+def test_flags_are_checked_before_the_database_is_opened(tmp_path, argv):
+    from .helpers import cli_runner
+
+    missing = tmp_path / "never-created.db"
+    result = cli_runner(f"sqlite:///{missing}")(*argv)
+    assert_one_line_error(result)
+    assert not missing.exists()
+
+
+def test_revoke_takes_the_key_itself_and_never_prints_it(run_cli):
+    created = run_cli("create", "--name", "leaked", "--owner", "payments", "--json")
+    key = json.loads(created.out)
+    result = run_cli("revoke", key["key"], "--actor", "alice", "--reason", "compromised")
+    assert result.code == 0, result.err
+    assert key["id"] in result.out and key["key"] not in result.out + result.err
+    assert list_json(run_cli, "--status", "revoked")[0]["id"] == key["id"]
+
+
+def test_revoke_reads_the_key_from_stdin(run_cli):
+    key = json.loads(run_cli("create", "--name", "leaked", "--owner", "payments", "--json").out)
+    result = run_cli("revoke", "-", "--actor", "alice", stdin=key["key"] + "\n")
+    assert result.code == 0 and key["id"] in result.out
+    assert key["key"] not in result.out + result.err and "shell history" not in result.err
+
+
+@pytest.mark.parametrize("mangle", [lambda k: k[:-1] + ("A" if k[-1] != "A" else "B"), lambda k: k[:20]],
+                         ids=["typo", "truncated"])
+def test_revoke_of_a_mistyped_key_says_so_without_printing_it(run_cli, mangle):
+    key = json.loads(run_cli("create", "--name", "leaked", "--owner", "payments", "--json").out)
+    wrong = mangle(key["key"])
+    for result in (run_cli("revoke", wrong, "--actor", "alice"), run_cli("revoke", "-", "--actor", "alice", stdin=wrong)):
+        assert_one_line_error(result)
+        assert wrong not in result.err and key["key"][:12] not in result.err
+    assert list_json(run_cli, "--status", "revoked") == []
+
+
+def test_a_key_in_an_unexpected_place_is_never_echoed(run_cli):
+    key = json.loads(run_cli("create", "--name", "leaked", "--owner", "payments", "--json").out)
+    for argv in (["revoke", "--actor", "alice", "--reason", key["key"], "x"], ["list", key["key"]],
+                 ["revoke", key["key"], key["key"], "--actor", "a"]):
+        result = run_cli(*argv)
+        assert result.code == 2 and key["key"] not in result.err + result.out, argv
+
+
+def test_verify_json_prints_the_keys_id_name_owner_and_expiry(run_cli):
+    key = json.loads(run_cli("create", "--name", "svc", "--owner", "payments", "--expires-in", "30d", "--json").out)
+    result = run_cli("verify", "-", "--json", stdin=key["key"] + "\n")
+    body = json.loads(result.out)
+    assert result.code == 0 and body["code"] == "VALID" and body["key_id"] == key["id"]
+    assert (body["name"], body["owner"], body["expires_at"]) == ("svc", "payments", key["expires_at"])
+    run_cli("revoke", key["id"], "--actor", "alice")
+    revoked = run_cli("verify", "-", "--json", stdin=key["key"] + "\n")
+    assert revoked.code == 1 and json.loads(revoked.out)["code"] == "REVOKED"
+
+
+def test_output_piped_into_head_ends_quietly(run_cli, database_url, tmp_path):
+    import subprocess
+    import sys
+
+    run_cli("create", "--name", "fleet", "--owner", "iot", "--count", "3000")
+    env = {"DATABASE_URL": database_url, "PATH": os.environ["PATH"]}
+    pipeline = subprocess.run(f"{sys.executable} -m bot.cli list --status all | head -2", shell=True, env=env,
+                              capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert len(pipeline.stdout.splitlines()) == 2
+    assert pipeline.stderr == "", pipeline.stderr
