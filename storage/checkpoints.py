@@ -94,22 +94,34 @@ def signature_valid(public_key: str, msg: bytes, signature: str) -> bool:
     return True
 
 
-def _pem_text(value: str, what: str) -> bytes:
+def _pem_text(value: str, what: str, *, secret: bool = False) -> bytes:
+    """The PEM that ``value`` is, or names as a file. Forgiven: one pair of quotes around it, and
+    newlines written as ``\\n`` (both usual in .env files). ``secret``: whatever is wrong, no message
+    repeats any of the value (it may be most of a private key), not even as a file name."""
     text = value.strip()
-    if text.startswith("-----BEGIN"):
-        return text.encode()
-    path = Path(value).expanduser()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if "-----BEGIN" in text:
+        if not text.startswith("-----BEGIN"):
+            raise InvalidInput(f"{what} has text before its '-----BEGIN' line (set it to the PEM alone, or to the "
+                               "path of a PEM file)")
+        return text.replace("\\n", "\n").encode()
+    if secret and ("\n" in text or len(text) > 1024 or "PRIVATE" in text):
+        raise InvalidInput(f"{what} is neither a PEM private key (it must begin with '-----BEGIN') nor the path of a "
+                           "file holding one")
+    path = Path(text).expanduser()
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+        named = "the file it names" if secret else str(path)
+        raise InvalidInput(f"{what}: cannot read {named}: {exc.strerror or exc.__class__.__name__}") from None
 
 
 def load_signer(value: str) -> Signer:
     """``APIKEYS_AUDIT_SIGNING_KEY``: an Ed25519 private key as PEM, or the path of a PEM file."""
     what = "APIKEYS_AUDIT_SIGNING_KEY"
     try:
-        key = serialization.load_pem_private_key(_pem_text(value, what), password=None)
+        key = serialization.load_pem_private_key(_pem_text(value, what, secret=True), password=None)
     except (ValueError, TypeError):
         raise InvalidInput(f"{what} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):

@@ -12,7 +12,9 @@ line of defence.
 
 from __future__ import annotations
 
+import html
 import re
+import urllib.parse
 from typing import Any
 
 from .keyformat import KEY_PREFIX, MASK_ELLIPSIS
@@ -25,15 +27,36 @@ def _masked(match: re.Match) -> str:
     return f"{KEY_PREFIX}_{MASK_ELLIPSIS}{match.group(0)[-4:]}[redacted]"
 
 
+def _decoded(text: str) -> str | None:
+    """``text`` with the encodings a URL or a web page carries undone (percent-encoding, applied up to
+    three times over, and HTML character references), when that reveals a key-shaped string; else None."""
+    if "%" not in text and "&" not in text:
+        return None
+    decoded = text
+    for _ in range(3):
+        step = html.unescape(urllib.parse.unquote(decoded)) if "%" in decoded or "&" in decoded else decoded
+        if step == decoded:
+            break
+        decoded = step
+    if decoded != text and _MARKER in decoded and KEY_LIKE_RE.search(decoded):
+        return decoded
+    return None
+
+
 def redact(text: str) -> str:
-    """``text`` with every key-shaped string masked."""
-    if _MARKER not in text:
+    """``text`` with every key-shaped string masked. A key that only shows once the text is decoded
+    (``apk%5F…`` in a URL, ``apk&#95;…`` in a page) is masked in the decoded text, which is what is
+    then kept: the encoded secret never survives."""
+    decoded = _decoded(text)
+    if decoded is not None:
+        text = decoded
+    elif _MARKER not in text:
         return text
     return KEY_LIKE_RE.sub(_masked, text)
 
 
 def looks_like_key(text: str) -> bool:
-    return _MARKER in text and KEY_LIKE_RE.search(text) is not None
+    return (_MARKER in text and KEY_LIKE_RE.search(text) is not None) or _decoded(text) is not None
 
 
 def redact_value(value: Any) -> Any:

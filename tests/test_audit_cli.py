@@ -278,3 +278,28 @@ def test_a_row_that_does_not_parse_is_named_and_exits_1(signed_cli, database_url
     assert result.code == 1, (result.out, result.err)
     assert f"audit entry 2: {problem}" in result.out + result.err
     assert "unexpected" not in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda pem: f'"{pem}"',                           # quoted in a .env file
+    lambda pem: f"'{pem}'",
+    lambda pem: "APIKEYS_AUDIT_SIGNING_KEY=" + pem,   # the name pasted in with it
+    lambda pem: pem.replace("\n", "\\n"),             # newlines written as \n
+    lambda pem: pem.replace("\n", " "),
+    lambda pem: pem[:-30],                            # cut short
+], ids=["double-quoted", "single-quoted", "prefixed", "escaped-newlines", "one-line", "truncated"])
+def test_a_malformed_inline_signing_key_is_named_never_printed(run_cli, database_url, tmp_path, mangle):
+    private, _ = checkpoints.generate()
+    value = mangle(private)
+    body = "".join(private.splitlines()[1:-1])
+    result = run_cli("create", "--name", "x", "--owner", "y", env={"APIKEYS_AUDIT_SIGNING_KEY": value})
+    if result.code == 0:  # forgiven (quotes, escaped newlines): the key works, and is still never printed
+        assert body[:16] not in result.out + result.err
+        return
+    assert result.code == 2 and "APIKEYS_AUDIT_SIGNING_KEY" in result.err
+    for chunk in (body[i:i + 16] for i in range(0, len(body) - 16, 16)):
+        assert chunk not in result.err
+    server = start_server(database_url, tmp_path, {"APIKEYS_AUDIT_SIGNING_KEY": value}, wait=False)
+    assert server.proc.wait(timeout=30) == 2
+    assert "APIKEYS_AUDIT_SIGNING_KEY" in server.log()
+    assert all(chunk not in server.log() for chunk in (body[i:i + 16] for i in range(0, len(body) - 16, 16)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.parse
 
 import pytest
 
@@ -183,3 +184,20 @@ def test_payload_fields_that_reach_audit_details_are_masked(store, leaked):
     assert leaked[4:-4] not in everything
     assert everything.count("[redacted]") == 6
     assert store.audit.verify() is None
+
+
+@pytest.mark.parametrize("encode", [
+    lambda k: k.replace("_", "%5F"), lambda k: k.replace("_", "%5f"), lambda k: k.replace("_", "%255F"),
+    lambda k: "".join(f"%{ord(c):02X}" for c in k), lambda k: k.replace("_", "&#95;"), lambda k: k.replace("_", "&lowbar;"),
+], ids=["percent", "percent-lower", "double-percent", "all-percent", "html-decimal", "html-named"])
+def test_a_key_in_an_encoding_a_url_or_text_carries_is_masked_before_storing(run_cli, database_url, encode):
+    from storage.redaction import redact
+
+    key = json.loads(run_cli("create", "--name", "svc", "--owner", "ops", "--json").out)["key"]
+    url = "https://gist.example.com/raw?token=" + encode(key) + "&x=1"
+    assert key not in redact(url) and key[4:] not in redact(url) and key[4:] not in urllib.parse.unquote(redact(url))
+    result = run_cli("leak", "report", "-", "--url", url, stdin=key + "\n")
+    assert result.code == 0, result.err
+    dump = everything_stored(database_url)
+    assert key[4:] not in dump and encode(key)[4:] not in dump
+    assert key[4:] not in urllib.parse.unquote(urllib.parse.unquote(dump))
