@@ -82,7 +82,7 @@ def canonical_sqlite_triggers() -> dict[str, str]:
     migrated once per process): a trigger dropped and recreated weaker is told from the real one."""
     from sqlalchemy import create_engine
 
-    from . import migrate
+    from .alembic_config import alembic_config
 
     with tempfile.TemporaryDirectory() as scratch:
         engine = create_engine(f"sqlite:///{Path(scratch) / 'scratch.db'}")
@@ -90,7 +90,7 @@ def canonical_sqlite_triggers() -> dict[str, str]:
             with engine.begin() as conn:
                 from alembic import command
 
-                command.upgrade(migrate._config(conn), "head")
+                command.upgrade(alembic_config(conn), "head")
                 return {name: sql for name, sql in conn.execute(text(
                     "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))}
         finally:

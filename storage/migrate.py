@@ -9,16 +9,15 @@ and upgraded from there.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from .alembic_config import alembic_config
 from .db import Database
 from .errors import DatabaseUnavailable, InvalidInput
 
 log = logging.getLogger("apikeys.migrate")
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOCK_ID = 7262311
 # The newest revision in migrations/versions (tests/test_migrations.py holds it to alembic's own
 # answer). Every CLI command checks the database against it, so the check reads one row instead
@@ -27,12 +26,7 @@ SCHEMA_HEAD = "0005"
 
 
 def _config(connection=None):
-    from alembic.config import Config  # alembic only when migrating: it costs every command 0.1 s to import
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    return config
+    return alembic_config(connection)
 
 
 def head_revision() -> str:

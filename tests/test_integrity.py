@@ -128,6 +128,7 @@ def test_a_clean_installation_verifies_with_its_tables(signed, run_cli):
     signed.admins.add("UREAL0001", actor=ADMIN)
     result = run_cli("audit", "--verify")
     assert result.code == 0 and "every key and admin in the tables has its entries" in result.out
+    assert "BROKEN" not in result.out
 
 
 def test_db_status_reports_a_missing_or_disabled_trigger(signed, run_cli):
