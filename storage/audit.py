@@ -216,14 +216,14 @@ class AuditLog:
             last_id, prev = 0, GENESIS_HASH
         else:
             last_id, prev = head
-        newest_cp = None
+        newest_cp, alerts = None, 0
         if self.signer is not None:
             # The head row is locked: no append of ours can be between this read and our checkpoint.
             newest_cp = session.execute(select(AuditCheckpoint.entry_id, AuditCheckpoint.hash)
                                         .order_by(AuditCheckpoint.entry_id.desc()).limit(1)).first()
             alert = _unvouched_alert(newest_cp, last_id)
-            if alert is not None:
-                events = [alert, *events]
+            if alert is not None:  # written first (its own post), before the entries it was found with
+                events, alerts = [alert, *events], 1
         if not events:
             return []
         rows = []
@@ -247,10 +247,13 @@ class AuditLog:
             # The first checkpoint of a log adopts the entries written before signing was turned on.
             first = rows[0][0] if newest_cp is not None else 1
             self._checkpoint(session, first, rows[-1][0], prev, at, newest_cp[1] if newest_cp else None)
-        if self.notify_channel and notify:
+        if self.notify_channel and alerts:  # the tamper alert is always posted, on its own
             self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
-                                payload={"first": rows[0][0], "last": rows[-1][0]})
-        return _Appended(rows)
+                                payload={"first": rows[0][0], "last": rows[0][0]})
+        if self.notify_channel and notify and len(rows) > alerts:
+            self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
+                                payload={"first": rows[alerts][0], "last": rows[-1][0]})
+        return _Appended(rows[alerts:] if not seal else rows)
 
     def _insert(self, session: Session) -> BulkInsert:
         if self._bulk is None:

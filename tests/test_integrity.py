@@ -285,3 +285,19 @@ def test_db_upgrade_as_the_owner_puts_back_what_was_removed_disabled_or_altered(
     with pytest.raises(DBAPIError, match="revocation is permanent"):  # the guard works again, body and all
         with signed.db.write() as session:
             session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
+
+
+def test_the_audit_channel_is_told_in_words_what_was_found(signed, signer):
+    from bot.slack.blocks import audit_post
+
+    key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    signed.keys.revoke(key.key.id, actor=ADMIN, reason="compromised")
+    unrevoke_with_ddl(signed, key.key.id)
+    mint_key_with_sql(signed)
+    SelfCheck(signed.db, signed.audit, public_key=signer.public_raw).run()
+    entries = signed.audit.oldest_first()
+    restored = audit_post([e for e in entries if e.action == "key.revocation_restored"])
+    assert "Revocation restored" in restored[0] and f"apk_…{key.secret[-4:]}" in str(restored[1])
+    assert key.secret not in str(restored)
+    alert = audit_post([next(e for e in entries if e.action == "audit.tamper_detected")])
+    assert alert[0].startswith(":rotating_light: *Tamper detected*") and "no key.created entry" in str(alert[1])

@@ -283,13 +283,16 @@ def test_the_next_append_after_an_entry_apikeys_did_not_write_alerts_once(ours, 
     ours.act(1)
     forged_id = insert_at_head(ours.store)
     created = ours.store.keys.create(name="after", owner="payments", actor=ADMIN)[0]  # never blocked
-    ours.store.keys.revoke(created.key.id, actor=ADMIN, reason="compromised")
+    outcome = ours.store.keys.revoke(created.key.id, actor=ADMIN, reason="compromised")
+    assert outcome.event.action == "key.revoked"  # the caller gets its own entry, not the alert
     ours.deliver()
     alerts = [e for e in ours.store.audit.oldest_first() if e.action == "audit.tamper_detected"]
     assert len(alerts) == 1 and alerts[0].id == forged_id + 1  # appended first, with the create it detected at
     assert f"audit entries {forged_id}-{forged_id}" in alerts[0].details and "not written by apikeys" in alerts[0].details
     assert any("tamper detected" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
-    assert any(f"{forged_id}-{forged_id}" in (m["text"] + str(m["blocks"])) for m in ours.slack.messages)
+    alert_posts = [m for m in ours.slack.messages if f"{forged_id}-{forged_id}" in m["text"] + str(m["blocks"])]
+    assert len(alert_posts) == 1  # a post of its own, and the create and revoke keep theirs
+    assert sum("after" in m["text"] + str(m["blocks"]) for m in ours.slack.messages) >= 2
     assert ours.store.keys.get(created.key.id).revoked_at is not None
 
 

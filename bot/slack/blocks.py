@@ -517,6 +517,21 @@ def _post_admin(verb: str):
     return render
 
 
+def _post_tamper(p: _Post) -> str:
+    """Someone other than apikeys changed its tables: what was found, and where to look."""
+    problem = esc(str(p.details.get("problem", "an unexplained change")))[:2500]
+    return (f":rotating_light: *Tamper detected*: {problem}\n"
+            f"Found by {who(p.first.actor)} · {when(p.first.at)} · check with `apikeys audit --verify` and "
+            "`apikeys db status`")
+
+
+def _post_revocation_restored(p: _Post) -> str:
+    d = p.details
+    return (f":rotating_light: *Revocation restored*: {p.key_ref} was valid again although audit entry "
+            f"#{esc(str(d.get('entry', '?')))} revoked it at {when(_parse_iso(d.get('revoked_at')))}: someone changed "
+            f"the table outside apikeys. Revoked again from the log's entry · {when(p.first.at)}")
+
+
 def _post_other(p: _Post) -> str:
     """An action this version has no renderer for (one recorded by a newer release)."""
     subject = f": {p.key_ref}" if p.details.get("key") else ""
@@ -532,6 +547,8 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
     Action.ADMIN_ADDED: _post_admin("is now an admin"),
     Action.ADMIN_REMOVED: _post_admin("is no longer an admin"),
     Action.COMMAND_DENIED: _post_command_denied,
+    Action.TAMPER_DETECTED: _post_tamper,
+    Action.KEY_REVOCATION_RESTORED: _post_revocation_restored,
 }
 
 
