@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -158,6 +159,19 @@ class BulkInsert:
             connection.exec_driver_sql(self.sql, params)
 
 
+def _create_private(path: str) -> None:
+    """A new SQLite database file is created mode 0600 before SQLite opens it: its -wal and -shm
+    files take the database file's mode, so none of the three is readable by other users whatever the
+    umask. An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a directory that does not exist or cannot be written: SQLite says so when it opens it
+    os.chmod(path, 0o600)
+
+
 class Database:
     """Owns the engines. ``read()`` and ``write()`` give sessions that commit or roll back."""
 
@@ -183,6 +197,7 @@ class Database:
             path = parsed.database
             if path and path != ":memory:" and not parsed.query and not path.startswith("file:"):
                 self._sqlite_path = path
+                _create_private(path)
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
             self.read_engine = self.write_engine

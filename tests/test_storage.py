@@ -897,3 +897,19 @@ def test_the_admin_service_never_removes_the_last_admin(database_url):
         assert [e.action for e in store.audit.oldest_first()].count("admin.removed") == 1
     finally:
         store.close()
+
+
+def test_a_new_sqlite_database_and_its_wal_and_shm_files_are_private(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual umask: files would be world-readable
+    try:
+        store = open_store(f"sqlite:///{tmp_path / 'private.db'}")
+        store.keys.create(name="svc", owner="ops", actor="UADMIN001")
+        files = [tmp_path / name for name in ("private.db", "private.db-wal", "private.db-shm")]
+        assert all(f.exists() for f in files)
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+        store.close()
+    finally:
+        os.umask(old)
