@@ -17,6 +17,7 @@ import errno
 import gc
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -29,6 +30,8 @@ from .config import ConfigError, Settings, load_dotenv_file
 
 log = logging.getLogger("apikeys.server")
 
+# What prometheus-client writes in multi-process mode: <type>_<pid>.db (gauges: gauge_<mode>_<pid>.db).
+METRIC_FILE = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 GRACEFUL_TIMEOUT = 8  # seconds; the contract promises an exit within 10
 BACKLOG = 2048
 
@@ -95,7 +98,8 @@ def prepare_metrics_dir() -> str:
     """``PROMETHEUS_MULTIPROC_DIR`` for this server's processes, before anything imports
     prometheus-client (it chooses multi-process mode at import) and before the workers fork.
 
-    Set: the directory is created if missing and emptied of the previous run's files (counters
+    Set: the directory is created if missing and emptied of the previous run's metric files (only the
+    names prometheus-client writes: a directory holding anything else is refused, never emptied) (counters
     start again from zero with the server, as Prometheus expects of a restart). Unset: a fresh
     private directory (mode 0700, in /dev/shm unless TMPDIR says otherwise) is made and removed when
     the server exits."""
@@ -104,9 +108,14 @@ def prepare_metrics_dir() -> str:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if path:
         os.makedirs(path, exist_ok=True)
-        for name in os.listdir(path):
-            if name.endswith(".db"):
-                os.remove(os.path.join(path, name))
+        names = os.listdir(path)
+        others = sorted(name for name in names if not METRIC_FILE.match(name))
+        if others:  # the data directory given by mistake: never delete what is not ours
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR {path} holds files that are not prometheus-client's metric "
+                              f"files ({shown}); give it a directory of its own (nothing was deleted)")
+        for name in names:
+            os.remove(os.path.join(path, name))
     else:
         # In memory where there is a tmpfs: the workers write their counts to mmap'd files, and on a
         # disk the kernel's write-back would make writes fault again after every flush.
@@ -135,6 +144,9 @@ def run_server(settings: Settings, wrap=None) -> int:
         metrics_dir = prepare_metrics_dir()
     except OSError as exc:
         log.error("cannot start: PROMETHEUS_MULTIPROC_DIR cannot be used: %s", exc)
+        return 2
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
         return 2
     try:
         # Migrations as the owning role when one is given (DATABASE_MIGRATION_URL); the workers use DATABASE_URL.

@@ -215,6 +215,22 @@ def test_the_server_empties_a_given_metrics_dir_at_start(database_url: str, tmp_
         server.stop()
 
 
+def test_a_metrics_dir_holding_anything_else_is_refused_and_nothing_in_it_deleted(tmp_path: Path):
+    """The data directory given by mistake: its database (and everything else) survives, and the
+    server refuses to start with one line naming the problem."""
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"sqlite:///{data / 'apikeys.db'}"
+    open_store(url).close()
+    (data / "counter_123.db").write_bytes(b"stale")
+    before = sorted(p.name for p in data.iterdir())
+    server = start_server(url, tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(data)}, wait=False)
+    assert server.proc.wait(timeout=30) == 2
+    assert sorted(p.name for p in data.iterdir()) == before
+    assert "PROMETHEUS_MULTIPROC_DIR" in server.log() and "apikeys.db" in server.log()
+    assert "Traceback" not in server.log()
+
+
 def test_without_a_metrics_dir_the_server_makes_a_private_one_and_removes_it(database_url: str, tmp_path: Path):
     env = {"TMPDIR": str(tmp_path)}
     server = start_server(database_url, tmp_path, env)
