@@ -13,6 +13,7 @@ import os
 import re
 import unicodedata
 from collections import namedtuple
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -473,6 +474,19 @@ class KeyService:
         if key is None or not keyformat.digests_equal(key.digest, wanted):
             return None
         return key
+
+    def find_by_secrets(self, secrets: Sequence[str], *, chunk: int = 500) -> dict[str, ApiKey]:
+        """The keys that any of ``secrets`` belong to, by digest, in one query per ``chunk`` of
+        well-formed candidates (leak watch: every candidate in a message, however many decoys)."""
+        by_digest = {keyformat.digest(s): s for s in dict.fromkeys(secrets) if keyformat.is_well_formed(s)}
+        found: dict[str, ApiKey] = {}
+        digests = list(by_digest)
+        with self.db.read() as session:
+            for start in range(0, len(digests), chunk):
+                for key in session.scalars(select(ApiKey).where(ApiKey.digest.in_(digests[start:start + chunk]))):
+                    if key.digest in by_digest:
+                        found[by_digest[key.digest]] = key
+        return found
 
     def search(self, text: str, *, limit: int = 15) -> list[ApiKey]:
         """Keys matching a fragment: a key id, a masked key (``apk_…a1b2``), the last four

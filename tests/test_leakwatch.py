@@ -88,3 +88,27 @@ def test_the_receipt_and_the_leak_entry_are_one_transaction(store, key, monkeypa
     assert warn_about_leaks(store, event, client, OWN_BOT_USER, OWN_BOT) == 1  # the retry warns …
     assert warn_about_leaks(store, event, client, OWN_BOT_USER, OWN_BOT) == 0  # … once
     assert len(leaked_events(store)) == 1 and len(client.posts) == 1
+
+
+def test_decoys_cannot_hide_a_real_key_and_all_are_looked_up_in_one_query(store, key, monkeypatch):
+    """Well-formed keys we never issued (anyone can compute the checksum) pasted before a real one."""
+    from storage.keyformat import generate_secret
+
+    decoys = [generate_secret() for _ in range(250)]
+    queries = []
+    original = store.keys.find_by_secrets
+    monkeypatch.setattr(store.keys, "find_by_secrets", lambda secrets: queries.append(len(secrets)) or original(secrets))
+    client = RecordingClient()
+    text = " ".join(decoys) + f" and the real one {key.secret}"
+    assert warn_about_leaks(store, message(user="U0DEV0001", text=text), client, OWN_BOT_USER, OWN_BOT) == 1
+    assert [d["key"] for d in leaked_events(store)] == [key.key.masked]
+    assert queries == [251]
+
+
+def test_find_by_secrets_finds_each_known_key_by_digest(store, key):
+    from storage.keyformat import generate_secret
+
+    other = store.keys.create(name="other", owner="ops", actor="test")[0]
+    found = store.keys.find_by_secrets([generate_secret(), key.secret, other.secret, "apk_not-a-key"] +
+                                       [generate_secret() for _ in range(1200)])
+    assert {s: k.id for s, k in found.items()} == {key.secret: key.key.id, other.secret: other.key.id}

@@ -82,8 +82,9 @@ def warn_about_leaks(store: Store, event: dict, client, bot_user_id: str | None,
         already = set(find_keys_in_text(_texts(previous)))
         found = [k for k in found if k not in already]
     warned = 0
-    for secret in found[:10]:
-        key = store.keys.find_by_secret(secret)
+    known = store.keys.find_by_secrets(found)  # every candidate, in one query: decoys hide nothing
+    for secret in found:
+        key = known.get(secret)
         if key is None:
             continue
         now = utcnow()
