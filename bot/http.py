@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -109,6 +110,20 @@ def _read(stream, size: int) -> bytes:
         raise HttpError(400, UNREADABLE) from None
 
 
+UNAVAILABLE = "UNAVAILABLE"  # the code a key check answers (503) when the key store cannot be read
+_COMPLAINT_EVERY = 60.0  # seconds between two log lines about the database being unavailable
+_last_complaint = [-_COMPLAINT_EVERY]
+
+
+def _complain_unavailable(path: str, exc: Exception) -> None:
+    """One line a minute while the key store cannot be read, however many requests fail (never a
+    traceback per request)."""
+    now = time.monotonic()
+    if now - _last_complaint[0] >= _COMPLAINT_EVERY:
+        _last_complaint[0] = now
+        log.error(fields(event="request", path=path, outcome="database_unavailable", error=str(exc)[:200]))
+
+
 def _presented_key(environ: dict) -> str | None:
     auth = environ.get("HTTP_AUTHORIZATION", "")
     if auth:
@@ -163,9 +178,10 @@ class KeyApiApp:
         except HttpError as exc:
             extra = [("Allow", exc.allow)] if hasattr(exc, "allow") else None
             return _respond(start_response, exc.status, {"error": exc.message}, extra)
-        except DatabaseUnavailable:
-            log.error(fields(event="request", path=path, outcome="database_unavailable"))
-            return _respond(start_response, 503, {"error": "the key store is unavailable; try again"})
+        except DatabaseUnavailable as exc:
+            _complain_unavailable(path, exc)
+            return _respond(start_response, 503, {"code": UNAVAILABLE, "error": "the key store is unavailable; try again"},
+                            [("Retry-After", "5")])
         except Exception:
             log.exception(fields(event="request", path=path, outcome="error"))
             return _respond(start_response, 500, {"error": "internal error"})
@@ -224,6 +240,11 @@ class KeyApiApp:
         return _respond(start_response, 200, answer)
 
     def health(self, environ: dict, start_response) -> list[bytes]:
-        if self.store.db.ping():
-            return _respond(start_response, 200, {"status": "ok", "database": "ok"})
-        return _respond(start_response, 503, {"status": "unavailable", "database": "unreachable"})
+        """200 when keys can be checked and revoked; 503 saying which part fails (a load balancer
+        takes a replica out whose revocations would fail, not only one that cannot check keys)."""
+        if not self.store.db.ping():
+            return _respond(start_response, 503, {"status": "unavailable", "database": "unreachable"})
+        problem = self.store.db.writable()
+        if problem is not None:
+            return _respond(start_response, 503, {"status": "unavailable", "database": problem})
+        return _respond(start_response, 200, {"status": "ok", "database": "ok"})

@@ -27,7 +27,11 @@ def _error(description: str, example: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref("Error"), "example": {"error": example}}}}
 
 
-UNAVAILABLE = _error("The key store does not answer; try again (nothing was decided).", "the key store is unavailable; try again")
+UNAVAILABLE = {"description": "The key store cannot be read; try again (nothing was decided: never a pass). "
+                              "Retry-After says when.",
+               "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
+               "content": {"application/json": {"schema": _ref("Unavailable"), "example": {
+                   "code": "UNAVAILABLE", "error": "the key store is unavailable; try again"}}}}
 
 
 def _verify_result(code: VerifyCode, required: tuple[str, ...], description: str) -> dict[str, Any]:
@@ -116,7 +120,8 @@ def build() -> dict[str, Any]:
         "responses": {
             "200": {"description": "The key store answers.", "content": {"application/json": {
                 "schema": _ref("Health"), "example": {"status": "ok", "database": "ok"}}}},
-            "503": {"description": "The key store does not answer.", "content": {"application/json": {
+            "503": {"description": "The key store does not answer, or cannot be written (revocations would "
+                                   "fail): `database` says which.", "content": {"application/json": {
                 "schema": _ref("Health"), "example": {"status": "unavailable", "database": "unreachable"}}}},
         },
     }
@@ -224,7 +229,11 @@ def build() -> dict[str, Any]:
                     "code": {"allOf": [_ref("VerifyCode")], "not": {"const": "VALID"}},
                     "key_id": KEY_ID, "error": {"type": "string"}}},
                 "Health": {"type": "object", "required": ["status", "database"], "properties": {
-                    "status": {"enum": ["ok", "unavailable"]}, "database": {"enum": ["ok", "unreachable"]}}},
+                    "status": {"enum": ["ok", "unavailable"]},
+                    "database": {"type": "string", "examples": ["ok", "unreachable",
+                                                                "read-only: revocations and audit entries cannot be written"]}}},
+                "Unavailable": {"type": "object", "required": ["code", "error"], "properties": {
+                    "code": {"const": "UNAVAILABLE"}, "error": {"type": "string"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "GitHubLeak": {"type": "object", "required": ["token", "type"], "properties": {
                     "token": {"type": "string"}, "type": {"type": "string"}, "url": {"type": "string"},

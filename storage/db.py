@@ -99,6 +99,10 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
 
 
 HEALTH_SQL = "SELECT last_id FROM audit_head WHERE id = 1"  # the one row every migrated store has
+# Needs a write transaction and the UPDATE privilege, changes nothing: refused by a read-only database
+# (a PostgreSQL standby or default_transaction_read_only, a read-only SQLite file), a role without it.
+WRITE_PROBE_SQL = "UPDATE audit_head SET last_id = last_id WHERE 1 = 0"
+WRITABLE_TTL = 5.0  # seconds a write probe's answer is kept (health is asked often)
 
 
 class BulkInsert:
@@ -230,6 +234,11 @@ class Database:
             if exc.connection_invalidated or _is_unavailable(exc.orig):
                 raise DatabaseUnavailable(f"the database is unavailable ({type(exc.orig).__name__})") from exc
             raise
+        except Exception as exc:
+            session.rollback()
+            if _is_unavailable(exc):  # the driver's own error, raised by a reconnect outside SQLAlchemy's wrapping
+                raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+            raise
         except BaseException:
             session.rollback()
             raise
@@ -249,6 +258,46 @@ class Database:
         except Exception:  # any failure means "not healthy"
             log.warning("database ping failed", exc_info=False)
             return False
+
+    def writable(self) -> str | None:
+        """None when revocations could be written now, else why not ("read-only: …"). Probed at most
+        every WRITABLE_TTL seconds; on SQLite a writer holding the lock counts as writable."""
+        now = time.monotonic()
+        cached = getattr(self, "_writable_cache", None)
+        if cached is not None and now - cached[0] < WRITABLE_TTL:
+            return cached[1]
+        problem = self._probe_write()
+        self._writable_cache = (now, problem)
+        return problem
+
+    def _probe_write(self) -> str | None:
+        try:
+            if self._sqlite_path is not None:
+                conn = sqlite3.connect(self._sqlite_path, timeout=0.5, isolation_level=None, check_same_thread=False)
+                try:
+                    conn.execute("BEGIN")
+                    conn.execute(WRITE_PROBE_SQL)
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    conn.close()
+                return None
+            with self.write_engine.connect() as conn:
+                with conn.begin() as transaction:
+                    if self.dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL statement_timeout = 2000")
+                    conn.exec_driver_sql(WRITE_PROBE_SQL)
+                    transaction.rollback()
+            return None
+        except Exception as exc:
+            text = str(getattr(exc, "orig", None) or exc).lower()
+            if "locked" in text or "busy" in text:
+                return None  # another writer holds the lock: writes work
+            if "read-only" in text or "readonly" in text or "read only" in text:
+                return "read-only: revocations and audit entries cannot be written"
+            if "permission denied" in text:
+                return "not writable by this role: revocations and audit entries cannot be written"
+            return f"not writable ({type(getattr(exc, 'orig', None) or exc).__name__})"
 
     def fetch_one(self, sql: str, params: tuple) -> tuple | None:
         """The first row of a prebuilt statement, for the key-verification hot path.
@@ -275,6 +324,10 @@ class Database:
             raw = self.read_engine.raw_connection()
         except DBAPIError as exc:
             raise DatabaseUnavailable(f"the database is unavailable ({type(exc.orig).__name__})") from exc
+        except Exception as exc:  # a reconnect after the pool was invalidated raises the driver's own error
+            if not _is_unavailable(exc):
+                raise
+            raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
         try:
             cursor = raw.cursor()
             cursor.execute(sql, params)

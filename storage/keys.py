@@ -9,8 +9,10 @@ Invariants owned here (and backed by database triggers, see ``db.py``):
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import re
+import time
 import unicodedata
 from collections import namedtuple
 from collections.abc import Sequence
@@ -19,15 +21,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, tuple_, update
+from sqlalchemy.exc import DBAPIError
 
 from . import keyformat
 from .audit import Action, AuditEvent, AuditLog, EventInput
 from .db import BulkInsert, Database
-from .errors import InvalidInput, KeyNotFound
+from .errors import DatabaseUnavailable, InvalidInput, KeyNotFound
 from .models import ApiKey, RevokeReason
 from .redaction import looks_like_key, redact
 from .timeutil import iso, utcnow
 from .usage import RevokedUseCounter
+
+log = logging.getLogger("apikeys.keys")
 
 MAX_BATCH = 100_000
 MAX_NAME = 80
@@ -300,6 +305,7 @@ class KeyService:
         self._verify = _VerifyRead(db.read_engine.dialect)
         self._bulk: BulkInsert | None = None
         self._recently_touched: dict[str, datetime] = {}  # key id -> when its last use was recorded, as far as we know
+        self._last_write_complaint = -60.0
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -429,7 +435,7 @@ class KeyService:
         if found[_REVOKED_AT] is not None or found[_EXPIRES_AT] is not None:  # the rare paths: the whole row
             row = self._verify.row(found)
             if row.revoked_at is not None:
-                self.revoked_uses.record(ApiKey(**row._asdict()), now, via=via)
+                self._best_effort(self.revoked_uses.record, ApiKey(**row._asdict()), now, via=via)
                 return Verification(VerifyCode.REVOKED, key_id=row.id)
             if now >= row.expires_at:
                 return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
@@ -443,9 +449,22 @@ class KeyService:
         if recorded is None or now - recorded >= LAST_USED_RESOLUTION:
             last_used = self._verify.value(found, _LAST_USED_AT)
             if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-                self._touch(key_id, now)
+                self._best_effort(self._touch, key_id, now)
             self._remember_touch(key_id, last_used, now)
         return Verification(VerifyCode.VALID, key_id=key_id, name=found[1], owner=found[2], expires_at=expires_at)
+
+    def _best_effort(self, write, *args, **kwargs) -> None:
+        """A verification's bookkeeping (last use, a revoked key's presentations): a database that can
+        be read but not written must not fail the check, whose answer is already known. Logged at
+        most once a minute."""
+        try:
+            write(*args, **kwargs)
+        except (DatabaseUnavailable, DBAPIError) as exc:
+            moment = time.monotonic()
+            if moment - self._last_write_complaint >= 60:
+                self._last_write_complaint = moment
+                log.warning("a verification's record (last use, or a revoked key's use) could not be written: %s; "
+                            "the answer was given anyway", type(getattr(exc, "orig", None) or exc).__name__)
 
     def _remember_touch(self, key_id: str, last_used: datetime | None, now: datetime) -> None:
         if len(self._recently_touched) >= 50_000:  # bounded: forgetting only costs a read

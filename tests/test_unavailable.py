@@ -1,0 +1,140 @@
+"""When the key store cannot be read, a key check answers 503 ``UNAVAILABLE`` (never 500, never a
+pass) and the log says so once a minute; when it can be read but not written, every key gets its
+correct code and ``/healthz`` says 503 (revocations would fail)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import storage.db
+from bot.http import KeyApiApp
+from storage import open_store
+
+from .helpers import ADMIN
+
+
+def call(app, path: str, method: str = "GET", body: bytes = b"", headers: dict | None = None):
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": method, "wsgi.input": io.BytesIO(body),
+               "CONTENT_LENGTH": str(len(body)), **(headers or {})}
+    answer = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(response_headers)
+
+    payload = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], json.loads(payload) if payload else None
+
+
+def verify(app, secret: str):
+    return call(app, "/v1/keys/verify", "POST", json.dumps({"key": secret}).encode())
+
+
+def auth(app, secret: str):
+    return call(app, "/v1/auth", headers={"HTTP_AUTHORIZATION": f"Bearer {secret}"})
+
+
+def take_down(database_url: str, tmp_path: Path) -> None:
+    """The database goes away: PostgreSQL's database dropped (its connections terminated); SQLite's
+    file gone, with a directory where it was (it cannot be created again)."""
+    if database_url.startswith("postgresql"):
+        url = make_url(database_url)
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
+        admin.dispose()
+        return
+    path = Path(make_url(database_url).database)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.mkdir()
+
+
+@pytest.fixture
+def app_and_keys(database_url):
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    valid = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    revoked = store.keys.create(name="old", owner="ops", actor=ADMIN)[0]
+    store.keys.revoke(revoked.key.id, actor=ADMIN, reason="rotation")
+    yield KeyApiApp(store), valid, revoked
+    store.close()
+
+
+def test_a_key_store_that_cannot_be_read_answers_503_unavailable_and_logs_once_a_minute(
+        app_and_keys, database_url, tmp_path, caplog):
+    app, valid, _ = app_and_keys
+    assert verify(app, valid.secret)[0] == 200
+    take_down(database_url, tmp_path)
+    app.store.db.dispose()  # SQLite: an open connection would go on reading the unlinked file
+    caplog.set_level(logging.INFO)
+    with freeze_time("2030-01-01 10:00:00") as clock:
+        for _ in range(5):
+            status, headers, body = verify(app, valid.secret)
+            assert (status, body["code"]) == (503, "UNAVAILABLE") and headers["Retry-After"]
+            status, headers, body = auth(app, valid.secret)
+            assert (status, body["code"]) == (503, "UNAVAILABLE")
+        assert sum("database_unavailable" in r.getMessage() for r in caplog.records) == 1
+        assert not any(r.exc_info for r in caplog.records)  # no traceback per request
+        clock.tick(61)
+        verify(app, valid.secret)
+        assert sum("database_unavailable" in r.getMessage() for r in caplog.records) == 2
+    assert call(app, "/healthz")[0] == 503
+
+
+@pytest.fixture
+def read_only(database_url, monkeypatch):
+    """From now on the database can be read but not written: PostgreSQL's default_transaction_read_only
+    (as on a standby), SQLite's query_only on every new connection (root ignores a file's mode)."""
+    def make_read_only(store):
+        if database_url.startswith("postgresql"):
+            url = make_url(database_url)
+            admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on'))
+            admin.dispose()
+        else:
+            configure = storage.db._configure_sqlite
+
+            def query_only(connection):
+                configure(connection)
+                connection.execute("PRAGMA query_only = ON")
+
+            monkeypatch.setattr(storage.db, "_configure_sqlite", query_only)
+            real_connect = storage.db.sqlite3.connect
+
+            def connect(*args, **kwargs):
+                connection = real_connect(*args, **kwargs)
+                connection.execute("PRAGMA query_only = ON")
+                return connection
+
+            monkeypatch.setattr(storage.db.sqlite3, "connect", connect)
+        store.db.dispose()  # new connections from here on
+        store.db._writable_cache = None
+
+    yield make_read_only
+    if database_url.startswith("postgresql"):
+        url = make_url(database_url)
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{url.database}" RESET default_transaction_read_only'))
+        admin.dispose()
+
+
+def test_a_read_only_database_gives_every_key_its_code_and_health_says_it_cannot_write(app_and_keys, read_only):
+    app, valid, revoked = app_and_keys
+    assert call(app, "/healthz")[:1] == (200,)
+    read_only(app.store)
+    assert verify(app, valid.secret)[2]["code"] == "VALID"  # its last use cannot be recorded: still VALID
+    assert verify(app, revoked.secret)[2]["code"] == "REVOKED"  # its use cannot be counted: still REVOKED
+    assert auth(app, valid.secret)[0] == 204
+    assert auth(app, revoked.secret)[0] == 401
+    assert verify(app, "apk_" + "x" * 28)[2]["code"] == "MALFORMED"
+    status, _, body = call(app, "/healthz")
+    assert status == 503 and body["database"].startswith("read-only")
