@@ -8,7 +8,10 @@ DER signature, ``Github-Public-Key-Identifier`` names the key among those publis
 
 Those keys are fetched when first needed and cached; an identifier we do not know makes us fetch
 them again (GitHub rotated a key in), at most once a minute whatever arrives, so a stream of forged
-identifiers cannot make us hammer GitHub. Nothing is parsed before the signature is verified.
+identifiers cannot make us hammer GitHub. The fetch runs on a thread of its own, never under a lock
+a request waits on: a request waits for it at most ``FETCH_WAIT`` seconds, then answers 503 (GitHub
+retries), so a slow GitHub cannot tie up the threads that answer ``/v1/auth``. Nothing is parsed
+before the signature is verified.
 
 The matches go to ``storage.leaks`` (one transaction for the alert); the answer is GitHub's
 feedback array, ``[{"token_hash", "token_type", "label"}]``: a token is named by its SHA-256,
@@ -44,6 +47,7 @@ ALERT_PATH = "/v1/secret-scanning/github"
 MAX_ALERT_BODY = 1024 * 1024
 REFETCH_INTERVAL = timedelta(minutes=1)
 FETCH_TIMEOUT = 5.0
+FETCH_WAIT = 1.0  # seconds a request waits for a fetch under way before it answers 503
 MAX_KEYS_DOCUMENT = 256 * 1024
 MAX_IDENTIFIER = 256
 USER_AGENT = "apikeys-bot/0.1"
@@ -103,31 +107,52 @@ class GitHubKeys:
     """GitHub's signing keys, cached; fetched again for an unknown identifier at most once a minute."""
 
     def __init__(self, url: str = DEFAULT_KEYS_URL, *, fetch: Callable[[str], bytes] = fetch_keys_document,
-                 interval: timedelta = REFETCH_INTERVAL):
+                 interval: timedelta = REFETCH_INTERVAL, wait: float = FETCH_WAIT):
         self.url = url
         self._fetch = fetch
         self.interval = interval
+        self.wait = wait
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._fetched_at: datetime | None = None  # the last attempt, successful or not
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields above; never held while fetching
+        self._fetching: threading.Event | None = None  # set when the fetch under way is done
+        self._failed = False  # the last fetch failed
 
     def get(self, identifier: str) -> ec.EllipticCurvePublicKey | None:
-        """The key, or None when GitHub does not publish it. OSError: the keys could not be fetched."""
+        """The key, or None when GitHub does not publish it. OSError: the keys could not be fetched
+        (or not within ``wait`` seconds: the fetch goes on, and a later request finds its answer)."""
         with self._lock:
             key = self._keys.get(identifier)
             if key is not None:
                 return key
-            now = utcnow()
-            if self._fetched_at is not None and now - self._fetched_at < self.interval:
-                return None  # asked again too soon: the answer would be the same (or cost GitHub a request)
-            self._fetched_at = now
-            try:
-                self._keys = parse_keys_document(self._fetch(self.url))
-            except (OSError, ValueError) as exc:  # unreachable, not 200, not the document we expect
-                log.warning(fields(event="github_keys", outcome="fetch_failed", url=self.url, error=type(exc).__name__))
-                raise OSError("GitHub's public keys could not be fetched") from None
-            log.info(fields(event="github_keys", outcome="fetched", keys=len(self._keys)))
+            done = self._fetching
+            if done is None:
+                now = utcnow()
+                if self._fetched_at is not None and now - self._fetched_at < self.interval:
+                    return None  # asked again too soon: the answer would be the same (or cost GitHub a request)
+                self._fetched_at = now
+                done = self._fetching = threading.Event()
+                threading.Thread(target=self._fetch_in_background, args=(done,), name="github-keys",
+                                 daemon=True).start()
+        if not done.wait(self.wait):
+            raise OSError("GitHub's public keys are still being fetched")
+        with self._lock:
+            if self._failed:
+                raise OSError("GitHub's public keys could not be fetched")
             return self._keys.get(identifier)
+
+    def _fetch_in_background(self, done: threading.Event) -> None:
+        try:
+            keys = parse_keys_document(self._fetch(self.url))
+        except Exception as exc:  # unreachable, not 200, not the document we expect
+            log.warning(fields(event="github_keys", outcome="fetch_failed", url=self.url, error=type(exc).__name__))
+            with self._lock:
+                self._failed, self._fetching = True, None
+        else:
+            log.info(fields(event="github_keys", outcome="fetched", keys=len(keys)))
+            with self._lock:
+                self._keys, self._failed, self._fetching = keys, False, None
+        done.set()
 
 
 def _header_text(value: str | None, what: str) -> str:

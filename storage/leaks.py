@@ -20,6 +20,7 @@ No token is ever stored, logged or returned: what comes back names a token by it
 from __future__ import annotations
 
 import enum
+import hashlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,14 @@ def _clean(value: object, limit: int) -> str:
     return redact(text)[:limit]
 
 
+def _token_hash(token: object) -> str:
+    """SHA-256 of a reported token as it was sent: a lone surrogate (valid JSON, never one of our keys)
+    is hashed as its UTF-8 bytes would be, instead of failing the whole report."""
+    if not isinstance(token, str):
+        return ""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class LeakService:
     def __init__(self, db: Database, audit: AuditLog, keys: KeyService):
         self.db = db
@@ -95,7 +104,7 @@ class LeakService:
         actor = check_actor(actor)
         policy = LeakPolicy(policy)
         via = _clean(via, MAX_LABEL)
-        hashes = [keyformat.digest(m.token) if isinstance(m.token, str) else "" for m in matches]
+        hashes = [_token_hash(m.token) for m in matches]
         types = [_clean(m.type, MAX_LABEL) for m in matches]
         # The format and the checksum first: only well-formed tokens are looked up.
         wanted = sorted({h for m, h in zip(matches, hashes, strict=True) if keyformat.is_well_formed(m.token)})

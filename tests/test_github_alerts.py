@@ -570,3 +570,51 @@ def test_revoke_from_the_audit_post_of_an_alert(world, github_keys):
     result = world.stub.wait_for_response(thread, since=before)
     assert ":white_check_mark:" in shown(result)
     assert code(world.store, key) == "REVOKED"
+
+
+# ======================================================================= a slow GitHub, odd tokens
+def test_a_slow_github_never_holds_a_request_thread_longer_than_the_wait(keys):
+    """The keys are fetched on a thread of their own: while GitHub does not answer, every request
+    for an unknown identifier returns (503: GitHub retries) after at most ``wait``, one fetch is made
+    for all of them, and a later request finds the keys once the fetch is done."""
+    import threading
+
+    from bot.github import GitHubKeys
+
+    release, fetching, fetches = threading.Event(), threading.Event(), []
+
+    def slow_fetch(url: str) -> bytes:
+        fetches.append(url)
+        fetching.set()
+        release.wait(60)
+        return json.dumps({"public_keys": []}).encode()
+
+    github = GitHubKeys("http://127.0.0.1:9/keys", fetch=slow_fetch, wait=0.2)
+    outcomes: list[str] = []
+
+    def ask() -> None:
+        try:
+            outcomes.append(repr(github.get("some-identifier")))
+        except OSError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)  # a bound for a hung test, not a speed goal
+    try:
+        assert fetching.is_set() and not release.is_set()
+        assert not any(thread.is_alive() for thread in threads), "a request waited for GitHub"
+        assert outcomes == ["GitHub's public keys are still being fetched"] * 4 and len(fetches) == 1
+    finally:
+        release.set()
+
+
+def test_a_signed_alert_whose_token_is_a_lone_surrogate_is_answered(api, github_keys, keys, database_url):
+    body = b'[{"token": "\\ud800", "type": "apikeys_api_key", "url": "https://x.example/\\udfff", "source": "content"}]'
+    before = everything_stored(database_url)
+    status, answer = send(api, github_keys, body=body)
+    assert status == 200 and answer[0]["label"] == "false_positive"
+    assert answer[0]["token_hash"] == hashlib.sha256("\ud800".encode("utf-8", "surrogatepass")).hexdigest()
+    assert everything_stored(database_url) == before
