@@ -36,7 +36,7 @@ from .keyformat import digest
 from .models import AuditCheckpoint, AuditEvent, AuditHead
 from .outbox import Outbox
 from .receipts import Receipts
-from .redaction import redact, redact_value
+from .redaction import _encodable, redact, redact_value
 from .timeutil import iso, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -232,7 +232,7 @@ class AuditLog:
             # The log is permanent: whatever free text reaches it (a Slack field, a pasted note) is masked.
             masked = redact_value(item.details or {})
             details = canonical_json(masked)
-            actor = redact(item.actor)
+            actor = redact(_encodable(item.actor))
             entry_id = last_id + offset
             # The hash of what is stored: the masked details object is exactly what the stored text
             # parses back to (canonical JSON both times), so it is hashed without a second parse.

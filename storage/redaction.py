@@ -59,13 +59,24 @@ def looks_like_key(text: str) -> bool:
     return (_MARKER in text and KEY_LIKE_RE.search(text) is not None) or _decoded(text) is not None
 
 
+def _encodable(text: str) -> str:
+    """``text`` as it can be stored: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def redact_value(value: Any) -> Any:
     """A JSON-like value (dicts, lists, strings, numbers) with every string in it redacted,
-    dictionary keys included."""
+    dictionary keys included, and made storable (a lone surrogate replaced)."""
     if isinstance(value, str):
-        return redact(value)
+        return redact(_encodable(value))
     if isinstance(value, dict):
-        return {redact(k) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
+        return {redact(_encodable(k)) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_value(v) for v in value]
     return value

@@ -537,12 +537,15 @@ def test_revoke_owner_with_many_keys_and_who_may_do_it(world: World, store: Stor
     fleet = seed_many(store, "fleet", 32, owner="fleet")
     bystander = seed(store, "search-indexer", owner="search-team")
 
-    # A member is refused up front, and nothing changes.
+    # A member is refused up front, and nothing changes (another member than the one below: the audit
+    # channel hears of one user's refusals at most once in five minutes).
     before = snapshot(store)
-    refused = command(world, "revoke-owner fleet", user=MEMBER).body
+    refused = command(world, "revoke-owner fleet", user="UMEMBER02").body
     assert "admins" in shown(refused).lower() and "Nothing changed" in shown(refused)
     assert not find_buttons(refused)
     assert snapshot(store) == before
+    wait_audit_post(world.stub, "Command refused", "<@UMEMBER02>")  # recorded and posted
+    assert [e.actor for e in events(store, "command.denied")] == ["UMEMBER02"]
 
     reply = owner_card(world, "fleet")
     card = reply.body

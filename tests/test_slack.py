@@ -746,6 +746,9 @@ def test_admins_add_and_remove(world: World, store: Store):
     refused = command(world, f"admins add {mention}", user=MEMBER).body
     assert "admins" in shown(refused).lower() and "Nothing changed" in shown(refused)
     assert not store.admins.is_admin(MEMBER) and not events(store, "admin.added")
+    wait_audit_post(world.stub, "Command refused", f"<@{MEMBER}>")  # the refusal is recorded and posted
+    [refusal] = events(store, "command.denied")
+    assert refusal.actor == MEMBER and refusal.details["command"] == "admins add"
 
     mark = world.stub.mark()
     added = shown(command(world, f"admins add {mention}").body)

@@ -14,6 +14,7 @@ from storage import Store
 
 from ..config import Settings
 from . import actions, commands, events, reply
+from .authz import own_workspace_only
 from .context import actor_from_body
 from .delivery import Deliverer
 from .errors import report
@@ -60,6 +61,8 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
         context["store"] = store
         context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own_team, store)
         return next()
+
+    app.middleware(own_workspace_only)  # after the actor is known: another workspace gets nothing at all
 
     @app.error
     def on_error(error: Exception, body: dict) -> BoltResponse | None:

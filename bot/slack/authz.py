@@ -19,6 +19,7 @@ from typing import Any
 from slack_bolt import Ack, BoltContext, BoltResponse
 
 from storage import Action, ApiKey, EventInput, Store
+from storage.refusals import record_refusal
 
 from ..logs import fields
 from . import reply
@@ -55,8 +56,8 @@ def deny(store: Store, actor: Actor, response_url: str | None, why: str, subject
         details.update(name=key.name, key=key.masked, owner=key.owner)
     if requested:
         details["requested_key_id"] = requested[:40]
-    store.audit.record(EventInput(actor=actor.user_id or "unknown", action=Action.KEY_REVOKE_DENIED,
-                                  key_id=key.id if key is not None else None, details=details))
+    record_refusal(store.audit, EventInput(actor=actor.user_id or "unknown", action=Action.KEY_REVOKE_DENIED,
+                                           key_id=key.id if key is not None else None, details=details))
     log.info(fields(event="revoke", key_id=key.id if key else None, actor=actor.user_id, outcome="denied", why=why))
     answer = refused(why, "Not revoked")
     reply.send(response_url, replace=False, text=answer.text, blocks=answer.blocks)
@@ -81,9 +82,72 @@ def require_admin(context: BoltContext, body: dict, ack: Ack, next) -> BoltRespo
     why = actor.refusal()
     if why is None:
         return next()
-    if "command" in body:  # a slash command: the refusal is the ack's ephemeral answer
-        words = str(body.get("text") or "").split()
-        log.info(fields(event="command", actor=actor.user_id, word=" ".join(words[:2])[:40], outcome="refused"))
+    if "command" in body:  # a slash command: the refusal is the ack's ephemeral answer, recorded after it
+        refuse_command_after_ack(context, body, why)
         return ack(response_type="ephemeral", text=why, blocks=message(f":no_entry_sign: {why} Nothing changed.").blocks)
     deny_after_ack(context, body, why, context.get("subject"))
     return ack()
+
+
+def record_command_refusal(store: Store, actor: Actor, body: dict, why: str) -> None:
+    """A refused slash command: ``command.denied`` (what was asked, by whom, where, why)."""
+    words = str(body.get("text") or "").split()
+    what = " ".join(words[:2])[:40]
+    log.info(fields(event="command", actor=actor.user_id, word=what, outcome="refused"))
+    record_refusal(store.audit, EventInput(
+        actor=actor.user_id or "unknown", action=Action.COMMAND_DENIED,
+        details={"command": what, "why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id}))
+
+
+def refuse_command_after_ack(context: BoltContext, body: dict, why: str) -> None:
+    def run() -> None:
+        try:
+            record_command_refusal(context["store"], context["actor"], body, why)
+        except Exception as error:
+            report(error, body)
+
+    _after_ack.submit(run)
+
+
+FOREIGN = ("only members of this app's own workspace can use apikeys; you are signed in from another "
+           "workspace (for example in a shared channel)")
+
+
+def own_workspace_only(context: BoltContext, body: dict, next, ack=None) -> BoltResponse | None:
+    """Global middleware, before every command, click and view: a user of another workspace (Slack
+    Connect) gets no list, card, history or admin list at all, and is told so; each refusal is
+    recorded. Events (leak watch reads every message, whoever posted it) pass."""
+    if not isinstance(body, dict) or body.get("type") == "event_callback" or "event" in body:
+        return next()
+    actor: Actor = context["actor"]
+    if actor.in_own_workspace:
+        return next()
+    if "command" in body:
+        refuse_command_after_ack(context, body, FOREIGN)
+        text = f":no_entry_sign: {FOREIGN[0].upper() + FOREIGN[1:]}. Nothing was shown or changed."
+        return ack(response_type="ephemeral", text=text, blocks=message(text).blocks)
+    deny_after_ack(context, body, FOREIGN, _subject_of(context["store"], body))
+    return ack() if ack is not None else None
+
+
+def _subject_of(store: Store, body: dict) -> Subject | None:
+    """What a refused click was about (the key its button names, or an owner), best effort, so that
+    the refusal's entry names it."""
+    from .values import BadValue, KeyAction, OwnerAction, decode
+
+    actions = body.get("actions")
+    value = actions[0].get("value") if isinstance(actions, list) and actions and isinstance(actions[0], dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        key_action = decode(KeyAction, value)
+    except BadValue:
+        try:
+            owner_action = decode(OwnerAction, value)
+        except BadValue:
+            return None
+        return Subject(details={"owner": owner_action.owner, "count": owner_action.count})
+    try:
+        return Subject(key=store.keys.get(key_action.key_id))
+    except Exception:
+        return None

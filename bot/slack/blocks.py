@@ -425,14 +425,22 @@ def _post_revoke_denied(p: _Post) -> str:
     else:
         target = f"`{esc(d.get('requested_key_id') or p.first.key_id or 'an unknown key')}`"
     return (f":warning: *Revoke refused*: {who(p.first.actor)} tried to revoke {target}\n"
-            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}")
+            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}{_since_last_post(d)}")
+
+
+def _since_last_post(d: dict) -> str:
+    """A refusal post is a summary: the same user's refusals since their last post (recorded, not posted)."""
+    count = d.get("refused_since_last_post")
+    if not isinstance(count, int) or count <= 0:
+        return ""
+    return f"\nAlso {count} more refusal{'s' if count != 1 else ''} of theirs since the last post (`apikeys audit` has each)"
 
 
 def _post_command_denied(p: _Post) -> str:
     d = p.details
     target = f" <@{esc(d['user_id'])}>" if d.get("user_id") else ""
     return (f":warning: *Command refused*: {who(p.first.actor)} · `/apikeys {esc(d.get('command', ''))}`{target}\n"
-            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}")
+            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}{_since_last_post(d)}")
 
 
 def _post_created(p: _Post) -> str:
