@@ -49,6 +49,19 @@ def playground(database_url, tmp_path):
     proc.wait(timeout=15)
 
 
+def listening_ports(port: int) -> set[int]:
+    """The TCP ports on 127.0.0.1 that the process listening on ``port`` listens on (the stand-in's is
+    one of them: what an attacker's page would find by scanning)."""
+    lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    pids = {part.split("pid=")[1].split(",")[0] for line in lines if f":{port} " in line
+            for part in line.split("users:")[1:] if "pid=" in part}
+    found = set()
+    for line in lines:
+        if any(f"pid={pid}," in line for pid in pids):
+            found.add(int(line.split()[3].rsplit(":", 1)[1]))
+    return found
+
+
 @pytest.fixture
 def browser(tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -178,3 +191,95 @@ def test_leak_watch_in_the_playground(playground, browser, database_url):
     wait(browser, lambda d: "contains the API key" in pane_text(d, "channel"), "the leak warning in the thread")
     assert demo.secret[4:] not in pane_text(browser, "audit")
     wait(browser, lambda d: "Key leaked" in pane_text(d, "audit"), "the audit channel alert")
+
+
+
+def test_markup_in_any_text_is_shown_as_text_and_never_runs(playground, browser):
+    """What the bot says (here: a query echoed back) and what a user says are text, not markup."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(playground + "/playground")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
+    attack = '<img src=x onerror="window.pwned=1"><b id=injected>bold</b>'
+    send(browser, f"/apikeys find {attack}")
+    send(browser, f"hello {attack}")
+    # Raw markup in a message the page renders (as a message posted through the stand-in would be):
+    # unclosed, so that an HTML parser would finish the tag; in every place a text is shown.
+    raw = "raw <img src=x onerror=window.pwned=1 //"
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": raw},
+               "fields": [{"type": "mrkdwn", "text": "`" + raw + "`"}, {"type": "plain_text", "text": raw}]},
+              {"type": "context", "elements": [{"type": "mrkdwn", "text": "*" + raw + "*"}]},
+              {"type": "header", "text": {"type": "plain_text", "text": raw}},
+              {"type": "actions", "elements": [{"type": "static_select", "action_id": "x",
+                                                "placeholder": {"type": "plain_text", "text": raw},
+                                                "options": [{"text": {"type": "plain_text", "text": raw}, "value": "v"}]}]}]
+    message = {"id": 99999, "author": "bot", "at": 1700000000, "channel": "C0INCIDENT", "text": raw, "blocks": blocks}
+    rendered = browser.execute_script(
+        "const box = document.createElement('div'); box.id = 'probe'; document.body.appendChild(box);"
+        "box.appendChild(renderMessage(arguments[0]));"
+        "return [box.textContent, box.querySelectorAll('img, script, b#injected').length];", message)
+    assert rendered[0].count("raw <img src=x onerror") >= 5 and rendered[1] == 0, rendered
+    time.sleep(0.3)  # an image's onerror would fire once its load failed
+    wait(browser, lambda d: "<img src=x" in pane_text(d, "channel"), "the query echoed as text")
+    wait(browser, lambda d: "hello" in pane_text(d, "channel"), "the user's message")
+    assert browser.find_elements(By.CSS_SELECTOR, "#channel img, #channel #injected, #channel script") == []
+    assert browser.execute_script("return window.pwned === undefined")
+
+
+def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(playground, browser, database_url,
+                                                                             tmp_path):
+    """The attack as reviewed: a web page the operator visits posts a message through the Slack
+    stand-in (well-known token, no origin check) whose markup then runs in the playground's origin,
+    and calls the playground's API. Every request is refused and nothing changes."""
+    import http.server
+    import json
+    import threading
+    from urllib.parse import urlsplit
+
+    from selenium.webdriver.common.by import By
+
+    port = urlsplit(playground).port
+    stand_ins = sorted(listening_ports(port) - {port})
+    assert stand_ins, "the stand-in's port was not found"
+    payload = "&".join(f"{k}={v}" for k, v in {
+        "token": "xoxb-playground", "channel": "C0INCIDENT",
+        "text": "%3Cimg%20src%3Dx%20onerror%3D%22fetch('/playground/api/command',{method:'POST',headers:"
+                "{'Content-Type':'application/json'},body:JSON.stringify({user:'UADMIN001',command:'/apikeys',"
+                "text:'admins add <@UEVIL0001>'})})%22%3E"}.items())
+    calls = [f"fetch('http://127.0.0.1:{p}/api/chat.postMessage',{{method:'POST',mode:'no-cors',headers:"
+             f"{{'Content-Type':'application/x-www-form-urlencoded'}},body:{json.dumps(payload)}}})" for p in stand_ins]
+    calls.append(f"fetch('{playground}/playground/api/command',{{method:'POST',mode:'no-cors',headers:{{'Content-Type':"
+                 "'text/plain'},body:JSON.stringify({user:'UADMIN001',command:'/apikeys',text:'admins add <@UEVIL0001>'})})")
+    page = f"<html><body><script>{';'.join(calls)};document.title='sent'</script></body></html>".encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        browser.get(playground + "/playground")  # the operator has the playground open ...
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
+        browser.switch_to.new_window("tab")
+        browser.get(f"http://localhost:{evil.server_address[1]}/")  # ... and visits another site
+        wait(browser, lambda d: d.title == "sent", "the attack to be sent")
+        time.sleep(1.5)  # the playground page polls every second: let it render whatever arrived
+        browser.switch_to.window(browser.window_handles[0])
+        state = json.loads(urllib.request.urlopen(playground + "/playground/api/state").read())
+        assert not any("onerror" in json.dumps(m) for m in state["messages"])
+        store = open_store(database_url)
+        try:
+            assert "UEVIL0001" not in {a.user_id for a in store.admins.list()}
+            assert not any(e.action == "admin.added" for e in store.audit.oldest_first())
+        finally:
+            store.close()
+    finally:
+        evil.shutdown()

@@ -388,6 +388,25 @@ def test_it_refuses_a_database_with_keys_it_did_not_seed(database_url, tmp_path)
     assert snapshot(database_url) == before  # no demo keys, no audit entries
 
 
+@pytest.mark.parametrize("prepare, named", [
+    (lambda store: store.admins.add("UREAL0001", actor="cli:alice"), "1 admin"),
+    (lambda store: store.audit.record(__import__("storage").EventInput(actor="cli:alice", action="admin.added",
+                                                                       details={"user_id": "UREAL0001"})),
+     "1 audit entry"),
+], ids=["admins-but-no-key", "an-audit-log-but-no-key"])
+def test_it_refuses_a_real_installation_that_has_no_key_yet(database_url, tmp_path, prepare, named):
+    """Admins and an audit log but no key: the playground would have seeded demo keys into it and
+    signed its log with a throw-away key (breaking a pinned 'audit --verify' for ever)."""
+    store = open_store(database_url)
+    prepare(store)
+    store.close()
+    before = snapshot(database_url)
+    done = _run_to_exit(database_url, tmp_path)
+    assert done.returncode == 2, done
+    assert named in done.stderr and "--allow-existing-database" in done.stderr
+    assert snapshot(database_url) == before
+
+
 def test_allow_existing_database_starts_on_it_and_seeds_nothing(database_url, tmp_path):
     store = open_store(database_url)
     store.keys.create(name="billing", owner="payments", actor="cli:alice")

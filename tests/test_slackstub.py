@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
@@ -72,10 +73,32 @@ def test_auth_test_answers_for_the_bot_token_only(stub: SlackStub, client: WebCl
     assert stub.calls[-1].token == "xoxb-wrong" and not stub.calls[-1].ok
 
 
-def test_get_with_query_params_and_unknown_method(stub: SlackStub):
-    with urllib.request.urlopen(stub.api_url + "auth.test?token=xoxb-test") as resp:
-        assert json.load(resp)["user_id"] == "UBOT00001"
-    assert stub.calls[-1].http_method == "GET"
+def _refused(request) -> tuple[int, dict]:
+    try:
+        urllib.request.urlopen(request)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+    raise AssertionError("the stand-in answered")
+
+
+def test_the_stand_in_answers_the_bot_only(stub: SlackStub):
+    """A web page the operator visits must not post messages (or anything) through it: GET is refused
+    (405), so is anything a browser sends (Origin, Sec-Fetch-*) and any Host but this machine's (403),
+    and a body that is neither a form nor JSON (415). Nothing is recorded."""
+    before = len(stub.calls)
+    assert _refused(stub.api_url + "auth.test?token=xoxb-test")[0] == 405
+    post = stub.api_url + "chat.postMessage"
+    body = b"token=xoxb-test&channel=C0INCIDENT&text=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E"
+    for headers, status in [({"Origin": "https://evil.example"}, 403), ({"Sec-Fetch-Site": "cross-site"}, 403),
+                            ({"Sec-Fetch-Mode": "no-cors"}, 403), ({"Host": "evil.example"}, 403),
+                            ({"Content-Type": "text/plain"}, 415)]:
+        request = urllib.request.Request(post, data=body, method="POST", headers=headers)
+        code, answer = _refused(request)
+        assert code == status and answer["ok"] is False, headers
+    assert len(stub.calls) == before
+
+
+def test_unknown_method(stub: SlackStub):
     req = urllib.request.Request(stub.api_url + "apps.nonsense", data=b"token=xoxb-test", method="POST")
     with urllib.request.urlopen(req) as resp:  # Slack answers unknown methods with HTTP 200
         assert resp.status == 200 and json.load(resp) == {"ok": False, "error": "unknown_method"}

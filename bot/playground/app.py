@@ -342,8 +342,12 @@ DEMO_KEYS = [
 ]
 
 
-def seed(store) -> str | None:
-    """A dozen demo keys across owners (one revoked, one expiring soon); returns one secret to paste."""
+def seed(store, *, mark: bool = True) -> str | None:
+    """A dozen demo keys across owners (one revoked, one expiring soon); returns one secret to paste.
+    ``mark``: the database is marked as the playground's (``PLAYGROUND_MARK``), so that it may start on
+    it again (never a foreign one it was allowed onto: that stays foreign)."""
+    if mark:
+        store.receipts.first_use(PLAYGROUND_MARK)
     if store.keys.count_keys(status="all"):
         return None
     created = {}
@@ -363,21 +367,39 @@ def _shown(database_url: str) -> str:
         return "(not a database URL)"
 
 
-def foreign_keys(database_url: str) -> int:
-    """How many keys the database holds that the playground did not seed (0 for a new database).
-    Reads only: nothing is migrated or written before the answer is known."""
+# The playground marks the databases it makes: a receipt written in the seed's own transaction. A
+# database holding anything (keys, admins, audit entries, checkpoints) without that mark was made by
+# something else, a real installation perhaps, and is refused: the playground makes its demo users
+# admins and signs the audit log with a key thrown away at exit (which would break a pinned
+# 'apikeys audit --verify' of a real log for ever).
+PLAYGROUND_MARK = "playground|database"
+_COUNTED = (("api_keys", "key", "keys"), ("admins", "admin", "admins"), ("audit_events", "audit entry", "audit entries"),
+            ("audit_checkpoints", "audit checkpoint", "audit checkpoints"))
+
+
+def foreign_rows(database_url: str) -> str | None:
+    """What the database holds that the playground did not make ("2 keys, 1 admin"), or None for an
+    empty database or one the playground made. Reads only: nothing is migrated or written first."""
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import SQLAlchemyError
 
     from storage import Database, StorageError
+    from storage.keyformat import digest
 
     db = Database(database_url, pool_size=1)
     try:
         with db.read() as session:
-            if not inspect(session.connection()).has_table("api_keys"):
-                return 0
-            return int(session.execute(text("SELECT COUNT(*) FROM api_keys WHERE created_by <> :seeder"),
-                                       {"seeder": "playground"}).scalar_one())
+            tables = set(inspect(session.connection()).get_table_names())
+            if "receipts" in tables and session.execute(text("SELECT 1 FROM receipts WHERE id = :id"),
+                                                        {"id": digest(PLAYGROUND_MARK)}).first():
+                return None
+            found = []
+            for table, one, many in _COUNTED:
+                if table in tables:
+                    count = int(session.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+                    if count:
+                        found.append(f"{count} {one if count == 1 else many}")
+            return ", ".join(found) or None
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the database at {_shown(database_url)} ({type(exc).__name__})") from None
     finally:
@@ -419,17 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     # DATABASE_URL (from the environment) points the playground at an existing database; by default
     # it gets a fresh one. HOST and PORT are never taken from the environment or .env: only --host/--port.
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp(prefix='apikeys-playground-')}/playground.db"
+    foreign = foreign_rows(database_url)
     if not args.allow_existing_database:
-        foreign = foreign_keys(database_url)
         if foreign:
             return _refuse(
-                f"DATABASE_URL ({_shown(database_url)}) holds {foreign} key{'s' if foreign != 1 else ''} the playground "
-                "did not create, and the playground makes demo users admins of it; unset DATABASE_URL for a fresh "
+                f"DATABASE_URL ({_shown(database_url)}) holds {foreign} the playground did not create; it would make "
+                "demo users admins there and sign its audit log with a throw-away key; unset DATABASE_URL for a fresh "
                 "database, or pass --allow-existing-database if you mean it")
     stub_port = free_port()
     env = {
         "DATABASE_URL": database_url, "HOST": args.host.strip(), "PORT": str(args.port), "WEB_CONCURRENCY": "1",
-        "SLACK_BOT_TOKEN": "xoxb-playground", "SLACK_SIGNING_SECRET": secrets.token_hex(16),
+        # A token of this run's own: the stand-in takes no other (a well-known one, any page could use).
+        "SLACK_BOT_TOKEN": f"xoxb-playground-{secrets.token_hex(16)}", "SLACK_SIGNING_SECRET": secrets.token_hex(16),
         "APIKEYS_ADMINS": f"{ADMIN_USER},{OTHER_WORKSPACE_USER}", "APIKEYS_AUDIT_CHANNEL": AUDIT,
         "SLACK_API_URL": f"http://127.0.0.1:{stub_port}/api/",
         # A signing key of its own (thrown away on exit): the audit channel shows its witness lines.
@@ -440,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, notify_channel=None,
                        signer=settings.audit_signer)
-    demo = seed(store)
+    demo = seed(store, mark=foreign is None)
     store.close()
     host = settings.host
     if host in ("0.0.0.0", "::"):

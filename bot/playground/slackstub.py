@@ -202,7 +202,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         self.server.stub._handle(self)
 
-    do_GET = do_POST
+    def do_GET(self) -> None:  # noqa: N802 - the bot only POSTs; a GET is a browser (or a probe)
+        self.server.stub._refuse(self, 405, "method_not_allowed: the stand-in takes POST only")
+
+    do_PUT = do_DELETE = do_PATCH = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from base
         log.debug("%s " + format, self.address_string(), *args)
@@ -338,9 +341,35 @@ class SlackStub:
 
     # ------------------------------------------------------------------ request handling
 
+    # What a browser adds to every cross-origin request and the bot (slack_sdk, urllib) never sends.
+    BROWSER_HEADERS = ("origin", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest")
+    MEDIA_TYPES = ("application/x-www-form-urlencoded", "application/json", "")
+
+    def _refuse(self, req: _Handler, status: int, error: str) -> None:
+        """Answer without reading, recording or changing anything."""
+        self._send(req, Reply(status, {"ok": False, "error": error}))
+
+    def _foreign(self, req: _Handler, headers: dict[str, str]) -> str | None:
+        """Why a request does not come from the bot on this machine (None when it does): a web page
+        the operator visits must not post messages (or anything) through the stand-in."""
+        if any(name in headers for name in self.BROWSER_HEADERS):
+            return "forbidden: the stand-in answers the bot, not a browser (Origin / Sec-Fetch-* sent)"
+        host = (headers.get("host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        if name not in ("127.0.0.1", "localhost", "[::1]", self.host.lower()):
+            return "forbidden: unknown Host (a DNS rebinding guard)"
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in self.MEDIA_TYPES:
+            return "unsupported_media_type: form-encoded or JSON bodies only"
+        return None
+
     def _handle(self, req: _Handler) -> None:
         parts = urlsplit(req.path)
         headers = {k.lower(): v for k, v in req.headers.items()}
+        refusal = self._foreign(req, headers)
+        if refusal is not None:
+            self._refuse(req, 415 if refusal.startswith("unsupported") else 403, refusal)
+            return
         length = int(headers.get("content-length") or 0)
         raw = req.rfile.read(length) if length > 0 else b""
         query = _parse_form(parts.query)
