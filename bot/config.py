@@ -50,6 +50,7 @@ class Settings:
     public_leak_action: str = "revoke"  # a valid key GitHub found in public: revoke, or only alert
     metrics_port: int | None = None  # METRICS_PORT: /metrics on a listener of its own, off the public one
     self_check_interval: float = 60.0  # APIKEYS_SELF_CHECK_INTERVAL: seconds between the server's self-checks
+    body_timeout: float = 10.0  # APIKEYS_BODY_TIMEOUT: seconds a request body may take to arrive (else 408)
     database_migration_url: str | None = field(default=None, repr=False)  # DATABASE_MIGRATION_URL: the owning role
 
     @property
@@ -89,6 +90,13 @@ class Settings:
         if not 0.1 <= interval <= 86400:
             raise ConfigError(f"APIKEYS_SELF_CHECK_INTERVAL must be a number of seconds from 0.1 to 86400, "
                               f"got {interval_text!r}")
+        body_text = get("APIKEYS_BODY_TIMEOUT") or "10"
+        try:
+            body_timeout = float(body_text)
+        except ValueError:
+            body_timeout = -1.0
+        if not 0.1 <= body_timeout <= 600:
+            raise ConfigError(f"APIKEYS_BODY_TIMEOUT must be a number of seconds from 0.1 to 600, got {body_text!r}")
         signing_key = env.get("APIKEYS_AUDIT_SIGNING_KEY", "").strip()
         try:
             signer = load_signer(signing_key) if signing_key else None
@@ -120,6 +128,7 @@ class Settings:
             public_leak_action=leak_action,
             metrics_port=int(metrics_port_text) if metrics_port_text else None,
             self_check_interval=interval,
+            body_timeout=body_timeout,
             database_migration_url=get("DATABASE_MIGRATION_URL"),
         )
         settings.check()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,7 +42,7 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 STATUS_TEXT = {
     200: "200 OK", 204: "204 No Content", 400: "400 Bad Request", 401: "401 Unauthorized",
-    404: "404 Not Found", 405: "405 Method Not Allowed", 411: "411 Length Required",
+    404: "404 Not Found", 405: "405 Method Not Allowed", 408: "408 Request Timeout", 411: "411 Length Required",
     413: "413 Payload Too Large", 415: "415 Unsupported Media Type", 500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
@@ -105,6 +106,8 @@ def read_body(environ: dict, limit: int = MAX_BODY) -> bytes:
 def _read(stream, size: int) -> bytes:
     try:
         return stream.read(size)
+    except BodyTimeout:
+        raise
     except Exception as exc:  # whatever the server raises for a body it cannot deliver
         log.info(fields(event="request", outcome="unreadable_body", error=type(exc).__name__))
         raise HttpError(400, UNREADABLE) from None
@@ -134,13 +137,88 @@ def _presented_key(environ: dict) -> str | None:
     return api_key or None
 
 
+class BodyTimeout(Exception):
+    """A request body that took longer than the body timeout to arrive."""
+
+
+class _TimedInput:
+    """``wsgi.input`` for one request: releases the body slot once the body has been read, and refuses
+    (``BodyTimeout``) a body that arrived after the deadline. granian has no body timeout of its own
+    (a read blocks the thread until the body is there), so the slots bound how many threads slow
+    bodies can hold, and the deadline turns a trickled body into a 408."""
+
+    def __init__(self, stream, gate: "BodyGate", length: int | None):
+        self._stream, self._gate, self._left = stream, gate, length
+        self._deadline = time.monotonic() + gate.timeout
+
+    def _account(self, data: bytes, size: int) -> bytes:
+        if self._left is not None:
+            self._left -= len(data)
+        if (self._left is not None and self._left <= 0) or not data or (size is not None and 0 < len(data) < size):
+            self._gate.done(self)
+        if time.monotonic() > self._deadline:
+            self._gate.done(self)
+            raise BodyTimeout()
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._account(self._stream.read(size) if size is not None and size >= 0 else self._stream.read(), size)
+
+    def readline(self, *args) -> bytes:
+        return self._account(self._stream.readline(*args), None)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+
+class BodyGate:
+    """At most ``slots`` request bodies are being read at once in a worker (its threads less one, so
+    that health and key checks by GET always find a thread); a request whose body cannot get a slot
+    within ``wait`` seconds is answered 503 without reading it (the connection is closed)."""
+
+    def __init__(self, slots: int, timeout: float, wait: float = 0.5):
+        self.timeout = timeout
+        self.wait = wait
+        self._slots = threading.BoundedSemaphore(max(1, slots))
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, environ: dict) -> bool:
+        """True, with ``wsgi.input`` wrapped, when the body may be read (or there is none)."""
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
+        length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
+        if not chunked and not length:
+            return True
+        if not self._slots.acquire(timeout=self.wait):
+            return False
+        timed = _TimedInput(environ["wsgi.input"], self, None if chunked else length)
+        with self._lock:
+            self._held.add(id(timed))
+        environ["wsgi.input"] = timed
+        environ["apikeys.body"] = timed
+        return True
+
+    def done(self, timed: _TimedInput) -> None:
+        with self._lock:
+            if id(timed) not in self._held:
+                return
+            self._held.discard(id(timed))
+        self._slots.release()
+
+
+CLOSE = [("Connection", "close")]
+
+
 class KeyApiApp:
     """The WSGI callable served by the production server."""
 
     def __init__(self, store: Store, slack_app: WSGIApp | None = None,
                  slack_off: str = "Slack is off on this server (SLACK_BOT_TOKEN is not set)",
-                 github_alerts: github.GitHubAlerts | None = None, metrics_here: bool = True):
+                 github_alerts: github.GitHubAlerts | None = None, metrics_here: bool = True,
+                 body_gate: BodyGate | None = None):
         self.store = store
+        self.body_gate = body_gate or BodyGate(slots=1, timeout=10.0)
         self.slack_app = slack_app
         self.slack_off = slack_off
         self.github_alerts = github_alerts or github.GitHubAlerts(github.GitHubKeys())
@@ -150,6 +228,22 @@ class KeyApiApp:
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET").upper()
+        if not self.body_gate.admit(environ):
+            log.warning(fields(event="request", path=path, outcome="body_slots_busy"))
+            return _respond(start_response, 503, {"error": "too many request bodies are still arriving; try again"},
+                            [("Retry-After", "1"), *CLOSE])
+        try:
+            return self._route(path, method, environ, start_response)
+        except BodyTimeout:
+            log.info(fields(event="request", path=path, outcome="body_timeout"))
+            return _respond(start_response, 408, {"error": f"the request body took longer than "
+                                                           f"{self.body_gate.timeout:g} s to arrive"}, CLOSE)
+        finally:
+            timed = environ.get("apikeys.body")
+            if timed is not None:
+                self.body_gate.done(timed)  # a body left unread, or an error while reading it
+
+    def _route(self, path: str, method: str, environ: dict, start_response) -> Iterable[bytes]:
         try:
             if path == "/v1/keys/verify":
                 self._allow(method, "POST")
@@ -182,6 +276,8 @@ class KeyApiApp:
             _complain_unavailable(path, exc)
             return _respond(start_response, 503, {"code": UNAVAILABLE, "error": "the key store is unavailable; try again"},
                             [("Retry-After", "5")])
+        except BodyTimeout:
+            raise
         except Exception:
             log.exception(fields(event="request", path=path, outcome="error"))
             return _respond(start_response, 500, {"error": "internal error"})

@@ -34,6 +34,10 @@ UNAVAILABLE = {"description": "The key store cannot be read; try again (nothing 
                    "code": "UNAVAILABLE", "error": "the key store is unavailable; try again"}}}}
 
 
+SLOW_BODY = _error("The body took longer than APIKEYS_BODY_TIMEOUT (10 s) to arrive; the connection is closed.",
+                   "the request body took longer than 10 s to arrive")
+
+
 def _verify_result(code: VerifyCode, required: tuple[str, ...], description: str) -> dict[str, Any]:
     properties: dict[str, Any] = {"valid": {"const": code is VerifyCode.VALID}, "code": {"const": code.value}}
     for name in required:
@@ -109,6 +113,7 @@ def build() -> dict[str, Any]:
                 }}}},
             "400": _error("The body is not JSON with a string `key`, or could not be read.",
                           'the body must be a JSON object with a string "key"'),
+            "408": SLOW_BODY,
             "413": _error("The body is larger than 64 KiB.", "request body larger than 65536 bytes"),
             "503": UNAVAILABLE,
         },
@@ -175,6 +180,7 @@ def build() -> dict[str, Any]:
                           'the body must be a JSON array of {"token", "type", "url", "source"} objects'),
             "401": _error("A missing, unknown or wrong signature; nothing changed.",
                           "missing Github-Public-Key-Signature header: alerts must be signed by GitHub"),
+            "408": SLOW_BODY,
             "413": _error("The body is larger than 1 MiB.", "request body larger than 1048576 bytes"),
             "503": _error("GitHub's public keys could not be fetched to check the signature, or the key store does not "
                           "answer; GitHub retries.",

@@ -53,11 +53,17 @@ def create_app(settings: Settings):
 
     alerts = GitHubAlerts(GitHubKeys(settings.github_keys_url), settings.public_leak_action)
     metrics_here = settings.metrics_port is None
+    from .http import BodyGate
+
+    # Bodies are read by at most WEB_THREADS - 1 threads at once: one is always free for GET /healthz
+    # and /v1/auth, however many clients trickle their bodies (granian has no body timeout).
+    gate = BodyGate(slots=settings.threads - 1, timeout=settings.body_timeout)
     if settings.slack_enabled and slack_app is None:
-        return MeteredApp(KeyApiApp(store, metrics_here=metrics_here, github_alerts=alerts,
+        return MeteredApp(KeyApiApp(store, metrics_here=metrics_here, github_alerts=alerts, body_gate=gate,
                                     slack_off="Slack requests arrive over Socket Mode on this server "
                                               "(SLACK_SIGNING_SECRET is not set, so HTTP requests from Slack are refused)"))
-    return MeteredApp(KeyApiApp(store, slack_app=slack_app, github_alerts=alerts, metrics_here=metrics_here))
+    return MeteredApp(KeyApiApp(store, slack_app=slack_app, github_alerts=alerts, metrics_here=metrics_here,
+                                body_gate=gate))
 
 
 # What each forked worker builds its application from (set by run_server before the fork).
