@@ -32,6 +32,18 @@ def _split_ids(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _seconds(get, name: str, default: float, most: float) -> float:
+    """A setting in seconds, from 0.1 to ``most``."""
+    text = get(name) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= most:
+        raise ConfigError(f"{name} must be a number of seconds from 0.1 to {most:g}, got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -82,21 +94,8 @@ class Settings:
         if metrics_port_text is not None and (not metrics_port_text.isdigit() or not 0 < int(metrics_port_text) < 65536
                                               or int(metrics_port_text) == int(port_text)):
             raise ConfigError(f"METRICS_PORT must be a TCP port number other than PORT, got {metrics_port_text!r}")
-        interval_text = get("APIKEYS_SELF_CHECK_INTERVAL") or "60"
-        try:
-            interval = float(interval_text)
-        except ValueError:
-            interval = -1.0
-        if not 0.1 <= interval <= 86400:
-            raise ConfigError(f"APIKEYS_SELF_CHECK_INTERVAL must be a number of seconds from 0.1 to 86400, "
-                              f"got {interval_text!r}")
-        body_text = get("APIKEYS_BODY_TIMEOUT") or "10"
-        try:
-            body_timeout = float(body_text)
-        except ValueError:
-            body_timeout = -1.0
-        if not 0.1 <= body_timeout <= 600:
-            raise ConfigError(f"APIKEYS_BODY_TIMEOUT must be a number of seconds from 0.1 to 600, got {body_text!r}")
+        interval = _seconds(get, "APIKEYS_SELF_CHECK_INTERVAL", 60, 86400)
+        body_timeout = _seconds(get, "APIKEYS_BODY_TIMEOUT", 10, 600)
         signing_key = env.get("APIKEYS_AUDIT_SIGNING_KEY", "").strip()
         try:
             signer = load_signer(signing_key) if signing_key else None

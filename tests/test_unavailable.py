@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,15 +42,24 @@ def auth(app, secret: str):
     return call(app, "/v1/auth", headers={"HTTP_AUTHORIZATION": f"Bearer {secret}"})
 
 
+@contextmanager
+def server_admin(database_url: str):
+    """A connection to the PostgreSQL server's own database (to drop or alter the test's)."""
+    url = make_url(database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            yield conn, url.database
+    finally:
+        admin.dispose()
+
+
 def take_down(database_url: str, tmp_path: Path) -> None:
     """The database goes away: PostgreSQL's database dropped (its connections terminated); SQLite's
     file gone, with a directory where it was (it cannot be created again)."""
     if database_url.startswith("postgresql"):
-        url = make_url(database_url)
-        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
-        admin.dispose()
+        with server_admin(database_url) as (conn, name):
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         return
     path = Path(make_url(database_url).database)
     for suffix in ("", "-wal", "-shm"):
@@ -94,11 +104,8 @@ def read_only(database_url, monkeypatch):
     (as on a standby), SQLite's query_only on every new connection (root ignores a file's mode)."""
     def make_read_only(store):
         if database_url.startswith("postgresql"):
-            url = make_url(database_url)
-            admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on'))
-            admin.dispose()
+            with server_admin(database_url) as (conn, name):
+                conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
         else:
             configure = storage.db._configure_sqlite
 
@@ -120,11 +127,8 @@ def read_only(database_url, monkeypatch):
 
     yield make_read_only
     if database_url.startswith("postgresql"):
-        url = make_url(database_url)
-        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{url.database}" RESET default_transaction_read_only'))
-        admin.dispose()
+        with server_admin(database_url) as (conn, name):
+            conn.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
 
 
 def test_a_read_only_database_gives_every_key_its_code_and_health_says_it_cannot_write(app_and_keys, read_only):
