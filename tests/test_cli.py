@@ -622,3 +622,11 @@ def test_output_piped_into_head_ends_quietly(run_cli, database_url, tmp_path):
                               capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert len(pipeline.stdout.splitlines()) == 2
     assert pipeline.stderr == "", pipeline.stderr
+
+
+@pytest.mark.parametrize("name, value", [("APIKEYS_SELF_CHECK_INTERVAL", "0"), ("APIKEYS_SELF_CHECK_INTERVAL", "soon"),
+                                         ("APIKEYS_BODY_TIMEOUT", "-1"), ("APIKEYS_BODY_TIMEOUT", "9999")])
+def test_a_bad_seconds_setting_is_named_in_one_line(run_cli, name, value):
+    result = run_cli("list", env={name: value})
+    assert_one_line_error(result)
+    assert name in result.err and "seconds" in result.err
