@@ -98,6 +98,94 @@ def test_the_stand_in_answers_the_bot_only(stub: SlackStub):
     assert len(stub.calls) == before
 
 
+def test_the_stand_in_and_the_playground_api_share_one_guard(stub: SlackStub, monkeypatch):
+    """One check decides for both servers (bot.playground.guard.refusal): neither has a copy of its own."""
+    from bot.playground import guard
+    from bot.playground.app import PlaygroundApp
+
+    seen = []
+
+    def refuse_all(headers, **kwargs):
+        seen.append((kwargs["what"], kwargs["own_pages"], headers.get("host")))
+        return guard.Refusal(403, "refused: by the one guard")
+
+    monkeypatch.setattr(guard, "refusal", refuse_all)
+    request = urllib.request.Request(stub.api_url + "auth.test", data=b"token=xoxb-test", method="POST")
+    assert _refused(request) == (403, {"ok": False, "error": "refused: by the one guard"})
+    statuses = []
+    answer = PlaygroundApp(None, SimpleNamespace(), host=None)(
+        {"PATH_INFO": "/playground/api/state", "REQUEST_METHOD": "GET", "HTTP_HOST": "127.0.0.1:3000"},
+        lambda status, headers: statuses.append(status))
+    assert statuses == ["403 Forbidden"] and json.loads(b"".join(answer))["error"] == "refused: by the one guard"
+    assert [own_pages for _, own_pages, _ in seen] == [False, True]
+    assert seen[0][2] == f"127.0.0.1:{stub.port}" and seen[1][2] == "127.0.0.1:3000"
+    assert stub.calls == []
+
+
+def _raw(stub: SlackStub, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is (a malformed one, say) and read the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stub.port), timeout=10) as conn:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_line, extra, body, status", [
+    ("HEAD /api/auth.test", "", b"", 405),
+    ("OPTIONS /api/chat.postMessage", "Access-Control-Request-Method: POST\r\n", b"", 405),
+    ("GET /api/chat.postMessage?token=xoxb-test&channel=C0INCIDENT&text=hi", "", b"", 405),
+    ("DELETE /response/cmd-1", "", b"", 405),
+    ("POST /api/auth.test", "Content-Length: abc\r\n", b"token=xoxb-test", 400),
+    ("POST /api/auth.test", "Content-Length: -5\r\n", b"token=xoxb-test", 400),
+    ("POST /api/auth.test", "Content-Length: 99999999\r\n", b"token=xoxb-test", 413),
+    ("POST /nowhere", "Content-Length: 0\r\n", b"", 404),
+], ids=["head", "options", "get-a-write-method", "delete", "length-not-a-number", "negative-length", "too-large",
+        "unknown-path"])
+def test_a_bad_request_gets_a_json_4xx_and_records_nothing(stub: SlackStub, capfd, request_line, extra, body,
+                                                          status):
+    """Never an HTML error page, a dropped connection or a traceback: a JSON error, and nothing recorded."""
+    request = (f"{request_line} HTTP/1.1\r\nHost: 127.0.0.1:{stub.port}\r\n"
+               f"Content-Type: application/x-www-form-urlencoded\r\n{extra}Connection: close\r\n\r\n").encode() + body
+    got, headers, answer = _raw(stub, request)
+    assert got == status, (got, answer)
+    assert headers["content-type"].startswith("application/json")
+    if request_line.startswith("HEAD"):
+        assert answer == b""
+    else:
+        data = json.loads(answer)
+        assert data["ok"] is False and data["error"]
+    if status == 405:
+        assert headers["allow"] == "POST"
+    assert stub.calls == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("method, body", [
+    ("chat.update", {"channel": "C0INCIDENT", "ts": ["1.2"], "text": "x"}),
+    ("chat.update", {"channel": ["C0INCIDENT"], "ts": "1.2", "text": "x"}),
+    ("chat.delete", {"channel": "C0INCIDENT", "ts": {"a": 1}}),
+    ("chat.postMessage", {"channel": "C0INCIDENT", "text": "x", "thread_ts": ["1.2"]}),
+    ("chat.postEphemeral", {"channel": "C0INCIDENT", "user": ["U1"], "text": "x"}),
+    ("conversations.info", {"channel": ["C0INCIDENT"]}),
+])
+def test_arguments_of_the_wrong_type_are_a_slack_error_not_a_crash(stub: SlackStub, capfd, method, body):
+    """Slack answers invalid_arguments (HTTP 200, ok false); the stand-in did raise and drop the connection."""
+    request = urllib.request.Request(stub.api_url + method, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer xoxb-test"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200 and json.load(resp) == {"ok": False, "error": "invalid_arguments"}
+    assert stub.messages == {}
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_unknown_method(stub: SlackStub):
     req = urllib.request.Request(stub.api_url + "apps.nonsense", data=b"token=xoxb-test", method="POST")
     with urllib.request.urlopen(req) as resp:  # Slack answers unknown methods with HTTP 200

@@ -16,7 +16,8 @@ The page's JSON API changes the database the playground runs on (``/apikeys admi
 command away), so it answers only the page itself: ``application/json`` bodies (a cross-site form
 or ``text/plain`` fetch, which a browser sends without asking, gets 415), no other origin (checked
 with ``Sec-Fetch-Site`` and ``Origin``; 403), and only under a host name that cannot be rebound to
-this machine by someone else's DNS (localhost, an IP address, ``--host``, this machine's name).
+this machine by someone else's DNS (localhost, an IP address, ``--host``, this machine's name): one
+check, ``guard.refusal``, which the Slack stand-in applies to its own requests too.
 The playground listens on 127.0.0.1 unless ``--host`` says otherwise, and refuses to start on a
 database holding keys it did not seed unless ``--allow-existing-database`` is given.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import ipaddress
 import itertools
 import json
 import os
@@ -38,8 +38,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
+from . import guard
 from .sender import SlackSender
 from .slackstub import ADMIN_USER, MEMBER_USER, OTHER_WORKSPACE_USER, SlackStub
 
@@ -191,15 +192,8 @@ PAGE_HEADERS = [
     ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
 ]
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found",
-           405: "405 Method Not Allowed", 415: "415 Unsupported Media Type", 502: "502 Bad Gateway"}
-
-
-def _host_and_port(netloc: str, default_port: int) -> tuple[str, int]:
-    """``("127.0.0.1", 3000)`` from ``127.0.0.1:3000`` (``ValueError`` when it is not a host[:port])."""
-    parts = urlsplit("//" + netloc)
-    if not parts.hostname or parts.username is not None or parts.path or parts.query or parts.fragment:
-        raise ValueError(netloc)
-    return parts.hostname.lower().rstrip("."), parts.port or default_port
+           405: "405 Method Not Allowed", 413: "413 Content Too Large", 415: "415 Unsupported Media Type",
+           502: "502 Bad Gateway"}
 
 
 class PlaygroundApp:
@@ -212,9 +206,7 @@ class PlaygroundApp:
         self.app = app
         self.conversation = conversation
         self.page = (STATIC / "index.html").read_bytes()
-        self.names = {"localhost", socket.gethostname().lower()}
-        if host and host not in ("0.0.0.0", "::"):
-            self.names.add(host.strip("[]").lower().rstrip("."))
+        self.names = guard.HostNames(host)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -239,14 +231,12 @@ class PlaygroundApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if method != API_METHODS[name]:
             return 405, {"ok": False, "error": f"/playground/api/{name} takes {API_METHODS[name]}, not {method[:10]}"}
-        refusal = self._foreign(environ)
-        if refusal:
-            return 403, {"ok": False, "error": refusal}
-        if method == "POST":
-            media_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
-                return 415, {"ok": False, "error": "the playground API takes a JSON body with "
-                                                   "Content-Type: application/json; nothing changed"}
+        # Only the page itself: same origin, a host name DNS rebinding cannot use, JSON bodies (guard.py).
+        refusal = guard.refusal(guard.wsgi_headers(environ), names=self.names, own_pages=True,
+                                media_types=("application/json",) if method == "POST" else None,
+                                what="the playground API", scheme=environ.get("wsgi.url_scheme", "http"))
+        if refusal is not None:
+            return refusal.status, {"ok": False, "error": refusal.error}
         try:
             result = self._api(name, environ)
         except (ValueError, KeyError, TypeError) as exc:
@@ -254,41 +244,6 @@ class PlaygroundApp:
         except OSError as exc:  # the bot (this server's own /slack/events) did not answer
             return 502, {"ok": False, "error": f"the bot did not answer ({type(exc).__name__})"}
         return (200 if result.get("ok", True) else 400), result
-
-    def _foreign(self, environ) -> str | None:
-        """Why a request does not come from the page itself (None when it does)."""
-        site = environ.get("HTTP_SEC_FETCH_SITE")
-        if site is not None and site.strip().lower() not in ("same-origin", "none"):
-            return f"refused: the request comes from another site (Sec-Fetch-Site: {site[:40]}); nothing changed"
-        scheme = environ.get("wsgi.url_scheme", "http")
-        default_port = 443 if scheme == "https" else 80
-        netloc = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-        try:
-            host = _host_and_port(netloc, default_port)
-        except ValueError:
-            return "refused: the request has no valid Host header; nothing changed"
-        if not self._known_name(host[0]):
-            return (f"refused: the playground answers only under localhost, an IP address or its --host name, "
-                    f"not {host[0][:80]!r} (a DNS rebinding guard); nothing changed")
-        origin = environ.get("HTTP_ORIGIN")
-        if origin is None:
-            return None
-        parts = urlsplit(origin.strip())
-        try:
-            same = (parts.scheme in ("http", "https") and not parts.path
-                    and _host_and_port(parts.netloc, 443 if parts.scheme == "https" else 80) == host)
-        except ValueError:
-            same = False
-        if not same:
-            return f"refused: the request comes from another origin ({origin[:80]}); nothing changed"
-        return None
-
-    def _known_name(self, name: str) -> bool:
-        try:
-            ipaddress.ip_address(name)
-            return True  # an address literal cannot be rebound by anyone's DNS
-        except ValueError:
-            return name in self.names or name.endswith(".localhost")
 
     def _api(self, name: str, environ) -> dict[str, Any]:
         if name == "state":

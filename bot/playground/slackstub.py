@@ -52,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+from . import guard
 from .limits import MAX_TEXT, breaks_block_limits, slack_limit_problems
 
 log = logging.getLogger("apikeys.playground.slackstub")
@@ -198,14 +199,15 @@ def _parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "SlackStub/1.0"
     server: _Server
+    timeout = 10  # seconds a client may take to send its request (a stalled one frees the thread)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         self.server.stub._handle(self)
 
-    def do_GET(self) -> None:  # noqa: N802 - the bot only POSTs; a GET is a browser (or a probe)
-        self.server.stub._refuse(self, 405, "method_not_allowed: the stand-in takes POST only")
+    def do_GET(self) -> None:  # noqa: N802 - the bot only POSTs; a GET is a browser (an <img>, a link) or a probe
+        self.server.stub._refuse(self, 405, f"method_not_allowed: the stand-in takes POST only, not {self.command}")
 
-    do_PUT = do_DELETE = do_PATCH = do_GET
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from base
         log.debug("%s " + format, self.address_string(), *args)
@@ -263,6 +265,7 @@ class SlackStub:
         self._responses: dict[str, list[dict[str, Any]]] = {}
         self._ts_counter = itertools.count(1)
         self._url_counter = itertools.count(1)
+        self._names = guard.HostNames(host)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -341,36 +344,33 @@ class SlackStub:
 
     # ------------------------------------------------------------------ request handling
 
-    # What a browser adds to every cross-origin request and the bot (slack_sdk, urllib) never sends.
-    BROWSER_HEADERS = ("origin", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest")
+    # The bodies the bot sends: slack_sdk's Web API calls are form-encoded (or JSON), response_url posts JSON.
     MEDIA_TYPES = ("application/x-www-form-urlencoded", "application/json", "")
+    MAX_BODY = 8 * 1024 * 1024
+    """Bytes a request body may have (a message at every one of Slack's limits, form-encoded, fits)."""
 
     def _refuse(self, req: _Handler, status: int, error: str) -> None:
         """Answer without reading, recording or changing anything."""
-        self._send(req, Reply(status, {"ok": False, "error": error}))
-
-    def _foreign(self, req: _Handler, headers: dict[str, str]) -> str | None:
-        """Why a request does not come from the bot on this machine (None when it does): a web page
-        the operator visits must not post messages (or anything) through the stand-in."""
-        if any(name in headers for name in self.BROWSER_HEADERS):
-            return "forbidden: the stand-in answers the bot, not a browser (Origin / Sec-Fetch-* sent)"
-        host = (headers.get("host") or "").strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-        if name not in ("127.0.0.1", "localhost", "[::1]", self.host.lower()):
-            return "forbidden: unknown Host (a DNS rebinding guard)"
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in self.MEDIA_TYPES:
-            return "unsupported_media_type: form-encoded or JSON bodies only"
-        return None
+        self._send(req, Reply(status, {"ok": False, "error": error}, {"Allow": "POST"} if status == 405 else {}))
 
     def _handle(self, req: _Handler) -> None:
         parts = urlsplit(req.path)
         headers = {k.lower(): v for k, v in req.headers.items()}
-        refusal = self._foreign(req, headers)
+        # A web page the operator visits must not post messages (or anything) through the stand-in: the
+        # playground's own guard, with no page of the stand-in's own (every browser request is another site's).
+        refusal = guard.refusal(headers, names=self._names, own_pages=False, media_types=self.MEDIA_TYPES,
+                                what="the Slack stand-in")
         if refusal is not None:
-            self._refuse(req, 415 if refusal.startswith("unsupported") else 403, refusal)
+            self._refuse(req, refusal.status, refusal.error)
             return
-        length = int(headers.get("content-length") or 0)
+        length_text = (headers.get("content-length") or "0").strip()
+        if not length_text.isdigit():
+            self._refuse(req, 400, "invalid_content_length: Content-Length must be a number of bytes")
+            return
+        length = int(length_text)
+        if length > self.MAX_BODY:
+            self._refuse(req, 413, f"request_too_large: at most {self.MAX_BODY} bytes")
+            return
         raw = req.rfile.read(length) if length > 0 else b""
         query = _parse_form(parts.query)
         try:
@@ -384,7 +384,8 @@ class SlackStub:
         elif parts.path.startswith("/response/"):
             kind, name = RESPONSE, RESPONSE
         else:
-            self._send(req, Reply(404, "Not Found"))
+            self._send(req, Reply(404, {"ok": False, "error": "not_found: the stand-in serves /api/<method> and "
+                                                             "/response/<id> only"}))
             return
 
         problems: tuple[str, ...] = ()
@@ -426,10 +427,12 @@ class SlackStub:
         req.send_response(reply.status)
         req.send_header("Content-Type", content_type)
         req.send_header("Content-Length", str(len(payload)))
+        req.send_header("X-Content-Type-Options", "nosniff")
         for name, value in reply.headers.items():
             req.send_header(name, value)
         req.end_headers()
-        req.wfile.write(payload)
+        if req.command != "HEAD":
+            req.wfile.write(payload)
 
     def _response(self, url: str, body: dict[str, Any], bad_body: str | None) -> Reply:
         if url not in self._responses:
@@ -454,7 +457,12 @@ class SlackStub:
             return _error("not_authed")
         if token != self.bot_token:
             return _error("invalid_auth")
+        if any(not isinstance(body[name], str) for name in self.STRING_ARGUMENTS & body.keys()):
+            return _error("invalid_arguments")
         return handler(body)
+
+    STRING_ARGUMENTS = frozenset({"channel", "ts", "thread_ts", "user", "text", "cursor"})
+    """Web API arguments that are strings (a form body has nothing else; a JSON body could)."""
 
     def _method(self, method: str) -> Callable[[dict[str, Any]], Reply] | None:
         """The handler of Web API ``method`` (called under the lock), or None: it is unknown."""
