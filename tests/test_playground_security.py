@@ -262,7 +262,7 @@ def test_a_click_with_a_malformed_state_is_400(shared):
     assert status == 200, data
     message = call(shared.port, "GET", "/playground/api/state?user=UADMIN001")[1]["messages"][-1]
     before = snapshot(shared.database_url)
-    for state in ([1], {"b": [1]}, "x"):
+    for state in ([1], {"b": [1]}, "x", {"b": {"a": 5}}):
         status, data, _ = call(shared.port, "POST", "/playground/api/click",
                                json.dumps({"user": ADMIN, "message_id": message["id"], "action_id": "noop",
                                            "state": state}).encode(), {"Content-Type": "application/json"})
@@ -314,6 +314,32 @@ def test_bad_requests_get_a_clear_json_error_and_change_nothing(shared, method, 
     assert got == status, (got, data)
     assert isinstance(data, dict) and data["ok"] is False and data["error"]
     assert snapshot(shared.database_url) == before
+
+
+@pytest.mark.parametrize("api, field", [
+    ("command", "channel"), ("command", "command"), ("command", "text"), ("say", "channel"), ("say", "text"),
+    ("click", "message_id"), ("click", "action_id"), ("click", "block_id"), ("click", "value"),
+])
+@pytest.mark.parametrize("value", [None, 7, True, [], {"a": 1}, "C0NOWHERE"], ids=repr)
+def test_a_field_of_the_wrong_type_or_an_unknown_channel_is_400_never_500(shared, api, field, value):
+    """Each field of the page's API is checked: a clear JSON 400, nothing sent to the bot, nothing changed
+    (a channel that was not a string was a 500 with a traceback)."""
+    if value == "C0NOWHERE" and field != "channel":
+        pytest.skip("only a channel names something that must exist")
+    if value is None and field in ("value", "text", "block_id", "channel"):
+        pytest.skip("optional: null means absent")
+    if value == 7 and field == "message_id":
+        pytest.skip("a number is a message id")
+    body = {"user": ADMIN, "channel": "C0INCIDENT", "command": "/apikeys", "text": "help", "message_id": 1,
+            "action_id": "noop", "block_id": "b", "value": "v"}
+    body[field] = value
+    before = snapshot(shared.database_url)
+    status, data, _ = call(shared.port, "POST", f"/playground/api/{api}", json.dumps(body).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 400, (status, data)
+    assert isinstance(data, dict) and data["ok"] is False and field in data["error"], data
+    assert snapshot(shared.database_url) == before
+    assert "Traceback" not in shared.output()
 
 
 # -- 2. where it listens, and which database it accepts ----------------------------------------------

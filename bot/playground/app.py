@@ -132,8 +132,10 @@ class Conversation:
 
     def click(self, user: str, data: dict[str, Any]) -> dict[str, Any]:
         raw_state = data.get("state") or {}
-        if not isinstance(raw_state, dict) or not all(isinstance(a, dict) for a in raw_state.values()):
-            raise ValueError("state must be an object of objects")
+        if not isinstance(raw_state, dict) or not all(
+                isinstance(actions, dict) and all(o is None or isinstance(o, dict) for o in actions.values())
+                for actions in raw_state.values()):
+            raise ValueError("state must be an object of objects of options")
         with self.lock:
             message = self._find(int(data.get("message_id", -1)))
             if message is None or not self._visible(message, user):
@@ -261,14 +263,43 @@ class PlaygroundApp:
         user = data.get("user")
         if user not in {u["id"] for u in USERS}:
             raise ValueError("unknown user")
-        if name == "command":
-            return self.conversation.command(user, data.get("channel", INCIDENT), data.get("command", ""),
-                                             str(data.get("text", ""))[:3000])
         if name == "click":
-            return self.conversation.click(user, data)
+            return self.conversation.click(user, _click_fields(data))
+        channel = _string(data, "channel", INCIDENT)
+        if channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
+        if name == "command":
+            return self.conversation.command(user, channel, _string(data, "command", ""),
+                                             _string(data, "text", "")[:3000])
         if name == "say":
-            return self.conversation.say(user, data.get("channel", INCIDENT), str(data.get("text", ""))[:4000])
+            return self.conversation.say(user, channel, _string(data, "text", "")[:4000])
         raise ValueError(f"no API {name}")
+
+
+def _string(data: dict[str, Any], name: str, default: str | None) -> str | None:
+    """``data[name]``, a string (absent or null: ``default``); ValueError naming the field otherwise."""
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _click_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a click, each of its type (the page sends exactly these)."""
+    message_id = data.get("message_id")
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ValueError("message_id must be a whole number")
+    action_id = _string(data, "action_id", None)
+    if not action_id:
+        raise ValueError("action_id must be a non-empty string")
+    option = data.get("selected_option")
+    if option is not None and not (isinstance(option, dict) and isinstance(option.get("value"), str)):
+        raise ValueError("selected_option must be an option object with a string value")
+    return {"message_id": message_id, "action_id": action_id, "block_id": _string(data, "block_id", None),
+            "value": _string(data, "value", None), "text": _string(data, "text", None), "selected_option": option,
+            "state": data.get("state")}
 
 
 def _own_url(settings) -> str:
