@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1; HOST is ignored)")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--allow-existing-database", action="store_true",
-                   help="run on DATABASE_URL even though it holds keys the playground did not create")
+                   help="run on DATABASE_URL even though it holds data the playground did not create "
+                        "(keys, admins, audit entries, any row)")
 
     p = sub.add_parser("db", help="database schema, guards and privileges", epilog=_examples(
         "apikeys db status", "apikeys db upgrade   # as the owning role: DATABASE_MIGRATION_URL, else DATABASE_URL",

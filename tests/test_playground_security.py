@@ -433,6 +433,82 @@ def test_it_refuses_a_real_installation_that_has_no_key_yet(database_url, tmp_pa
     assert snapshot(database_url) == before
 
 
+def table_rows(database_url: str) -> dict[str, int]:
+    """Every table of the database and its number of rows (without migrating anything)."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {table: conn.execute(text(f'SELECT COUNT(*) FROM "{table}"')).scalar_one()
+                    for table in inspect(conn).get_table_names()}
+    finally:
+        engine.dispose()
+
+
+def _receipt_only(database_url: str) -> None:
+    store = open_store(database_url)
+    store.receipts.first_use("command|T0REAL|UREAL0001")  # a real installation's handled /apikeys
+    store.close()
+
+
+def _another_applications_table(database_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total INTEGER)"))
+        conn.execute(text("INSERT INTO invoices (id, total) VALUES (1, 100), (2, 250)"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("prepare, named", [
+    (_receipt_only, "1 receipt"),
+    (_another_applications_table, "2 rows in invoices"),
+], ids=["a-receipt-only", "another-applications-table"])
+def test_it_refuses_a_database_holding_rows_of_any_kind(database_url, tmp_path, prepare, named):
+    """Not only keys, admins and audit entries: any row the playground did not make (here a receipt of
+    a real installation, or DATABASE_URL naming another application's database) is refused, and the
+    database is left exactly as it was (no schema migrated into it, no demo keys)."""
+    prepare(database_url)
+    before = table_rows(database_url)
+    done = _run_to_exit(database_url, tmp_path)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], done.stderr
+    assert "--allow-existing-database" in lines[0] and "unset DATABASE_URL" in lines[0]
+    assert table_rows(database_url) == before
+
+
+def test_a_database_that_was_only_migrated_counts_as_empty(database_url, tmp_path):
+    """'apikeys db upgrade' on a new database writes only what the migrations write (the log's genesis
+    head, alembic's version): nothing anyone made, so the playground seeds it and marks it as its own."""
+    open_store(database_url).close()
+    started = start_playground(database_url, tmp_path)
+    started.stop()
+    rows = table_rows(database_url)
+    assert rows["api_keys"] == 12
+    again = start_playground(database_url, tmp_path)  # its own now
+    again.stop()
+
+
+def test_allow_existing_database_never_seeds_an_installation_without_keys(database_url, tmp_path):
+    """Allowed onto a real installation that has admins but no key yet, the playground adds no demo keys
+    to it, and does not mark it as its own: without the flag it is refused again."""
+    store = open_store(database_url)
+    store.admins.add("UREAL0001", actor="cli:alice")
+    store.close()
+    started = start_playground(database_url, tmp_path, "--allow-existing-database")
+    try:
+        assert call(started.port, "GET", "/playground")[0] == 200
+    finally:
+        started.stop()
+    assert table_rows(database_url)["api_keys"] == 0
+    assert table_rows(database_url)["receipts"] == 0  # no playground mark
+    done = _run_to_exit(database_url, tmp_path)
+    assert done.returncode == 2 and "1 admin" in done.stderr, done
+
+
 def test_allow_existing_database_starts_on_it_and_seeds_nothing(database_url, tmp_path):
     store = open_store(database_url)
     store.keys.create(name="billing", owner="payments", actor="cli:alice")

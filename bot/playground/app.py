@@ -19,7 +19,8 @@ with ``Sec-Fetch-Site`` and ``Origin``; 403), and only under a host name that ca
 this machine by someone else's DNS (localhost, an IP address, ``--host``, this machine's name): one
 check, ``guard.refusal``, which the Slack stand-in applies to its own requests too.
 The playground listens on 127.0.0.1 unless ``--host`` says otherwise, and refuses to start on a
-database holding keys it did not seed unless ``--allow-existing-database`` is given.
+database holding anything it did not make unless ``--allow-existing-database`` is given (see
+``foreign_rows``; on such a database it adds no demo keys).
 """
 
 from __future__ import annotations
@@ -328,12 +329,11 @@ DEMO_KEYS = [
 ]
 
 
-def seed(store, *, mark: bool = True) -> str | None:
-    """A dozen demo keys across owners (one revoked, one expiring soon); returns one secret to paste.
-    ``mark``: the database is marked as the playground's (``PLAYGROUND_MARK``), so that it may start on
-    it again (never a foreign one it was allowed onto: that stays foreign)."""
-    if mark:
-        store.receipts.first_use(PLAYGROUND_MARK)
+def seed(store) -> str | None:
+    """Mark the database as the playground's (``PLAYGROUND_MARK``, before anything else is written), then,
+    when it has no key yet, a dozen demo keys across owners (one revoked, one expiring soon); returns one
+    secret to paste. Only for a database that ``foreign_rows`` found empty or the playground's own."""
+    store.receipts.first_use(PLAYGROUND_MARK)
     if store.keys.count_keys(status="all"):
         return None
     created = {}
@@ -353,19 +353,33 @@ def _shown(database_url: str) -> str:
         return "(not a database URL)"
 
 
-# The playground marks the databases it makes: a receipt written in the seed's own transaction. A
-# database holding anything (keys, admins, audit entries, checkpoints) without that mark was made by
-# something else, a real installation perhaps, and is refused: the playground makes its demo users
-# admins and signs the audit log with a key thrown away at exit (which would break a pinned
-# 'apikeys audit --verify' of a real log for ever).
+# Which databases the playground may use without --allow-existing-database: only those it made.
+# A database counts as made by the playground when it is
+#  * empty: no table of it holds a row, but for the rows the migrations themselves write (alembic's
+#    version, and the audit log's genesis head: audit_head (1, 0, 64 zeros)) - a new database, or one
+#    that 'apikeys db upgrade' only migrated; or
+#  * marked: its receipts table holds the receipt of PLAYGROUND_MARK. The playground writes that mark
+#    into an empty database right after migrating it, before anything else (demo keys, audit entries,
+#    checkpoints), and never into a database it found holding anything, not even when
+#    --allow-existing-database lets it run there. Nothing else writes it (the app's receipts are
+#    "revoke-click|...", "command|..." and leak places, never this string).
+# Anything else - a row in any table, apikeys' own (keys, admins, audit entries, checkpoints, outbox,
+# receipts, ...) or another application's - was made by something else, a real installation perhaps,
+# and is refused: the playground makes its demo users admins and signs the audit log with a key thrown
+# away at exit, which would break a pinned 'apikeys audit --verify' of a real log for ever.
 PLAYGROUND_MARK = "playground|database"
-_COUNTED = (("api_keys", "key", "keys"), ("admins", "admin", "admins"), ("audit_events", "audit entry", "audit entries"),
-            ("audit_checkpoints", "audit checkpoint", "audit checkpoints"))
+_NAMED = {"api_keys": ("key", "keys"), "admins": ("admin", "admins"), "audit_events": ("audit entry", "audit entries"),
+          "audit_checkpoints": ("audit checkpoint", "audit checkpoints"), "outbox": ("audit post", "audit posts"),
+          "receipts": ("receipt", "receipts"), "revoked_key_uses": ("revoked-key use", "revoked-key uses")}
+_MIGRATIONS_WRITE = {"alembic_version": None,  # None: every row; else the condition of a row someone made
+                     "audit_head": "NOT (id = 1 AND last_id = 0 AND last_hash = '" + "0" * 64 + "')"}
+_SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast")
 
 
 def foreign_rows(database_url: str) -> str | None:
-    """What the database holds that the playground did not make ("2 keys, 1 admin"), or None for an
-    empty database or one the playground made. Reads only: nothing is migrated or written first."""
+    """What the database holds that the playground did not make ("2 keys, 1 admin, 3 rows in invoices"),
+    or None for an empty database or the playground's own (see above). Reads only: nothing is migrated
+    or written first."""
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -375,16 +389,30 @@ def foreign_rows(database_url: str) -> str | None:
     db = Database(database_url, pool_size=1)
     try:
         with db.read() as session:
-            tables = set(inspect(session.connection()).get_table_names())
-            if "receipts" in tables and session.execute(text("SELECT 1 FROM receipts WHERE id = :id"),
-                                                        {"id": digest(PLAYGROUND_MARK)}).first():
-                return None
+            inspector = inspect(session.connection())
+            quote = session.connection().dialect.identifier_preparer.quote
+            default = inspector.default_schema_name
+            schemas = [default] + [name for name in inspector.get_schema_names()
+                                   if name != default and name not in _SYSTEM_SCHEMAS and not name.startswith("pg_")]
+            if "receipts" in inspector.get_table_names(schema=default) and session.execute(
+                    text("SELECT 1 FROM receipts WHERE id = :id"), {"id": digest(PLAYGROUND_MARK)}).first():
+                return None  # the playground's own
             found = []
-            for table, one, many in _COUNTED:
-                if table in tables:
-                    count = int(session.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
-                    if count:
-                        found.append(f"{count} {one if count == 1 else many}")
+            for schema in schemas:
+                for table in sorted(inspector.get_table_names(schema=schema)):
+                    mine = schema == default and table in _MIGRATIONS_WRITE
+                    if mine and _MIGRATIONS_WRITE[table] is None:
+                        continue
+                    where = f" WHERE {_MIGRATIONS_WRITE[table]}" if mine else ""
+                    qualified = quote(table) if schema == default else f"{quote(schema)}.{quote(table)}"
+                    count = int(session.execute(text(f"SELECT COUNT(*) FROM {qualified}{where}")).scalar_one())
+                    if not count:
+                        continue
+                    if schema == default and table in _NAMED:
+                        found.append(f"{count} {_NAMED[table][count != 1]}")
+                    else:
+                        name = table if schema == default else f"{schema}.{table}"
+                        found.append(f"{count} row{'s' if count != 1 else ''} in {ascii(name)[1:-1][:60]}")
             return ", ".join(found) or None
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the database at {_shown(database_url)} ({type(exc).__name__})") from None
@@ -417,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1; HOST is ignored)")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--allow-existing-database", action="store_true",
-                        help="run on DATABASE_URL even though it holds keys the playground did not create")
+                        help="run on DATABASE_URL even though it holds data the playground did not create "
+                             "(keys, admins, audit entries, any row)")
     args = parser.parse_args(argv)
     if not args.host.strip():
         return _refuse("--host must not be empty (use 127.0.0.1, or 0.0.0.0 to listen on every interface)")
@@ -428,12 +457,16 @@ def main(argv: list[str] | None = None) -> int:
     # it gets a fresh one. HOST and PORT are never taken from the environment or .env: only --host/--port.
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp(prefix='apikeys-playground-')}/playground.db"
     foreign = foreign_rows(database_url)
-    if not args.allow_existing_database:
-        if foreign:
-            return _refuse(
-                f"DATABASE_URL ({_shown(database_url)}) holds {foreign} the playground did not create; it would make "
-                "demo users admins there and sign its audit log with a throw-away key; unset DATABASE_URL for a fresh "
-                "database, or pass --allow-existing-database if you mean it")
+    consequences = "demo users are admins there and its audit log is signed with a key thrown away at exit"
+    if foreign and not args.allow_existing_database:
+        return _refuse(
+            f"DATABASE_URL ({_shown(database_url)}) holds {foreign} that the playground did not create; "
+            f"in the playground its {consequences}; unset DATABASE_URL for a fresh database, or pass "
+            "--allow-existing-database if you mean it")
+    if foreign:
+        sys.stderr.write(f"apikeys: warning: running on {_shown(database_url)}, which holds {foreign} "
+                         f"(--allow-existing-database): its {consequences}; no demo keys are added\n")
+        sys.stderr.flush()
     stub_port = free_port()
     env = {
         "DATABASE_URL": database_url, "HOST": args.host.strip(), "PORT": str(args.port), "WEB_CONCURRENCY": "1",
@@ -449,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, notify_channel=None,
                        signer=settings.audit_signer)
-    demo = seed(store, mark=foreign is None)
+    demo = seed(store) if foreign is None else None
     store.close()
     host = settings.host
     if host in ("0.0.0.0", "::"):
