@@ -201,7 +201,7 @@ GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for what GitHub'
 # What an entry's ``via`` says about the interface (GitHub's route records its actor's name there).
 _CHANNEL_OF_VIA = {"slack": "slack", "cli": "cli", "github": "github", GITHUB_ACTOR: "github"}
 DENIALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
-TAMPER = (Action.TAMPER_DETECTED.value, Action.KEY_REVOCATION_RESTORED.value)
+TAMPER = (Action.TAMPER_DETECTED.value, Action.KEY_REVOCATION_RESTORED.value, Action.SIGNING_STARTED.value)
 COUNTED = (Action.KEY_REVOKED.value, Action.KEY_LEAKED.value, *DENIALS, *TAMPER)
 
 

@@ -56,6 +56,7 @@ class Action(enum.StrEnum):
     # trigger gone, a revocation undone): the alert, in the log it protects.
     TAMPER_DETECTED = "audit.tamper_detected"
     KEY_REVOCATION_RESTORED = "key.revocation_restored"  # an un-revoked key revoked again from its entry
+    SIGNING_STARTED = "audit.signing_started"  # the first checkpoint of a log that had entries without one
 
 
 TAMPER_ACTOR = "apikeys"
@@ -244,7 +245,8 @@ class AuditLog:
             update(AuditHead).where(AuditHead.id == HEAD_ID).values(last_id=rows[-1][0], last_hash=prev)
         )
         if self.signer is not None:
-            # The first checkpoint of a log adopts the entries written before signing was turned on.
+            # The first checkpoint of a log adopts the entries written before signing was turned on
+            # (and says so: the audit.signing_started entry above).
             first = rows[0][0] if newest_cp is not None else 1
             self._checkpoint(session, first, rows[-1][0], prev, at, newest_cp[1] if newest_cp else None)
         if self.notify_channel and alerts:  # the tamper alert is always posted, on its own
@@ -351,6 +353,7 @@ class AuditLog:
         expected_id, prev = 1, GENESIS_HASH
         cp_prev, newest, count = checkpoints.GENESIS, None, 0
         signer = public_key
+        signing_started = 0
         if resume is not None:
             expected_id, prev, cp_prev, newest, count, signer = resume
             signer = public_key or signer
@@ -386,6 +389,12 @@ class AuditLog:
                 )
                 if recomputed != event.hash:
                     return report(ChainBreak(event.id, "content does not match its hash (edited)"))
+                if event.action == Action.SIGNING_STARTED.value:
+                    if signing_started:  # only a log without any checkpoint is adopted: they were deleted
+                        return report(ChainBreak(event.id, f"signing started again (it started at entry "
+                                                           f"{signing_started}): every checkpoint before it was "
+                                                           "deleted and the log signed from scratch"))
+                    signing_started = event.id
                 prev = event.hash
                 expected_id += 1
                 if cp is not None and cp.entry_id < event.id:
@@ -468,7 +477,16 @@ NOT_OURS = ("not written by apikeys: not signed, no checkpoint vouches for it (i
 
 def _unvouched_alert(newest_cp, last_id: int) -> EventInput | None:
     """At a signed append: entries past the newest checkpoint (or a head behind it) were not written by
-    an apikeys that signs. Named in the log, logged, and posted with the append (never blocking it)."""
+    an apikeys that signs. Named in the log, logged, and posted with the append (never blocking it).
+    A log with entries and no checkpoint at all is adopted by the first checkpoint: that is said too
+    (``audit.signing_started``), since it is also what deleting every checkpoint would look like."""
+    if newest_cp is None and last_id > 0:
+        message = (f"signing starts at entry {last_id + 1}: the first checkpoint vouches for entries 1-{last_id}, "
+                   "written before APIKEYS_AUDIT_SIGNING_KEY was set. If it was set before, every checkpoint was "
+                   "deleted: check with 'apikeys audit --verify --against-slack'")
+        log.warning("audit: %s", message)
+        return EventInput(actor=TAMPER_ACTOR, action=Action.SIGNING_STARTED,
+                          details={"problem": message, "adopted_through": last_id})
     if newest_cp is None or newest_cp[0] == last_id:
         return None
     if newest_cp[0] < last_id:

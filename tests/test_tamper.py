@@ -12,6 +12,7 @@ stand-in is used end to end in ``test_witness_e2e``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -317,3 +318,32 @@ def test_a_version_1_log_still_verifies_and_vouches_from_its_checkpoints(ours):
     snap["audit_checkpoints"] = resigned(snap["audit_events"], old, ours.signer)
     replace_tables(ours.store, snap)
     assert ours.verify() is None
+
+
+def test_signing_started_on_a_log_with_entries_is_said_and_so_is_a_re_genesis(database_url):
+    """A log that had entries and no checkpoint is adopted by the first checkpoint: the audit channel
+    is told, because deleting every checkpoint (the triggers dropped) looks the same to the database."""
+    unsigned = open_store(database_url, bootstrap_admins=[ADMIN])
+    unsigned.keys.create(name="before-signing", owner="ops", actor=ADMIN)
+    unsigned.close()
+    inst = _open(database_url)
+    try:
+        inst.act(1)
+        started = [e for e in inst.store.audit.oldest_first() if e.action == "audit.signing_started"]
+        assert len(started) == 1 and json.loads(started[0].details)["adopted_through"] == 1
+        assert inst.verify() is None
+        inst.deliver()
+        assert any("Audit signing started" in m["text"] for m in inst.slack.messages)
+        # The database owner deletes every checkpoint and slips an entry in: the next append adopts the
+        # log again, and says so in the channel (the running self-check also sees the chain restart).
+        snap = snapshot(inst.store)
+        snap["audit_checkpoints"] = []
+        replace_tables(inst.store, snap)
+        insert_at_head(inst.store)
+        inst.act(1)
+        started = [e for e in inst.store.audit.oldest_first() if e.action == "audit.signing_started"]
+        assert len(started) == 2
+        broken = inst.verify()
+        assert broken is not None and broken.entry_id == started[1].id and "signing started again" in broken.problem
+    finally:
+        inst.store.close()

@@ -533,6 +533,11 @@ def _post_tamper(p: _Post) -> str:
             "`apikeys db status`")
 
 
+def _post_signing_started(p: _Post) -> str:
+    return (f":lock: *Audit signing started*: {esc(str(p.details.get('problem', '')))[:2500]}\n"
+            f"{when(p.first.at)}")
+
+
 def _post_revocation_restored(p: _Post) -> str:
     d = p.details
     return (f":rotating_light: *Revocation restored*: {p.key_ref} was valid again although audit entry "
@@ -556,6 +561,7 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
     Action.ADMIN_REMOVED: _post_admin("is no longer an admin"),
     Action.COMMAND_DENIED: _post_command_denied,
     Action.TAMPER_DETECTED: _post_tamper,
+    Action.SIGNING_STARTED: _post_signing_started,
     Action.KEY_REVOCATION_RESTORED: _post_revocation_restored,
 }
 
