@@ -537,6 +537,46 @@ def test_it_starts_again_on_its_own_database(database_url, tmp_path):
         again.stop()
 
 
+_RUN_WITHOUT_SERVING = """
+import json, os
+import bot.server
+captured = {}
+bot.server.run_server = lambda settings, wrap=None: captured.update(settings=settings, wrap=wrap) or 0
+from bot.playground import app
+code = app.main(["--port", "3999"])
+settings = captured["settings"]
+page = captured["wrap"](lambda environ, start_response: [], settings)
+stub = page.conversation.stub
+try:
+    shown = page.page.decode() + json.dumps(page.conversation.state("UADMIN001"))
+    print(json.dumps({"code": code, "token": settings.slack_bot_token, "stub_token": stub.bot_token,
+                      "secret": settings.slack_signing_secret, "shown": shown,
+                      "environment": sorted(k for k in os.environ if k.startswith(("SLACK_", "APIKEYS_")))}))
+finally:
+    stub.stop()
+"""
+
+
+def test_the_bot_token_is_made_for_the_run_and_handed_only_to_the_server(database_url, tmp_path):
+    """A token no page can know (secrets.token_urlsafe, new for every run, not the well-known
+    xoxb-playground), given to the server's settings and the stand-in, not to the process environment
+    (every child process would inherit it) and never to the page."""
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _RUN_WITHOUT_SERVING], cwd=tmp_path, env=_env(database_url),
+                              capture_output=True, text=True, timeout=STARTUP)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for run in runs:
+        assert run["code"] == 0
+        assert re.fullmatch(r"xoxb-[A-Za-z0-9_-]{43,}", run["token"]), run["token"]
+        assert "playground" not in run["token"]
+        assert run["stub_token"] == run["token"]
+        assert run["environment"] == [], run["environment"]
+        assert run["token"] not in run["shown"] and run["secret"] not in run["shown"]
+    assert runs[0]["token"] != runs[1]["token"] and runs[0]["secret"] != runs[1]["secret"]
+
+
 @pytest.mark.parametrize("args", [["--host", ""], ["--host", " "], ["--port", "0"], ["--port", "70000"]])
 def test_a_bad_host_or_port_is_one_line_and_exit_2(database_url, tmp_path, args):
     """An empty --host would fall back to HOST's default, 0.0.0.0: every interface."""

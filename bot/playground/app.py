@@ -469,17 +469,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
     stub_port = free_port()
     env = {
+        **{name: value for name, value in os.environ.items() if name != "SLACK_APP_TOKEN"},
         "DATABASE_URL": database_url, "HOST": args.host.strip(), "PORT": str(args.port), "WEB_CONCURRENCY": "1",
-        # A token of this run's own: the stand-in takes no other (a well-known one, any page could use).
-        "SLACK_BOT_TOKEN": f"xoxb-playground-{secrets.token_hex(16)}", "SLACK_SIGNING_SECRET": secrets.token_hex(16),
+        # A token of this run's own, unknown to any page (a well-known one, any page could use): the stand-in
+        # takes no other. It goes to the settings (so to the bot and the stand-in in the server's worker) and
+        # nowhere else: not into the environment, which every child process inherits, and not to the page.
+        "SLACK_BOT_TOKEN": f"xoxb-{secrets.token_urlsafe(32)}", "SLACK_SIGNING_SECRET": secrets.token_urlsafe(32),
         "APIKEYS_ADMINS": f"{ADMIN_USER},{OTHER_WORKSPACE_USER}", "APIKEYS_AUDIT_CHANNEL": AUDIT,
         "SLACK_API_URL": f"http://127.0.0.1:{stub_port}/api/",
         # A signing key of its own (thrown away on exit): the audit channel shows its witness lines.
         "APIKEYS_AUDIT_SIGNING_KEY": checkpoints.generate()[0],
     }
-    os.environ.update(env)
-    os.environ.pop("SLACK_APP_TOKEN", None)
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
+    del env
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, notify_channel=None,
                        signer=settings.audit_signer)
     demo = seed(store) if foreign is None else None
