@@ -27,6 +27,7 @@ from sqlalchemy import Text, and_, exists, or_, select, text, type_coerce, updat
 
 from .audit import Action, AuditLog, EventInput, _stored_time
 from .db import Database
+from .errors import CorruptEntry
 from .keyformat import mask
 from .models import Admin, ApiKey, AuditEvent
 from .timeutil import iso
@@ -192,6 +193,24 @@ def _details(text_value: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+_REASONS = {"compromised", "rotation", "decommissioned", "other"}
+
+
+def _vouched(db: Database, entry_id: int) -> bool:
+    """Whether a signed checkpoint vouches for the entry (its own transaction's range; a version 1
+    checkpoint vouches for all since the one before). A log never signed vouches for nothing and is
+    trusted as it is."""
+    from .models import AuditCheckpoint
+
+    with db.read() as session:
+        if session.execute(select(AuditCheckpoint.entry_id).limit(1)).first() is None:
+            return True
+        cp = session.execute(select(AuditCheckpoint.entry_id, AuditCheckpoint.first_entry_id)
+                             .where(AuditCheckpoint.entry_id >= entry_id)
+                             .order_by(AuditCheckpoint.entry_id).limit(1)).first()
+    return cp is not None and (cp[1] is None or cp[1] <= entry_id)
+
+
 def unrevoked(db: Database, *, limit: int = 1000) -> list[tuple[int, str, datetime, str, dict]]:
     """Keys the log says were revoked that the table says are not: ``(entry id, key id, revoked at,
     actor, details)`` of their ``key.revoked`` entries."""
@@ -203,8 +222,13 @@ def unrevoked(db: Database, *, limit: int = 1000) -> list[tuple[int, str, dateti
             .where(AuditEvent.action == Action.KEY_REVOKED.value, ApiKey.revoked_at.is_(None))
             .order_by(AuditEvent.id).limit(limit)
         ).all()
-    return [(entry_id, key_id, _stored_time(entry_id, at), actor, _details(details))
-            for entry_id, key_id, at, actor, details in rows]
+    found = []
+    for entry_id, key_id, at, actor, details in rows:
+        try:
+            found.append((entry_id, key_id, _stored_time(entry_id, at), actor, _details(details)))
+        except CorruptEntry:
+            continue  # a time that does not parse: the walk of the log names that entry
+    return found
 
 
 def restore_revocations(db: Database, audit: AuditLog) -> list[tuple[str, int]]:
@@ -213,11 +237,16 @@ def restore_revocations(db: Database, audit: AuditLog) -> list[tuple[str, int]]:
     ``(key id, entry id)`` of each key restored."""
     restored = []
     for entry_id, key_id, at, actor, details in unrevoked(db):
+        if not _vouched(db, entry_id):
+            continue  # an entry apikeys did not write revokes nothing (the walk names it)
+        reason = details.get("reason")
+        note = details.get("note")
         with db.write() as session:
             changed = session.execute(
                 update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=at, revoked_by=actor[:200], revoke_reason=details.get("reason"),
-                        revoke_note=details.get("note"))
+                .values(revoked_at=at, revoked_by=str(actor)[:200],
+                        revoke_reason=reason if reason in _REASONS else None,
+                        revoke_note=str(note)[:1000] if isinstance(note, str) else None)
             ).rowcount
             if not changed:
                 continue

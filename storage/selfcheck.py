@@ -51,20 +51,46 @@ class SelfCheck:
         self._resume: Resume | None = None
         self._reported: set[str] = set()
 
+    FULL_WALK_EVERY = 60  # runs: an edit to an entry walked before is found within this many intervals
+
     def run(self) -> Outcome:
+        """Every check runs, whatever another one met: a check that fails (a row a database owner made
+        to break it) is itself a finding, never the end of the self-check."""
         outcome = Outcome()
-        outcome.findings += [str(p) for p in trigger_problems(self.db)]
-        outcome.sealed = self.audit.seal() is not None
-        report = self.audit.verification(self.public_key, resume=self._resume)
-        if report.problem is None:
-            self._resume = report.resume
-        else:
+        self._runs = getattr(self, "_runs", 0) + 1
+        if self._runs % self.FULL_WALK_EVERY == 0:
+            self._resume = None  # walk the whole log again now and then, not only what is new
+
+        def phase(name: str, check) -> None:
+            try:
+                check()
+            except Exception as exc:  # reported as a finding, and the next check runs
+                outcome.findings.append(f"the self-check's {name} could not run ({type(exc).__name__}): a row "
+                                        "apikeys could not have written may be in the way; run 'apikeys audit --verify'")
+
+        phase("trigger check", lambda: outcome.findings.extend(str(p) for p in trigger_problems(self.db)))
+
+        def seal() -> None:
+            outcome.sealed = self.audit.seal() is not None
+
+        def walk() -> None:
+            report = self.audit.verification(self.public_key, resume=self._resume)
+            if report.problem is None:
+                self._resume = report.resume
+                return
+            self._resume = None  # a break: walk from the start next time (the break may be repaired)
             finding = f"the audit log: {report.problem}"
             outcome.findings.append(finding)
             if NOT_OURS in report.problem.problem and self._alerted_at_append(report.problem.entry_id):
                 self._reported.add(finding)  # the append (or the seal above) that found it has told the channel
-        outcome.restored = restore_revocations(self.db, self.audit)
-        outcome.findings += [str(p) for p in table_problems(self.db)]
+
+        def restore() -> None:
+            outcome.restored = restore_revocations(self.db, self.audit)
+
+        phase("seal", seal)
+        phase("walk of the log", walk)
+        phase("restore of revocations", restore)
+        phase("table check", lambda: outcome.findings.extend(str(p) for p in table_problems(self.db)))
         for finding in outcome.findings:
             if finding in self._reported:
                 continue

@@ -301,3 +301,28 @@ def test_the_audit_channel_is_told_in_words_what_was_found(signed, signer):
     assert key.secret not in str(restored)
     alert = audit_post([next(e for e in entries if e.action == "audit.tamper_detected" and "key.created" in e.details)])
     assert alert[0].startswith(":rotating_light: *Tamper detected*") and "no key.created entry" in str(alert[1])
+
+
+def test_a_row_made_to_break_the_self_check_neither_stops_it_nor_revokes_anything(signed, signer):
+    """One INSERT by a runtime role: a key.revoked entry for a valid key, with a reason too long for
+    the column and a time that does not parse (SQLite). It is named, revokes nothing, and every later
+    finding is still alerted."""
+    key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    insert_at_head(signed, action="key.revoked", key_id=key.key.id, details={"reason": "x" * 40, "note": "y" * 5000})
+    if signed.db.dialect == "sqlite":
+        forged = insert_at_head(signed, action="key.revoked", key_id=key.key.id, details={"reason": "other"})
+        from .helpers import drop_audit_triggers
+        drop_audit_triggers(signed)
+        with signed.db.write() as session:
+            session.execute(text("UPDATE audit_events SET at = 'garbage' WHERE id = :id"), {"id": forged})
+    check = SelfCheck(signed.db, signed.audit, public_key=signer.public_raw)
+    first = check.run()
+    assert first.restored == [] and signed.keys.verify(key.secret).code.value == "VALID"
+    assert first.findings  # the forged entries are named
+    with signed.db.write() as session:
+        if signed.db.dialect == "postgresql":
+            session.execute(text("ALTER TABLE api_keys DISABLE TRIGGER api_keys_guard"))
+        else:
+            session.execute(text("DROP TRIGGER api_keys_revocation_permanent"))
+    later = check.run()
+    assert any("api_keys" in finding and "trigger" in finding for finding in later.alerted), later
