@@ -283,3 +283,86 @@ def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(pl
             store.close()
     finally:
         evil.shutdown()
+
+
+def test_the_pages_policy_runs_its_own_script_only(playground, browser):
+    """Defence in depth behind rendering text as text: the page's Content-Security-Policy lets only its
+    own script run (by hash), so markup that ever reached the DOM could not run an inline handler or a
+    script of its own."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(playground + "/playground")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page (its own script runs)")
+    browser.execute_script(
+        "const img = document.createElement('img'); img.setAttribute('onerror', 'window.pwned = 1'); img.src = 'x';"
+        "document.body.appendChild(img);"
+        "const script = document.createElement('script'); script.textContent = 'window.pwned = 2';"
+        "document.body.appendChild(script);")
+    time.sleep(0.5)  # the image's load fails at once; its handler would have run by now
+    assert browser.execute_script("return window.pwned === undefined")
+    send(browser, "/apikeys help")  # and the page still works
+    wait(browser, lambda d: "/apikeys" in pane_text(d, "channel"), "the help")
+
+
+def test_a_page_on_another_origin_cannot_post_through_a_stand_in_even_with_its_token(browser):
+    """The stand-in's own guard, in a real browser: a hostile page that knows the token (the playground's is
+    made for the run; this stand-in's is known) still gets nothing recorded, whatever a page can send
+    without asking: a form post, a no-cors fetch (form-encoded, text/plain, a Blob without a type), an
+    image's GET."""
+    import http.server
+    import json
+    import threading
+
+    from bot.playground.slackstub import SlackStub
+
+    stub = SlackStub(bot_token="xoxb-known-to-the-page").start()
+    post = f"{stub.api_url}chat.postMessage"
+    body = "token=xoxb-known-to-the-page&channel=C0INCIDENT&text=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E"
+    script = ";".join([
+        f"fetch({json.dumps(post)},{{method:'POST',mode:'no-cors',headers:{{'Content-Type':"
+        f"'application/x-www-form-urlencoded'}},body:{json.dumps(body)}}})",
+        f"fetch({json.dumps(post)},{{method:'POST',mode:'no-cors',headers:{{'Content-Type':'text/plain'}},"
+        f"body:{json.dumps(body)}}})",
+        f"fetch({json.dumps(post)},{{method:'POST',mode:'no-cors',body:new Blob([{json.dumps(body)}])}})",
+        f"new Image().src = {json.dumps(post + '?' + body)}",
+        "setTimeout(() => document.forms[0].submit(), 1000)",  # the fetches have gone by then
+    ])
+    fields = "".join(f'<input type=hidden name="{k}" value="{v}">' for k, v in
+                     (pair.split("=", 1) for pair in body.replace("%3C", "<").replace("%3E", ">")
+                      .replace("%20", " ").replace("%3D", "=").replace("<", "&lt;").split("&")))
+    page = (f'<html><body><form method=POST action="{post}">{fields}</form>'
+            f"<script>{script}</script></body></html>").encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://localhost:{evil.server_address[1]}/")
+        wait(browser, lambda d: d.current_url.startswith(stub.base_url), "the form post, sent last, to arrive")
+        assert "refused" in browser.page_source  # the stand-in's JSON error, as the browser shows it
+        assert stub.calls == [] and stub.messages == {}
+    finally:
+        evil.shutdown()
+        stub.stop()
+
+
+BROWSER_WORDS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write")
+
+
+def test_no_page_of_the_bot_parses_a_string_as_markup():
+    """The page builds every text as DOM text; none of these appears in any HTML or JavaScript of bot/."""
+    files = sorted([*(ROOT / "bot").rglob("*.html"), *(ROOT / "bot").rglob("*.js")])
+    assert files, "no page found"
+    hits = [f"{path.relative_to(ROOT)}: {word}" for path in files for word in BROWSER_WORDS
+            if word in path.read_text()]
+    assert not hits, hits

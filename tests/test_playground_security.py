@@ -251,7 +251,16 @@ def test_the_page_sends_json_and_cannot_be_framed_by_another_site(shared):
     status, page, headers = call(shared.port, "GET", "/playground")
     assert status == 200
     assert headers.get("X-Frame-Options") == "DENY"
-    assert "frame-ancestors 'none'" in headers.get("Content-Security-Policy", "")
+    policy = headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors 'none'" in policy
+    # Only the page's own script runs (by hash): no inline handler, no script from a message.
+    import base64
+    import hashlib
+
+    script = re.search(rb"<script>(.*?)</script>", page, re.DOTALL).group(1)
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+    assert directives["default-src"] == "'none'" and directives["connect-src"] == "'self'"
     posts = re.findall(rb"fetch\([^;]*method:\s*\"POST\"[^;]*", page)
     assert posts and all(b'"Content-Type": "application/json"' in p and b"JSON.stringify" in p for p in posts)
 
