@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from .audit import Action, AuditLog, EventInput, _stored_time
 from .models import AuditEvent, AuditHead
+from .redaction import _encodable, redact
 
 SUMMARY_INTERVAL = timedelta(minutes=5)
 REFUSALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
@@ -29,12 +30,13 @@ def record_refusal(audit: AuditLog, event: EventInput):
 
     from .timeutil import utcnow
 
+    actor = redact(_encodable(event.actor))  # the actor as the log stores it, so the window is found
     with audit.db.write() as session:
         session.execute(select(AuditHead.last_id).where(AuditHead.id == 1).with_for_update())  # one decider at a time
         now = utcnow()
         last = session.execute(
             select(AuditEvent.id, type_coerce(AuditEvent.at, Text))
-            .where(AuditEvent.action.in_(REFUSALS), AuditEvent.actor == event.actor, AuditEvent.details.like(_POSTED))
+            .where(AuditEvent.action.in_(REFUSALS), AuditEvent.actor == actor, AuditEvent.details.like(_POSTED))
             .order_by(AuditEvent.id.desc()).limit(1)).first()
         recent = last is not None and now - _stored_time(last[0], last[1]) < SUMMARY_INTERVAL
         details = dict(event.details or {})
@@ -43,9 +45,9 @@ def record_refusal(audit: AuditLog, event: EventInput):
         else:
             since = session.execute(
                 select(func.count()).select_from(AuditEvent)
-                .where(AuditEvent.action.in_(REFUSALS), AuditEvent.actor == event.actor,
+                .where(AuditEvent.action.in_(REFUSALS), AuditEvent.actor == actor,
                        AuditEvent.id > (last[0] if last else 0))).scalar() if last is not None else 0
             details["posted"] = True
             details["refused_since_last_post"] = since
-        return audit.append(session, EventInput(actor=event.actor, action=event.action, key_id=event.key_id,
+        return audit.append(session, EventInput(actor=actor, action=event.action, key_id=event.key_id,
                                                 details=details), at=now, notify=not recent)

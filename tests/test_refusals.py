@@ -134,3 +134,117 @@ def test_a_summary_post_says_how_many_refusals_came_between(store: Store):
     summary = type(entry).model_construct(**{**entry.model_dump(), "details": json.dumps(
         {**json.loads(entry.details), "refused_since_last_post": 29})})
     assert "Also 29 more refusals of theirs since the last post" in str(audit_post([summary]))
+
+
+# ======================================================================= another organisation, however it is named
+def test_a_click_whose_team_is_another_workspace_gets_no_list_back(world: World, store: Store):
+    """``team.id`` names another workspace (a shared channel hosted there): refused, even though
+    the user claims our workspace in ``user.team_id``."""
+    key = seed(store, "billing-api", owner="payments")
+    other = seed(store, "search-indexer", owner="search")
+    card, thread = open_confirmation(world, key)
+    mark = world.stub.mark()
+    send_click(world, card, "Cancel Revoke Key", thread=thread, user=ADMIN, user_team=OWN_TEAM, team=OTHER_TEAM)
+    answer = world.stub.wait_for_response(thread, since=mark)
+    assert "another workspace" in shown(answer) and other.name not in shown(answer) and not button_labels(answer)
+    [denied] = wait_for_entries(store, "key.revoke_denied", 1)
+    assert denied.actor == ADMIN and denied.details["workspace"] == OTHER_TEAM
+
+
+def _with_enterprise(body: bytes, enterprise: str) -> bytes:
+    """A signed-to-be interaction body whose payload names ``enterprise`` (an Enterprise Grid org)."""
+    from urllib.parse import parse_qs, urlencode
+
+    payload = json.loads(parse_qs(body.decode())["payload"][0])
+    payload["enterprise"] = {"id": enterprise, "name": "Other Org"}
+    payload["user"]["enterprise_id"] = enterprise
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def test_a_click_from_another_enterprise_is_refused_and_revokes_nothing(world: World, store: Store):
+    from .slackworld import build_click, post_signed
+
+    key = seed(store, "billing-api", owner="payments")
+    card, thread = open_confirmation(world, key)
+    mark = world.stub.mark()
+    body = _with_enterprise(build_click(world.sender, card, "Revoke Key", response_url=thread, user=ADMIN), "E0OTHER")
+    assert post_signed(world.sender, body).status == 200
+    answer = world.stub.wait_for_response(thread, since=mark)
+    assert "another workspace" in shown(answer) and "Not revoked" in shown(answer)
+    [denied] = wait_for_entries(store, "key.revoke_denied", 1)
+    assert denied.actor == ADMIN and denied.key_id == key.id and denied.details["workspace"] == "E0OTHER"
+    assert not events(store, "key.revoked") and store.keys.get(key.id).revoked_at is None
+
+
+def test_a_command_from_another_enterprise_gets_no_list(world: World, store: Store):
+    from .slackworld import post_signed
+
+    key = seed(store, "billing-api", owner="payments")
+    body = world.sender.body_of("command", "all", user=ADMIN) + b"&enterprise_id=E0OTHER&enterprise_name=Other"
+    reply = post_signed(world.sender, body)
+    assert reply.status == 200
+    answer = json.loads(reply.text)
+    assert answer["response_type"] == "ephemeral" and "another workspace" in shown(answer)
+    assert key.name not in shown(answer) and not button_labels(answer)
+    [denied] = wait_for_entries(store, "command.denied", 1)
+    assert denied.actor == ADMIN and denied.details["workspace"] == "E0OTHER"
+
+
+# ======================================================================= the throttle's state is the database's
+def test_replicas_on_one_database_share_the_five_minute_window(store: Store, database_url: str):
+    """Two server processes (two stores on one database): the second replica's refusal within five
+    minutes of the first's post is counted, not posted; the next one after the window posts the count."""
+    from storage import open_store
+
+    replica = open_store(database_url)
+    try:
+        def refuse(audit):
+            return json.loads(record_refusal(audit, EventInput(actor=MEMBER, action=Action.KEY_REVOKE_DENIED,
+                                                               details={"why": "not an admin"})).details)
+
+        store.audit.notify_channel = replica.audit.notify_channel = "C0AUDIT"
+        with freeze_time("2030-01-01 10:00:00") as clock:
+            assert refuse(store.audit)["posted"] is True
+            clock.tick(timedelta(minutes=1))
+            assert refuse(replica.audit)["posted"] is False
+            assert refuse(store.audit)["posted"] is False
+            clock.tick(timedelta(minutes=4, seconds=1))
+            summary = refuse(replica.audit)
+        assert summary["posted"] is True and summary["refused_since_last_post"] == 2
+        assert replica.outbox.backlog()[0] == 2
+    finally:
+        replica.close()
+
+
+def test_concurrent_refusals_on_two_replicas_post_once(store: Store, database_url: str):
+    """Refusals racing on two replicas: each recorded, exactly one posted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage import open_store
+
+    replica = open_store(database_url)
+    try:
+        store.audit.notify_channel = replica.audit.notify_channel = "C0AUDIT"
+
+        def refuse(n: int):
+            audit = (store, replica)[n % 2].audit
+            return record_refusal(audit, EventInput(actor=MEMBER, action=Action.KEY_REVOKE_DENIED,
+                                                    details={"why": "not an admin"}))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            entries = list(pool.map(refuse, range(24)))
+        assert len(entries) == 24
+        assert sum(json.loads(e.details)["posted"] for e in entries) == 1
+        assert store.outbox.backlog()[0] == 1
+    finally:
+        replica.close()
+
+
+def test_an_actor_that_is_stored_masked_is_still_throttled(store: Store):
+    """The window is found by the actor as stored (a lone surrogate replaced), so such an actor's
+    refusals are recorded and throttled like anyone's."""
+    store.audit.notify_channel = "C0AUDIT"
+    first, second = (record_refusal(store.audit, EventInput(actor="U0\ud800BAD", action=Action.KEY_REVOKE_DENIED,
+                                                            details={"why": "not an admin"})) for _ in range(2))
+    assert json.loads(first.details)["posted"] is True and json.loads(second.details)["posted"] is False
+    assert store.outbox.backlog()[0] == 1

@@ -57,9 +57,10 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
     @app.middleware
     def store_and_actor(context, body, next):
         """The key store, and who is acting and whether they are in our workspace, once per request."""
-        own_team = context.authorize_result.team_id if context.authorize_result else None
+        own = context.authorize_result  # from auth.test: the installation's workspace (and Grid org)
         context["store"] = store
-        context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own_team, store)
+        context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own.team_id if own else None,
+                                           store, own.enterprise_id if own else None)
         return next()
 
     app.middleware(own_workspace_only)  # after the actor is known: another workspace gets nothing at all

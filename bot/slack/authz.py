@@ -52,6 +52,8 @@ def deny(store: Store, actor: Actor, response_url: str | None, why: str, subject
     subject = subject or Subject()
     key = subject.key
     details = {"why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id, **subject.details}
+    if actor.elsewhere:
+        details["workspace"] = actor.elsewhere  # the other workspace or organisation the request named
     if key is not None:
         details.update(name=key.name, key=key.masked, owner=key.owner)
     if requested:
@@ -96,7 +98,8 @@ def record_command_refusal(store: Store, actor: Actor, body: dict, why: str) -> 
     log.info(fields(event="command", actor=actor.user_id, word=what, outcome="refused"))
     record_refusal(store.audit, EventInput(
         actor=actor.user_id or "unknown", action=Action.COMMAND_DENIED,
-        details={"command": what, "why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id}))
+        details={"command": what, "why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id,
+                 **({"workspace": actor.elsewhere} if actor.elsewhere else {})}))
 
 
 def refuse_command_after_ack(context: BoltContext, body: dict, why: str) -> None:

@@ -15,12 +15,34 @@ class Actor:
     own_team_id: str | None       # the workspace this app is installed in (auth.test)
     channel_id: str | None
     request_id: str | None = None  # what makes this request unique (a slash command's trigger_id)
+    # Every other workspace or organisation the request names (``team.id``, ``enterprise``): each
+    # must be ours too. ``own_enterprise_id`` is the installation's Enterprise Grid org, if any.
+    named_teams: tuple[str, ...] = ()
+    enterprise_ids: tuple[str, ...] = ()
+    own_enterprise_id: str | None = None
     _store: Store = field(repr=False, default=None)
     _is_admin: bool | None = field(default=None, repr=False)
 
     @property
+    def elsewhere(self) -> str | None:
+        """The first workspace or organisation the request names that is not this installation's
+        (the user's own workspace first), or None when everything it names is ours."""
+        if self.user_team_id and self.user_team_id != self.own_team_id:
+            return self.user_team_id
+        for team in self.named_teams:
+            if team != self.own_team_id:
+                return team
+        for enterprise in self.enterprise_ids:
+            if enterprise != self.own_enterprise_id:
+                return enterprise
+        return None
+
+    @property
     def in_own_workspace(self) -> bool:
-        return bool(self.user_team_id and self.own_team_id and self.user_team_id == self.own_team_id)
+        """Whether the user is a member of the installation's workspace, and nothing in the request
+        (its team, its Enterprise Grid org) names anyone else's."""
+        return bool(self.user_team_id and self.own_team_id and self.user_team_id == self.own_team_id
+                    and self.elsewhere is None)
 
     @property
     def is_admin(self) -> bool:
@@ -50,17 +72,25 @@ def _get(body: dict, *path: str) -> Any:
     return value if isinstance(value, str) and value else None
 
 
-def actor_from_body(body: dict, own_team_id: str | None, store: Store) -> Actor:
-    """Read the user and their home workspace from a command, interaction or event body."""
+def actor_from_body(body: dict, own_team_id: str | None, store: Store, own_enterprise_id: str | None = None) -> Actor:
+    """Read the user, their home workspace and every workspace or organisation the request names
+    from a command, interaction or event body."""
     if "command" in body:
         # A slash command only comes from the installing workspace's members: its team_id is the
         # user's workspace.
         user_id, user_team = _get(body, "user_id"), _get(body, "team_id")
+        teams: tuple[str | None, ...] = ()
+        enterprises = (_get(body, "enterprise_id"),)
     else:
         # An interaction names the user's own workspace in user.team_id, and nothing else will do:
         # the payload's team is the workspace the message lives in, which in a shared channel is
         # ours even when the user is someone else's. A missing user.team_id is a refusal.
+        # Whatever else the payload names must be ours as well: the workspace it happened in
+        # (team.id) and an Enterprise Grid organisation (enterprise.id, user.enterprise_id).
         user_id, user_team = _get(body, "user", "id"), _get(body, "user", "team_id")
+        teams = (_get(body, "team", "id"),)
+        enterprises = (_get(body, "enterprise", "id"), _get(body, "enterprise_id"), _get(body, "user", "enterprise_id"))
     channel_id = _get(body, "channel", "id") or _get(body, "channel_id") or _get(body, "container", "channel_id")
     return Actor(user_id=user_id, user_team_id=user_team, own_team_id=own_team_id, channel_id=channel_id,
-                 request_id=_get(body, "trigger_id"), _store=store)
+                 request_id=_get(body, "trigger_id"), named_teams=tuple(t for t in teams if t),
+                 enterprise_ids=tuple(e for e in enterprises if e), own_enterprise_id=own_enterprise_id, _store=store)
