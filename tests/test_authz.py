@@ -88,6 +88,18 @@ def test_a_replayed_admins_command_is_refused_and_recorded(harness: Harness, ver
     assert denial["command"] == f"admins {verb}" and denial["user_id"] == MEMBER and "replayed" in denial["why"]
 
 
+def test_replays_of_one_command_are_each_recorded_and_posted_once(harness: Harness):
+    """Ten replays of a captured command: ten ``command.denied`` entries, one audit-channel post
+    (the refusals of one user reach the channel at most once in five minutes)."""
+    captured = command_body(f"admins add <@{MEMBER}|max>", response_url=harness.stub.response_url("cmd"))
+    assert harness.send(captured)[0] == 200
+    for _ in range(10):
+        status, replay = harness.send(captured)
+        assert status == 200 and "already processed" in shown(replay)
+    denials = harness.denials("command.denied")
+    assert len(denials) == 10 and [d["posted"] for d in denials] == [True] + [False] * 9
+
+
 def test_each_fresh_admins_command_is_processed(harness: Harness):
     """The receipt is per request (trigger_id), not per text: retyping the command works."""
     for n, text in enumerate(("add", "remove", "add")):

@@ -12,6 +12,7 @@ from slack_bolt import Ack, App, BoltContext
 from storage import Action, DatabaseUnavailable, EventInput, StorageError, Store
 from storage.keyformat import find_keys_in_text
 from storage.keys import KEY_ID_RE, OWNER_RE, encode_cursor
+from storage.refusals import record_refusal
 from storage.timeutil import utcnow
 
 from ..logs import fields, looks_like_key, redact
@@ -67,7 +68,7 @@ def _replayed(store: Store, actor: Actor, what: str, details: dict) -> Answer | 
         return None
     why = ("this command was already processed (a replayed request)" if actor.request_id
            else "Slack did not identify this command (no trigger_id)")
-    store.audit.record(EventInput(
+    record_refusal(store.audit, EventInput(  # recorded each time; the audit channel hears of it once in 5 minutes
         actor=actor.user_id or "unknown", action=Action.COMMAND_DENIED,
         details={"command": what, "why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id, **details},
     ))
