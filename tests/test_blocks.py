@@ -339,3 +339,32 @@ def test_a_public_leak_post_has_revoke_only_where_the_key_is_still_active_and_st
     assert with_button == {f"leak_{i}" for i in range(1, blocks.PUBLIC_LEAKS_SHOWN + 1) if states[i - 1] == ("active", False)}
     assert "and 20 more" in json.dumps(payload)
     assert "10 revoked now · 10 still active · 20 already revoked or expired" in json.dumps(payload, ensure_ascii=False)
+
+
+# ======================================================================= what the self-check tells the channel
+def test_a_tamper_alert_stands_out_and_says_what_was_found():
+    alert = event(9, "audit.tamper_detected", actor="apikeys-self-check",
+                  problem="audit entries 7-7 were not written by apikeys")
+    text, payload = blocks.audit_post([alert])
+    assert text.startswith(":rotating_light: *Tamper detected*: audit entries 7-7 were not written by apikeys")
+    assert "apikeys audit --verify" in json.dumps(payload)
+    assert_within_limits({"text": text, "blocks": payload}, "the tamper alert")
+
+
+def test_a_restored_revocation_names_the_key_masked_and_the_entry_it_was_revoked_again_from():
+    key = make_key(3)
+    restored = event(10, "key.revocation_restored", actor="apikeys-self-check",
+                     revoked_at="2026-11-20T08:00:00Z", entry=42)
+    restored.key_id = key.id
+    text, payload = blocks.audit_post([restored], keys={key.id: key})  # the entry names only the key's id
+    shown = json.dumps(payload, ensure_ascii=False)
+    assert text.startswith(":rotating_light: *Revocation restored*")
+    assert "*service-3* `apk_\u2026QVjP`" in shown and "#42" in shown and "Revoked again from the log's entry" in shown
+    assert "2026-11-20T08:00:00Z" in shown
+
+
+def test_a_restored_revocation_of_a_key_no_longer_found_names_its_id():
+    restored = event(11, "key.revocation_restored", actor="apikeys", revoked_at="2026-11-20T08:00:00Z", entry=42)
+    text, payload = blocks.audit_post([restored])
+    shown = json.dumps(payload, ensure_ascii=False)
+    assert "`key_11`" in shown and "** ``" not in shown and "(owner )" not in shown

@@ -5,7 +5,7 @@ here ever receives a secret: keys are shown masked."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from slack_sdk.models.blocks import (
@@ -391,7 +391,7 @@ def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_older
 class _Post:
     """What every audit-channel renderer needs from one audited action (one or more entries)."""
 
-    def __init__(self, events: Sequence[AuditEvent]):
+    def __init__(self, events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None):
         self.events = events
         self.first = events[0]
         self.details: dict = json.loads(self.first.details)
@@ -399,7 +399,16 @@ class _Post:
         self.by = f"By {who(self.first.actor)} · {when(self.first.at)}"
         self.where = f" · in <#{d['channel_id']}>" if d.get("channel_id") else ""
         self.via = " · via CLI" if d.get("via") == "cli" else ""
-        self.key_ref = f"*{esc(d.get('name', ''))}* `{esc(d.get('key', ''))}` (owner {esc(d.get('owner', ''))})"
+        self.key_ref = self._key_ref(d, (keys or {}).get(self.first.key_id or ""))
+
+    def _key_ref(self, d: dict, key: ApiKey | None) -> str:
+        """The key an entry is about: its name, masked key and owner as the entry recorded them,
+        else as the key's row has them (an entry that names only ``key_id``), else its id."""
+        if d.get("key") or d.get("name"):
+            return f"*{esc(d.get('name', ''))}* `{esc(d.get('key', ''))}` (owner {esc(d.get('owner', ''))})"
+        if key is not None:
+            return f"*{esc(key.name)}* `{esc(key.masked)}` (owner {esc(key.owner)})"
+        return f"key `{esc(self.first.key_id or 'unknown')}`"
 
     def names(self, shown: int = 10) -> str:
         names = ", ".join(f"*{esc(json.loads(e.details).get('name', ''))}*" for e in self.events[:shown])
@@ -566,9 +575,10 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
 }
 
 
-def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
-    """One audit-channel post for one audited action (which may cover several entries)."""
-    post = _Post(events)
+def audit_post(events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None) -> tuple[str, list[dict]]:
+    """One audit-channel post for one audited action (which may cover several entries). ``keys``:
+    the keys of entries that name only a ``key_id`` (``keys_named_only_by_id``), by id."""
+    post = _Post(events, keys)
     rendered = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
     if isinstance(rendered, str):  # most posts are one section; a few bring their own blocks (and buttons)
         text, body = rendered.split("\n")[0], [SectionBlock(text=MarkdownTextObject(text=rendered))]
@@ -577,6 +587,20 @@ def audit_post(events: Sequence[AuditEvent]) -> tuple[str, list[dict]]:
     last = events[-1]  # the post witnesses the log's position and head after the entries it reports
     witness = ContextBlock(elements=[MarkdownTextObject(text=witness_text(last.id, last.hash))])
     return fit(text), _serialise([*body, witness])
+
+
+def keys_named_only_by_id(events: Sequence[AuditEvent]) -> list[str]:
+    """The key ids of entries whose details do not name their key (``key.revocation_restored`` as
+    the self-check may write it: ``revoked_at`` and ``entry`` only): the deliverer looks them up."""
+    out = []
+    for event in events[:1]:  # a post names the key of its first entry
+        try:
+            details = json.loads(event.details)
+        except ValueError:
+            continue
+        if event.key_id and isinstance(details, dict) and not (details.get("key") or details.get("name")):
+            out.append(event.key_id)
+    return out
 
 
 def _parse_iso(text: str | None) -> datetime | None:

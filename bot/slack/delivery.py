@@ -90,7 +90,7 @@ class Deliverer:
                 events = self.store.audit.between(item.payload["first"], item.payload["last"])
                 if not events:
                     raise ValueError("audit entries missing")
-                text, post_blocks = blocks.audit_post(events)
+                text, post_blocks = blocks.audit_post(events, self._keys(blocks.keys_named_only_by_id(events)))
             else:
                 text, post_blocks = item.payload.get("text", ""), item.payload.get("blocks")
             self.client.chat_postMessage(channel=item.channel, text=redact(text), blocks=post_blocks, unfurl_links=False)
@@ -107,6 +107,17 @@ class Deliverer:
         self.store.outbox.delivered(item.id, self.worker)
         metrics.audit_post("delivered")
         log.info(fields(event="audit_post", outbox_id=item.id, channel=item.channel, outcome="delivered"))
+
+    def _keys(self, key_ids: list[str]) -> dict:
+        """The keys an entry names only by id (a restored revocation), for its post; best effort: a
+        key that cannot be read is named by its id."""
+        found = {}
+        for key_id in key_ids:
+            try:
+                found[key_id] = self.store.keys.get(key_id)
+            except Exception as exc:
+                log.warning(fields(event="audit_post", key_id=key_id, outcome="key_not_read", error=type(exc).__name__))
+        return found
 
     def _failed(self, item, error: str) -> None:
         retry_at = self.store.outbox.failed(item.id, self.worker, error, attempts=item.attempts)
