@@ -112,3 +112,24 @@ def test_find_by_secrets_finds_each_known_key_by_digest(store, key):
     found = store.keys.find_by_secrets([generate_secret(), key.secret, other.secret, "apk_not-a-key"] +
                                        [generate_secret() for _ in range(1200)])
     assert {s: k.id for s, k in found.items()} == {key.secret: key.key.id, other.secret: other.key.id}
+
+
+def test_a_message_full_of_decoys_costs_one_key_lookup_query(store, key):
+    """The lookup is one statement however many candidates (counted at the database, not the call)."""
+    from sqlalchemy import event
+
+    from storage.keyformat import generate_secret
+
+    statements: list[str] = []
+    engines = {store.db.read_engine, store.db.write_engine}
+    record = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        text = " ".join(generate_secret() for _ in range(400)) + f" {key.secret}"
+        assert warn_about_leaks(store, message(user="U0DEV0001", text=text), RecordingClient(), OWN_BOT_USER, OWN_BOT) == 1
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+    lookups = [s for s in statements if "FROM api_keys" in s and "digest IN" in s]
+    assert len(lookups) == 1, statements
