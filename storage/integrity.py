@@ -98,13 +98,45 @@ def canonical_sqlite_triggers() -> dict[str, str]:
             engine.dispose()
 
 
+_TG_ROW, _TG_BEFORE, _TG_EVENTS = 1, 2, {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+
+
+def _expected_tgtype(statement: str) -> int:
+    """PostgreSQL's ``tgtype`` bits for a CREATE TRIGGER statement of the migrations."""
+    head = " ".join(statement.split()).upper()
+    events = " " + head.split(" ON ")[0].split(None, 3)[3]  # after CREATE TRIGGER <name>
+    bits = _TG_BEFORE if " BEFORE " in f"{events} " else 0
+    bits |= _TG_ROW if "FOR EACH ROW" in head else 0
+    for event, bit in _TG_EVENTS.items():
+        if f" {event}" in events:
+            bits |= bit
+    return bits
+
+
+def _function_body(statement: str) -> str:
+    return _normal(statement.split("$$")[1])
+
+
 def _found_triggers(conn, dialect: str, tables: list[str]) -> dict[tuple[str, str], str]:
-    """``(table, trigger) -> state``: PostgreSQL's ``tgenabled``, SQLite's SQL text."""
+    """``(table, trigger) -> state``: on PostgreSQL ``tgenabled``, or ``altered`` when the trigger calls
+    another function, fires on other events, has a WHEN condition, or its function's body is not the
+    migrations' (a guard replaced by ``RETURN NEW``); SQLite's SQL text."""
     if dialect == "postgresql":
-        return {(table, name): enabled for table, name, enabled in conn.execute(text(
-            "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        functions, creates = _postgres_definitions()
+        rows = conn.execute(text(
+            "SELECT c.relname, t.tgname, t.tgenabled, t.tgtype, p.proname, p.prosrc, t.tgqual IS NULL "
+            "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid "
             "WHERE NOT t.tgisinternal AND c.relname = ANY(:tables) AND pg_table_is_visible(c.oid)"),
-            {"tables": tables})}
+            {"tables": tables}).all()
+        found = {}
+        for table, name, enabled, tgtype, function, source, no_condition in rows:
+            expected = creates.get(name)
+            altered = expected is not None and (
+                tgtype != _expected_tgtype(expected) or not no_condition
+                or f"FUNCTION {function}(" not in " ".join(expected.split())
+                or (function in functions and _normal(source) != _function_body(functions[function])))
+            found[(table, name)] = "altered" if altered else enabled
+        return found
     return {(table, name): sql for table, name, sql in conn.execute(text(
         "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'"))}
 
@@ -118,6 +150,9 @@ def _problems(dialect: str, found: dict[tuple[str, str], str]) -> list[Problem]:
             subject = f"trigger {name} on {table}"
             if state is None:
                 problems.append(Problem(subject, "missing (dropped): the table is not guarded", kind="trigger"))
+            elif dialect == "postgresql" and state == "altered":
+                problems.append(Problem(subject, "altered (its events, condition or function are not what the "
+                                        "migrations create): the table may not be guarded", kind="trigger"))
             elif dialect == "postgresql" and state not in ("O", "A"):
                 problems.append(Problem(subject, "disabled (ALTER TABLE … DISABLE TRIGGER): the table is not guarded",
                                         kind="trigger"))
@@ -133,6 +168,15 @@ def trigger_problems(db: Database) -> list[Problem]:
     with db.read() as session:
         found = _found_triggers(session, db.dialect, list(TRIGGERS.get(db.dialect, {})))
     return _problems(db.dialect, found)
+
+
+@functools.lru_cache(maxsize=1)
+def _postgres_definitions() -> tuple[dict[str, str], dict[str, str]]:
+    """``({function: CREATE OR REPLACE FUNCTION …}, {trigger: CREATE TRIGGER …})``, newest of each."""
+    functions: dict[str, str] = {}
+    for statement in _postgres_statements()[0]:
+        functions[re.search(r"CREATE OR REPLACE FUNCTION (\w+)", statement).group(1)] = statement
+    return functions, _postgres_statements()[1]
 
 
 def _postgres_statements() -> tuple[list[str], dict[str, str]]:
@@ -180,6 +224,7 @@ def repair_triggers(conn, dialect: str) -> list[str]:
         if "disabled" in problem.problem:
             conn.execute(text(f'ALTER TABLE "{table}" ENABLE TRIGGER "{name}"'))
         else:
+            conn.execute(text(f'DROP TRIGGER IF EXISTS "{name}" ON "{table}"'))
             conn.execute(text(creates[name]))
         repaired.append(name)
     return repaired

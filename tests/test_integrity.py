@@ -326,3 +326,26 @@ def test_a_row_made_to_break_the_self_check_neither_stops_it_nor_revokes_anythin
             session.execute(text("DROP TRIGGER api_keys_revocation_permanent"))
     later = check.run()
     assert any("api_keys" in finding and "trigger" in finding for finding in later.alerted), later
+
+
+@pytest.mark.parametrize("attack", [
+    ["CREATE OR REPLACE FUNCTION apikeys_guard_keys() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql"],
+    ["DROP TRIGGER api_keys_guard ON api_keys",
+     "CREATE TRIGGER api_keys_guard BEFORE INSERT ON api_keys FOR EACH ROW WHEN (false) EXECUTE FUNCTION apikeys_guard_keys()"],
+], ids=["guard-function-emptied", "trigger-recreated-on-other-events"])
+def test_a_guard_changed_on_postgresql_is_named_and_put_back(signed, run_cli, attack):
+    if signed.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL: a guard's function body and events are compared with the migrations'")
+    with signed.db.write() as session:
+        for statement in attack:
+            session.execute(text(statement))
+    status = run_cli("db", "status")
+    assert status.code == 1 and "api_keys_guard on api_keys: altered" in status.out
+    assert run_cli("db", "upgrade").code == 0
+    assert run_cli("db", "status").code == 0
+    key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    signed.keys.revoke(key.key.id, actor=ADMIN)
+    from sqlalchemy.exc import DBAPIError
+    with pytest.raises(DBAPIError, match="revocation is permanent"):
+        with signed.db.write() as session:
+            session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
