@@ -248,8 +248,22 @@ def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(pl
                 "text:'admins add <@UEVIL0001>'})})%22%3E"}.items())
     calls = [f"fetch('http://127.0.0.1:{p}/api/chat.postMessage',{{method:'POST',mode:'no-cors',headers:"
              f"{{'Content-Type':'application/x-www-form-urlencoded'}},body:{json.dumps(payload)}}})" for p in stand_ins]
+    calls += [f"new Image().src={json.dumps(f'http://127.0.0.1:{p}/api/chat.postMessage?{payload}')}" for p in stand_ins]
     calls.append(f"fetch('{playground}/playground/api/command',{{method:'POST',mode:'no-cors',headers:{{'Content-Type':"
                  "'text/plain'},body:JSON.stringify({user:'UADMIN001',command:'/apikeys',text:'admins add <@UEVIL0001>'})})")
+    # Clicks on the operator's open list (the attacker guessing the ids: the test gives them away), as a
+    # simple no-cors post and as a JSON post in cors mode (whose preflight the playground never grants).
+    store = open_store(database_url)
+    target = store.keys.list_keys(status="active", limit=1).items[0].id
+    store.close()
+    from bot.slack.ids import ActionId
+
+    for message_id in range(1, 6):
+        click = json.dumps({"user": "UADMIN001", "message_id": message_id, "action_id": ActionId.CONFIRM_REVOKE.value,
+                            "value": str(target), "block_id": "b", "state": {}})
+        for mode, content_type in (("no-cors", "text/plain"), ("cors", "application/json")):
+            calls.append(f"fetch('{playground}/playground/api/click',{{method:'POST',mode:'{mode}',headers:"
+                         f"{{'Content-Type':'{content_type}'}},body:{json.dumps(click)}}}).catch(() => 0)")
     page = f"<html><body><script>{';'.join(calls)};document.title='sent'</script></body></html>".encode()
 
     class Evil(http.server.BaseHTTPRequestHandler):
@@ -266,8 +280,10 @@ def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(pl
     evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
     threading.Thread(target=evil.serve_forever, daemon=True).start()
     try:
-        browser.get(playground + "/playground")  # the operator has the playground open ...
+        browser.get(playground + "/playground")  # the operator has the playground open, a list on it ...
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
+        send(browser, "/apikeys")
+        wait(browser, lambda d: len(buttons(d, "Revoke")) == 11, "the list")
         browser.switch_to.new_window("tab")
         browser.get(f"http://localhost:{evil.server_address[1]}/")  # ... and visits another site
         wait(browser, lambda d: d.title == "sent", "the attack to be sent")
@@ -275,10 +291,15 @@ def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(pl
         browser.switch_to.window(browser.window_handles[0])
         state = json.loads(urllib.request.urlopen(playground + "/playground/api/state").read())
         assert not any("onerror" in json.dumps(m) for m in state["messages"])
+        assert browser.execute_script("return window.pwned === undefined")
+        assert browser.find_elements(By.CSS_SELECTOR, "#channel img, #audit img") == []
         store = open_store(database_url)
         try:
             assert "UEVIL0001" not in {a.user_id for a in store.admins.list()}
             assert not any(e.action == "admin.added" for e in store.audit.oldest_first())
+            assert [k.name for k in store.keys.list_keys(status="revoked", limit=10).items] == ["deploy-bot"]
+            assert not any(e.action in ("key.revoked", "key.revoke_denied") and e.key_id == target
+                           for e in store.audit.oldest_first())
         finally:
             store.close()
     finally:
