@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, grants, integrity, migrate, open_store
 from storage.audit import event_to_dict
 from storage.errors import CorruptEntry
-from storage.keyformat import is_well_formed
+from storage.keyformat import find_keys_in_text, is_well_formed
 from storage.keys import KeyService, key_to_dict
 from storage.leaks import Match
 from storage.redaction import looks_like_key, redact
@@ -277,9 +277,13 @@ def _key_to_revoke(store: Store, given: str, err: TextIO) -> str:
             raise UsageError("nothing on standard input (paste the key or its id)")
     if not looks_like_key(given):
         return given.strip()
-    if not is_well_formed(given):
+    found = find_keys_in_text(given)  # the key inside quotes, 'Bearer …', 'API_KEY=…', a pasted line
+    if len(found) > 1:
+        raise UsageError(f"that holds {len(found)} keys; revoke them one at a time; nothing was revoked")
+    if not found:
         raise UsageError("that looks like one of our keys, but its checksum does not match (a typo, or a "
                          "truncated copy?); nothing was revoked")
+    given = found[0]
     key = store.keys.find_by_secret(given)
     if key is None:
         raise UsageError("that is one of our keys in shape, but no key we issued; nothing was revoked")

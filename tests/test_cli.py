@@ -630,3 +630,11 @@ def test_a_bad_seconds_setting_is_named_in_one_line(run_cli, name, value):
     result = run_cli("list", env={name: value})
     assert_one_line_error(result)
     assert name in result.err and "seconds" in result.err
+
+
+@pytest.mark.parametrize("wrap", ["'{}'", '"{}"', " {} ", "Bearer {}", "API_KEY={}", "export KEY={};"])
+def test_revoke_finds_the_key_inside_what_was_pasted(run_cli, wrap):
+    key = json.loads(run_cli("create", "--name", "leaked", "--owner", "payments", "--json").out)
+    result = run_cli("revoke", "-", "--actor", "alice", stdin=wrap.format(key["key"]) + "\n")
+    assert result.code == 0, result.err
+    assert key["id"] in result.out and key["key"] not in result.out + result.err
