@@ -176,11 +176,12 @@ def test_a_click_from_another_enterprise_is_refused_and_revokes_nothing(world: W
     assert not events(store, "key.revoked") and store.keys.get(key.id).revoked_at is None
 
 
-def test_a_command_from_another_enterprise_gets_no_list(world: World, store: Store):
+@pytest.mark.parametrize("extra", [b"&enterprise_id=E0OTHER&enterprise_name=Other", b"&enterprise=E0OTHER"])
+def test_a_command_from_another_enterprise_gets_no_list(world: World, store: Store, extra: bytes):
     from .slackworld import post_signed
 
     key = seed(store, "billing-api", owner="payments")
-    body = world.sender.body_of("command", "all", user=ADMIN) + b"&enterprise_id=E0OTHER&enterprise_name=Other"
+    body = world.sender.body_of("command", "all", user=ADMIN) + extra
     reply = post_signed(world.sender, body)
     assert reply.status == 200
     answer = json.loads(reply.text)

@@ -72,6 +72,14 @@ def _get(body: dict, *path: str) -> Any:
     return value if isinstance(value, str) and value else None
 
 
+def _id(body: dict, name: str) -> str | None:
+    """The id in ``body[name]``: an object's ``id``, or (in a flat form) the value itself, as Bolt reads it."""
+    value = body.get(name)
+    if isinstance(value, str) and value:
+        return value
+    return _get(body, name, "id")
+
+
 def actor_from_body(body: dict, own_team_id: str | None, store: Store, own_enterprise_id: str | None = None) -> Actor:
     """Read the user, their home workspace and every workspace or organisation the request names
     from a command, interaction or event body."""
@@ -79,8 +87,8 @@ def actor_from_body(body: dict, own_team_id: str | None, store: Store, own_enter
         # A slash command only comes from the installing workspace's members: its team_id is the
         # user's workspace.
         user_id, user_team = _get(body, "user_id"), _get(body, "team_id")
-        teams: tuple[str | None, ...] = ()
-        enterprises = (_get(body, "enterprise_id"),)
+        teams: tuple[str | None, ...] = (_id(body, "team"),)
+        enterprises = (_get(body, "enterprise_id"), _id(body, "enterprise"))
     else:
         # An interaction names the user's own workspace in user.team_id, and nothing else will do:
         # the payload's team is the workspace the message lives in, which in a shared channel is
@@ -88,8 +96,8 @@ def actor_from_body(body: dict, own_team_id: str | None, store: Store, own_enter
         # Whatever else the payload names must be ours as well: the workspace it happened in
         # (team.id) and an Enterprise Grid organisation (enterprise.id, user.enterprise_id).
         user_id, user_team = _get(body, "user", "id"), _get(body, "user", "team_id")
-        teams = (_get(body, "team", "id"),)
-        enterprises = (_get(body, "enterprise", "id"), _get(body, "enterprise_id"), _get(body, "user", "enterprise_id"))
+        teams = (_id(body, "team"),)
+        enterprises = (_id(body, "enterprise"), _get(body, "enterprise_id"), _get(body, "user", "enterprise_id"))
     channel_id = _get(body, "channel", "id") or _get(body, "channel_id") or _get(body, "container", "channel_id")
     return Actor(user_id=user_id, user_team_id=user_team, own_team_id=own_team_id, channel_id=channel_id,
                  request_id=_get(body, "trigger_id"), named_teams=tuple(t for t in teams if t),
