@@ -47,7 +47,7 @@ ALERT_PATH = "/v1/secret-scanning/github"
 MAX_ALERT_BODY = 1024 * 1024
 REFETCH_INTERVAL = timedelta(minutes=1)
 FETCH_TIMEOUT = 5.0
-FETCH_WAIT = 1.0  # seconds a request waits for a fetch under way before it answers 503
+FETCH_WAIT = 0.25  # seconds a request waits for a fetch under way before it answers 503 (Retry-After)
 MAX_KEYS_DOCUMENT = 256 * 1024
 MAX_IDENTIFIER = 256
 USER_AGENT = "apikeys-bot/0.1"

@@ -211,6 +211,7 @@ class BodyGate:
 
 
 CLOSE = [("Connection", "close")]
+RETRY_GITHUB = 10  # seconds: Retry-After of an alert that waits for GitHub's keys (fetched meanwhile)
 BUFFERED = "apikeys.body_buffered"  # set by RsgiBridge: wsgi.input is the whole body, in memory
 
 
@@ -334,6 +335,8 @@ class KeyApiApp:
                                                environ.get("HTTP_GITHUB_PUBLIC_KEY_SIGNATURE"))
         except github.AlertRefused as exc:
             log.info(fields(event="github_alert", outcome="refused", status=exc.status, why=exc.message))
+            if exc.status == 503:  # GitHub's keys are still being fetched (or could not be): GitHub retries
+                return _respond(start_response, 503, {"error": exc.message}, [("Retry-After", str(RETRY_GITHUB))])
             raise HttpError(exc.status, exc.message) from None
         except InvalidInput as exc:
             raise HttpError(400, str(exc)) from None

@@ -182,9 +182,10 @@ def build() -> dict[str, Any]:
                           "missing Github-Public-Key-Signature header: alerts must be signed by GitHub"),
             "408": SLOW_BODY,
             "413": _error("The body is larger than 1 MiB.", "request body larger than 1048576 bytes"),
-            "503": _error("GitHub's public keys could not be fetched to check the signature, or the key store does not "
-                          "answer; GitHub retries.",
-                          "GitHub's public keys could not be fetched to check the signature; try again"),
+            "503": {**_error("GitHub's public keys are still being fetched, could not be fetched to check the signature, "
+                             "or the key store does not answer; GitHub retries (Retry-After says when).",
+                             "GitHub's public keys could not be fetched to check the signature; try again"),
+                    "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}},
         },
     }
     paths = {

@@ -279,8 +279,9 @@ def test_when_githubs_keys_cannot_be_fetched_the_alert_is_503_for_github_to_retr
     headers = github_keys.sign(body)
     github_keys.stop()
     before = everything_stored(database_url)
-    status, answer = send(api, github_keys, body=body, headers=headers)
-    assert status == 503 and "try again" in answer["error"]
+    status, answered_headers, data = api.request("POST", ALERT_PATH, body, headers)
+    assert status == 503 and "try again" in json.loads(data)["error"]
+    assert answered_headers["Retry-After"].isdigit()  # GitHub retries; the header says when
     assert everything_stored(database_url) == before
 
 
@@ -618,3 +619,55 @@ def test_a_signed_alert_whose_token_is_a_lone_surrogate_is_answered(api, github_
     assert status == 200 and answer[0]["label"] == "false_positive"
     assert answer[0]["token_hash"] == hashlib.sha256("\ud800".encode("utf-8", "surrogatepass")).hexdigest()
     assert everything_stored(database_url) == before
+
+
+def test_a_slow_github_keys_endpoint_does_not_stall_auth_on_the_real_server(database_url, tmp_path):
+    """GitHub's keys endpoint answers nothing while signed alerts with an identifier we do not know
+    arrive: they are answered 503 with Retry-After (one fetch for all of them), and /v1/auth keeps
+    answering on the worker's two threads while the fetch is still hanging."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from .servers import http_request
+
+    release, fetches = threading.Event(), []
+
+    class Hanging(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            fetches.append(self.path)
+            release.wait(30)  # a bound for a hung test, not a speed goal
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hanging = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
+    threading.Thread(target=hanging.serve_forever, daemon=True).start()
+    signer = GitHubKeysStub()
+    signer.current = signer.new_key()  # signs, but is published nowhere
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    secret = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0].secret
+    store.close()
+    server = start_server(database_url, tmp_path, {
+        "WEB_CONCURRENCY": "1", "WEB_THREADS": "2",
+        "APIKEYS_GITHUB_KEYS_URL": f"http://127.0.0.1:{hanging.server_address[1]}/keys"})
+    try:
+        body = json.dumps([match(secret)]).encode()
+        with ThreadPoolExecutor(4) as pool:
+            alerts = [pool.submit(http_request, server.url, "POST", ALERT_PATH, body, signer.sign(body), 20)
+                      for _ in range(4)]
+            auths = [http_request(server.url, "GET", "/v1/auth", headers={"X-API-Key": secret}, timeout=20)[0]
+                     for _ in range(5)]
+            answered = [future.result() for future in alerts]
+        assert not release.is_set()  # every answer above came while GitHub still had not answered
+        assert auths == [204] * 5
+        assert [status for status, _, _ in answered] == [503] * 4
+        assert all(headers["Retry-After"].isdigit() for _, headers, _ in answered)
+        assert fetches == ["/keys"]  # one fetch for all of them
+    finally:
+        release.set()
+        server.stop_quietly()
+        hanging.shutdown()
+        hanging.server_close()
