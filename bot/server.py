@@ -30,8 +30,22 @@ from .config import ConfigError, Settings, load_dotenv_file
 
 log = logging.getLogger("apikeys.server")
 
-# What prometheus-client writes in multi-process mode: <type>_<pid>.db (gauges: gauge_<mode>_<pid>.db).
-METRIC_FILE = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
+# What prometheus-client writes in multi-process mode: <type>_<pid>.db (gauges: gauge_<mode>_<pid>.db, the
+# modes of prometheus_client.Gauge), each an mmap'd file that starts with how much of it is used.
+METRIC_FILE = re.compile(r"^(counter|histogram|summary|gauge_(live)?(all|min|max|sum|mostrecent))_\d+\.db$")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _is_metric_file(directory: str, name: str) -> bool:
+    """A file prometheus-client wrote: its name, a regular file, and not a SQLite database (one could be
+    given a metric file's name as DATABASE_URL)."""
+    path = os.path.join(directory, name)
+    if not METRIC_FILE.match(name) or os.path.islink(path) or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC
+
+
 GRACEFUL_TIMEOUT = 8  # seconds; the contract promises an exit within 10
 BACKLOG = 2048
 
@@ -115,7 +129,7 @@ def prepare_metrics_dir() -> str:
     if path:
         os.makedirs(path, exist_ok=True)
         names = os.listdir(path)
-        others = sorted(name for name in names if not METRIC_FILE.match(name))
+        others = sorted(name for name in names if not _is_metric_file(path, name))
         if others:  # the data directory given by mistake: never delete what is not ours
             shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR {path} holds files that are not prometheus-client's metric "
