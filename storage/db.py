@@ -176,6 +176,25 @@ def _create_private(path: str) -> None:
     os.chmod(path, 0o600)
 
 
+def sqlite_file(parsed) -> str | None:
+    """The file a SQLite URL opens (``sqlite:///a.db``, ``…?timeout=30``, ``file:a.db?uri=true``,
+    ``file:///srv/a.db?uri=true``), or None for an in-memory database."""
+    path = parsed.database
+    if not path or path == ":memory:":
+        return None
+    if not path.startswith("file:") or str(parsed.query.get("uri", "")).lower() not in ("true", "1"):
+        return path  # without uri=true, "file:…" is a file's name like any other
+    if parsed.query.get("mode") == "memory":
+        return None
+    rest = path.removeprefix("file:")
+    if rest.startswith("//"):  # file://[localhost]/absolute/path
+        host, _, tail = rest[2:].partition("/")
+        if host not in ("", "localhost"):
+            return None
+        rest = "/" + tail
+    return None if rest in ("", ":memory:") else rest
+
+
 class Database:
     """Owns the engines. ``read()`` and ``write()`` give sessions that commit or roll back."""
 
@@ -201,7 +220,9 @@ class Database:
             path = parsed.database
             if path and path != ":memory:" and not parsed.query and not path.startswith("file:"):
                 self._sqlite_path = path
-                _create_private(path)
+            private = sqlite_file(parsed)  # however the URL spells it: query parameters, a file: URI
+            if private is not None and parsed.query.get("mode") != "ro":  # ro: SQLite must find it, not us make it
+                _create_private(private)
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
             self.read_engine = self.write_engine
