@@ -184,10 +184,7 @@ class BodyGate:
         self._lock = threading.Lock()
 
     def admit(self, environ: dict) -> bool:
-        """True, with ``wsgi.input`` wrapped, when the body may be read (or there is none). A body the
-        server already holds in memory (``RsgiBridge``'s) needs neither a slot nor a deadline."""
-        if environ.get(BUFFERED):
-            return True
+        """True, with ``wsgi.input`` wrapped, when the body may be read (or there is none)."""
         length_text = environ.get("CONTENT_LENGTH") or ""
         chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
         length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
@@ -212,7 +209,6 @@ class BodyGate:
 
 CLOSE = [("Connection", "close")]
 RETRY_GITHUB = 10  # seconds: Retry-After of an alert that waits for GitHub's keys (fetched meanwhile)
-BUFFERED = "apikeys.body_buffered"  # set by RsgiBridge: wsgi.input is the whole body, in memory
 
 
 class KeyApiApp:
@@ -351,136 +347,3 @@ class KeyApiApp:
         if problem is not None:
             return _respond(start_response, 503, {"status": "unavailable", "database": problem})
         return _respond(start_response, 200, {"status": "ok", "database": "ok"})
-
-
-# -- the server side: granian's RSGI interface in front of the WSGI application ------------------
-MAX_READ = max(MAX_BODY, github.MAX_ALERT_BODY)  # the largest body a route takes (Slack's gate: 1 MiB too)
-
-
-class _Unreadable:
-    """``wsgi.input`` for a body the connection failed to deliver (malformed chunks, reset): every
-    read raises, which ``read_body`` (and Slack's gate) answer with a 400."""
-
-    def read(self, *_args):
-        raise OSError("the request body could not be read")
-
-    readline = read
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise OSError("the request body could not be read")
-
-
-class RsgiBridge:
-    """What granian serves (its RSGI interface): the request body is read on the worker's event loop,
-    where a slow body costs no thread, and must be complete within ``body_timeout`` seconds (else 408,
-    the connection closed); then the WSGI application answers on one of ``threads`` threads from the
-    whole body in memory. granian's WSGI interface hands the application a ``wsgi.input`` whose reads
-    block in Rust, with no timeout, until the bytes arrive: one body trickled in a byte at a time held a
-    thread, and its connection, for as long as the client liked.
-
-    At most ``max_body`` bytes are read (the largest any route takes); a body declared longer is not
-    read at all, and the application refuses it by its Content-Length (413); either way the connection
-    is closed after the answer, as it is whenever the body was not read to its end."""
-
-    def __init__(self, app: WSGIApp, *, threads: int, body_timeout: float, max_body: int = MAX_READ):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.app = app
-        self.body_timeout = body_timeout
-        self.max_body = max_body
-        self._threads = ThreadPoolExecutor(max(1, threads), thread_name_prefix="apikeys-web")
-
-    def __rsgi_del__(self, _loop) -> None:
-        self._threads.shutdown(wait=True)  # granian has waited for the requests in flight
-
-    async def __rsgi__(self, scope, proto) -> None:
-        import asyncio
-
-        if scope.proto != "http":  # websockets are off
-            return
-        headers = scope.headers
-        length_text = (headers.get("content-length") or "").strip()
-        chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
-        length = int(length_text) if length_text.isascii() and length_text.isdigit() else None
-        try:
-            body, complete = await asyncio.wait_for(self._read(proto, length, chunked), self.body_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            log.info(fields(event="request", path=scope.path, outcome="body_timeout"))
-            payload = _to_json({"error": f"the request body took longer than {self.body_timeout:g} s to arrive"})
-            proto.response_bytes(408, [*JSON_HEADERS, *CLOSE, ("Content-Length", str(len(payload.encode())))],
-                                 payload.encode())
-            return
-        environ = self._environ(scope, body, length_text)
-        loop = asyncio.get_running_loop()
-        status, out_headers, payload = await loop.run_in_executor(self._threads, self._call, environ)
-        if not complete and not any(name.lower() == "connection" for name, _ in out_headers):
-            out_headers.append(("Connection", "close"))
-        proto.response_bytes(status, out_headers, payload)
-
-    async def _read(self, proto, length: int | None, chunked: bool) -> tuple[bytes | None, bool]:
-        """(the body, or None when it could not be read; whether it was read to its end)."""
-        if not chunked and not length:
-            return b"", True
-        if not chunked and length > self.max_body:
-            return b"", False  # not read: refused by its Content-Length
-        parts, size = [], 0
-        try:
-            async for chunk in proto:
-                parts.append(chunk)
-                size += len(chunk)
-                if size > self.max_body:
-                    return b"".join(parts), False  # the application answers 413
-        except Exception as exc:  # the client went away, or sent malformed chunks
-            log.info(fields(event="request", outcome="unreadable_body", error=type(exc).__name__))
-            return None, False
-        return b"".join(parts), True
-
-    def _environ(self, scope, body: bytes | None, length_text: str) -> dict:
-        import io
-        import sys
-
-        server_host, _, server_port = scope.server.rpartition(":")
-        client_host = scope.client.rpartition(":")[0] or scope.client
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": scope.method, "SCRIPT_NAME": "", "PATH_INFO": scope.path,
-            "QUERY_STRING": scope.query_string, "SERVER_NAME": server_host.strip("[]"), "SERVER_PORT": server_port,
-            "SERVER_PROTOCOL": f"HTTP/{scope.http_version}", "REMOTE_ADDR": client_host.strip("[]"),
-            "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_SOFTWARE": "Granian",
-            "wsgi.input": _Unreadable() if body is None else io.BytesIO(body), "wsgi.errors": sys.stderr,
-            "wsgi.url_scheme": scope.scheme, "wsgi.version": (1, 0), "wsgi.multithread": True,
-            "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.input_terminated": True, BUFFERED: True,
-        }
-        for name in scope.headers.keys():
-            if name in ("content-length", "content-type"):
-                environ[name.upper().replace("-", "_")] = scope.headers.get(name)
-                continue
-            key = "HTTP_" + name.upper().replace("-", "_")
-            if key not in environ:
-                environ[key] = ",".join(scope.headers.get_all(name))
-        if "HTTP_HOST" not in environ and scope.authority:
-            environ["HTTP_HOST"] = scope.authority
-        if length_text == "" and "CONTENT_LENGTH" in environ:
-            del environ["CONTENT_LENGTH"]
-        return environ
-
-    def _call(self, environ: dict) -> tuple[int, list[tuple[str, str]], bytes]:
-        answer: dict[str, Any] = {}
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
-            answer["status"], answer["headers"] = status, list(headers)
-
-        try:
-            result = self.app(environ, start_response)
-            try:
-                payload = b"".join(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-            return int(answer["status"].split(" ", 1)[0]), answer["headers"], payload
-        except Exception:
-            log.exception(fields(event="request", path=environ.get("PATH_INFO"), outcome="error"))
-            payload = _to_json({"error": "internal error"}).encode()
-            return 500, [*JSON_HEADERS, ("Content-Length", str(len(payload)))], payload

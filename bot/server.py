@@ -245,23 +245,9 @@ def _granian(settings: Settings):
     from granian.constants import HTTPModes, Interfaces
     from granian.server import Server
 
-    from .http import RsgiBridge
-
-    class BridgedServer(Server):
-        """granian's RSGI interface, with the WSGI app each worker's loader builds behind
-        ``bot.http.RsgiBridge``: request bodies are read on the event loop with a deadline
-        (APIKEYS_BODY_TIMEOUT, else 408), never by a thread that a trickled body could hold (granian's
-        WSGI interface has no body timeout); the app runs on WEB_THREADS threads."""
-
-        def serve(self, spawn_target=None, target_loader=None, wrap_loader=True):
-            def bridged(*args):
-                return RsgiBridge(target_loader(*args), threads=settings.threads, body_timeout=settings.body_timeout)
-
-            return super().serve(spawn_target, bridged if target_loader else None, wrap_loader)
-
-    server = BridgedServer(
-        "bot.server:app", address=settings.host.strip("[]"), port=settings.port, interface=Interfaces.RSGI,
-        workers=settings.workers, blocking_threads=1, backlog=BACKLOG, http=HTTPModes.http1,
+    server = Server(
+        "bot.server:app", address=settings.host.strip("[]"), port=settings.port, interface=Interfaces.WSGI,
+        workers=settings.workers, blocking_threads=settings.threads, backlog=BACKLOG, http=HTTPModes.http1,
         websockets=False, log_enabled=True, log_access=False, workers_kill_timeout=GRACEFUL_TIMEOUT,
     )
     logs.route_all_loggers()  # granian's own lines (start, stop, worker trouble) through our one handler
