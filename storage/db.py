@@ -103,6 +103,7 @@ HEALTH_SQL = "SELECT last_id FROM audit_head WHERE id = 1"  # the one row every 
 # (a PostgreSQL standby or default_transaction_read_only, a read-only SQLite file), a role without it.
 WRITE_PROBE_SQL = "UPDATE audit_head SET last_id = last_id WHERE 1 = 0"
 WRITABLE_TTL = 5.0  # seconds a write probe's answer is kept (health is asked often)
+PING_COMPLAINT_EVERY = 60.0  # seconds between two log lines about a failing health ping
 
 
 class BulkInsert:
@@ -276,8 +277,11 @@ class Database:
         application is not healthy (``SELECT 1`` would have said it was)."""
         try:
             return self.fetch_one(HEALTH_SQL, ()) is not None
-        except Exception:  # any failure means "not healthy"
-            log.warning("database ping failed", exc_info=False)
+        except Exception as exc:  # any failure means "not healthy"; said once a minute, not per probe
+            now = time.monotonic()
+            if now - getattr(self, "_ping_complaint", -PING_COMPLAINT_EVERY) >= PING_COMPLAINT_EVERY:
+                self._ping_complaint = now
+                log.warning("database ping failed: %s", type(getattr(exc, "__cause__", None) or exc).__name__)
             return False
 
     def writable(self) -> str | None:

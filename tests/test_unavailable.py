@@ -142,3 +142,20 @@ def test_a_read_only_database_gives_every_key_its_code_and_health_says_it_cannot
     assert verify(app, "apk_" + "x" * 28)[2]["code"] == "MALFORMED"
     status, _, body = call(app, "/healthz")
     assert status == 503 and body["database"].startswith("read-only")
+
+
+def test_health_logs_an_unreachable_database_once_a_minute_not_per_probe(app_and_keys, database_url, tmp_path, caplog):
+    app, _, _ = app_and_keys
+    take_down(database_url, tmp_path)
+    app.store.db.dispose()
+    caplog.set_level(logging.INFO)
+    with freeze_time("2030-01-01 10:00:00") as clock:
+        for _ in range(5):  # a load balancer probes every few seconds
+            status, _, body = call(app, "/healthz")
+            assert (status, body["database"]) == (503, "unreachable")
+            clock.tick(5)
+        pings = [r for r in caplog.records if "ping failed" in r.getMessage()]
+        assert len(pings) == 1 and not pings[0].exc_info
+        clock.tick(61)
+        call(app, "/healthz")
+        assert sum("ping failed" in r.getMessage() for r in caplog.records) == 2
