@@ -194,6 +194,28 @@ def test_leak_watch_in_the_playground(playground, browser, database_url):
 
 
 
+def hostile_site(page: bytes):
+    """Another site the operator visits, on another localhost port, serving ``page`` (stop it with
+    ``shutdown()``)."""
+    import http.server
+    import threading
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    return evil
+
+
 def test_markup_in_any_text_is_shown_as_text_and_never_runs(playground, browser):
     """What the bot says (here: a query echoed back) and what a user says are text, not markup."""
     from selenium.webdriver.common.by import By
@@ -231,9 +253,7 @@ def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(pl
     """The attack as reviewed: a web page the operator visits posts a message through the Slack
     stand-in (well-known token, no origin check) whose markup then runs in the playground's origin,
     and calls the playground's API. Every request is refused and nothing changes."""
-    import http.server
     import json
-    import threading
     from urllib.parse import urlsplit
 
     from selenium.webdriver.common.by import By
@@ -266,19 +286,7 @@ def test_a_page_on_another_origin_cannot_drive_the_playground_or_its_stand_in(pl
                          f"{{'Content-Type':'{content_type}'}},body:{json.dumps(click)}}}).catch(() => 0)")
     page = f"<html><body><script>{';'.join(calls)};document.title='sent'</script></body></html>".encode()
 
-    class Evil(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args):
-            pass
-
-    evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
-    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    evil = hostile_site(page)
     try:
         browser.get(playground + "/playground")  # the operator has the playground open, a list on it ...
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
@@ -330,9 +338,7 @@ def test_a_page_on_another_origin_cannot_post_through_a_stand_in_even_with_its_t
     made for the run; this stand-in's is known) still gets nothing recorded, whatever a page can send
     without asking: a form post, a no-cors fetch (form-encoded, text/plain, a Blob without a type), an
     image's GET."""
-    import http.server
     import json
-    import threading
 
     from bot.playground.slackstub import SlackStub
 
@@ -354,19 +360,7 @@ def test_a_page_on_another_origin_cannot_post_through_a_stand_in_even_with_its_t
     page = (f'<html><body><form method=POST action="{post}">{fields}</form>'
             f"<script>{script}</script></body></html>").encode()
 
-    class Evil(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args):
-            pass
-
-    evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
-    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    evil = hostile_site(page)
     try:
         browser.get(f"http://localhost:{evil.server_address[1]}/")
         wait(browser, lambda d: d.current_url.startswith(stub.base_url), "the form post, sent last, to arrive")
