@@ -66,6 +66,17 @@ def unrevoke_with_ddl(store, key_id: str) -> None:
                              "revoke_note = NULL WHERE id = :id"), {"id": key_id})
 
 
+def assert_revocation_guarded(store) -> None:
+    """The database itself refuses to clear a revocation."""
+    from sqlalchemy.exc import DBAPIError
+
+    key = store.keys.create(name="guarded", owner="ops", actor=ADMIN)[0]
+    store.keys.revoke(key.key.id, actor=ADMIN)
+    with pytest.raises(DBAPIError, match="revocation is permanent"):
+        with store.db.write() as session:
+            session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
+
+
 # ======================================================================= the expected guards
 def test_the_trigger_list_is_what_the_migrations_create(signed):
     assert integrity.trigger_problems(signed.db) == []
@@ -279,12 +290,7 @@ def test_db_upgrade_as_the_owner_puts_back_what_was_removed_disabled_or_altered(
     assert run_cli("db", "upgrade").code == 0
     status = run_cli("db", "status")
     assert status.code == 0 and "permanence triggers present and enabled" in status.out
-    key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-    signed.keys.revoke(key.key.id, actor=ADMIN)
-    from sqlalchemy.exc import DBAPIError
-    with pytest.raises(DBAPIError, match="revocation is permanent"):  # the guard works again, body and all
-        with signed.db.write() as session:
-            session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
+    assert_revocation_guarded(signed)  # the guard works again, body and all
 
 
 def test_the_audit_channel_is_told_in_words_what_was_found(signed, signer):
@@ -343,9 +349,4 @@ def test_a_guard_changed_on_postgresql_is_named_and_put_back(signed, run_cli, at
     assert status.code == 1 and "api_keys_guard on api_keys: altered" in status.out
     assert run_cli("db", "upgrade").code == 0
     assert run_cli("db", "status").code == 0
-    key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-    signed.keys.revoke(key.key.id, actor=ADMIN)
-    from sqlalchemy.exc import DBAPIError
-    with pytest.raises(DBAPIError, match="revocation is permanent"):
-        with signed.db.write() as session:
-            session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
+    assert_revocation_guarded(signed)
