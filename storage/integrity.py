@@ -179,6 +179,7 @@ def _postgres_definitions() -> tuple[dict[str, str], dict[str, str]]:
     return functions, _postgres_statements()[1]
 
 
+@functools.lru_cache(maxsize=1)
 def _postgres_statements() -> tuple[list[str], dict[str, str]]:
     """From the migration scripts, in order: the newest ``CREATE OR REPLACE FUNCTION`` of each
     function and the newest ``CREATE TRIGGER`` of each trigger (what a fresh database ends up with)."""

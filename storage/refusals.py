@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, func, select, type_coerce
 
 from .audit import Action, AuditLog, EventInput, _stored_time
 from .models import AuditEvent, AuditHead
 from .redaction import _encodable, redact
+from .timeutil import utcnow
 
 SUMMARY_INTERVAL = timedelta(minutes=5)
 REFUSALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
@@ -26,10 +27,6 @@ _POSTED = '%"posted":true%'  # details are canonical JSON (sorted keys, no space
 def record_refusal(audit: AuditLog, event: EventInput):
     """Append one refusal; post it to the audit channel only if this user's last posted refusal is
     older than SUMMARY_INTERVAL. Returns the entry."""
-    from sqlalchemy import Text, type_coerce
-
-    from .timeutil import utcnow
-
     actor = redact(_encodable(event.actor))  # the actor as the log stores it, so the window is found
     with audit.db.write() as session:
         session.execute(select(AuditHead.last_id).where(AuditHead.id == 1).with_for_update())  # one decider at a time
