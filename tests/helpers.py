@@ -133,3 +133,15 @@ def everything_stored(database_url: str) -> str:
         return "\n".join(rows)
     finally:
         engine.dispose()
+
+
+def refused_by_guard(message: str):
+    """``pytest.raises`` for a statement the database's own guard (a trigger) refuses, matching that
+    guard's message: any other database error (a primary-key conflict, a syntax error) is not the
+    guard and fails the test."""
+    import re
+
+    import pytest
+    from sqlalchemy.exc import DBAPIError
+
+    return pytest.raises(DBAPIError, match=re.escape(message))

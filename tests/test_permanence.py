@@ -15,6 +15,10 @@ from sqlalchemy.exc import DBAPIError
 
 from storage import VerifyCode
 
+from .helpers import refused_by_guard
+
+APPEND_ONLY = "the audit log is append-only: that entry already exists"
+
 
 def _revoked(store):
     (created,) = store.keys.create(name="billing", owner="payments", actor="test")
@@ -89,10 +93,21 @@ def test_replace_cannot_rewrite_an_audit_entry(store):
     with store.db.read() as session:
         entry = dict(session.execute(text("SELECT * FROM audit_events WHERE id = 2")).mappings().one())
     verb = "INSERT OR REPLACE" if store.db.dialect == "sqlite" else "INSERT"
-    with pytest.raises(DBAPIError):
+    with refused_by_guard(APPEND_ONLY):
         _raw(store, f"{verb} INTO audit_events (id, at, actor, action, key_id, details, prev_hash, hash) "
                     "VALUES (:id, :at, 'nobody', :action, :key_id, :details, :prev_hash, :hash)", **{
                         k: entry[k] for k in ("id", "at", "action", "key_id", "details", "prev_hash", "hash")})
+    _assert_still_revoked(store, created)
+
+
+def test_an_entry_below_the_head_is_refused_even_where_no_entry_has_its_id(store):
+    """The guard's "at or below the head" clause on its own: id 0 conflicts with no row, so only that
+    clause can refuse it (a log with a forged first entry would otherwise verify from there)."""
+    created = _revoked(store)
+    with refused_by_guard(APPEND_ONLY):
+        _raw(store, "INSERT INTO audit_events (id, at, actor, action, key_id, details, prev_hash, hash) "
+                    "VALUES (0, :at, 'nobody', 'key.created', NULL, '{}', :prev, :hash)",
+             at="2026-01-01 00:00:00", prev="0" * 64, hash="f" * 64)
     _assert_still_revoked(store, created)
 
 

@@ -28,7 +28,7 @@ from bot.witness import check_against_slack
 from storage import Store, checkpoints, open_store
 from storage.timeutil import utcnow
 
-from .helpers import ADMIN, fresh_database
+from .helpers import ADMIN, fresh_database, refused_by_guard
 from .tampering import forged, insert_at_head, replace_tables, rows, snapshot
 
 AUDIT = "C0AUDIT"
@@ -257,15 +257,23 @@ def test_a_removed_newest_checkpoint_leaves_its_entries_unsigned(ours):
 
 
 def test_the_database_refuses_to_change_or_add_checkpoints_out_of_place(ours):
-    from sqlalchemy.exc import DBAPIError
-
     ours.act(2)
-    for statement in ("UPDATE audit_checkpoints SET head_hash = 'x'", "DELETE FROM audit_checkpoints",
-                      "INSERT INTO audit_checkpoints (entry_id, head_hash, at, public_key, prev_hash, signature, hash) "
-                      "VALUES (1, 'x', '2026-01-01 00:00:00', 'k', 'p', 's', 'h')"):
-        with pytest.raises(DBAPIError):
+    head = rows(ours.store, "audit_head")[0]["last_id"]
+    newest = rows(ours.store, "audit_checkpoints")[-1]["entry_id"]
+    insert = ("INSERT INTO audit_checkpoints (entry_id, head_hash, at, public_key, prev_hash, signature, hash) "
+              "VALUES ({}, 'x', '2026-01-01 00:00:00', 'k', 'p', 's', 'h')")
+    at_the_head = "a checkpoint names the head of the log, after every earlier one"
+    # Each statement is refused by its own guard (a primary-key conflict would not be the guard): an
+    # update, a delete, a checkpoint below the head, and a second checkpoint at the head itself (the
+    # ordering clause: the head is right, but a checkpoint already names it).
+    for statement, guard in (("UPDATE audit_checkpoints SET head_hash = 'x'", "audit checkpoints are append-only"),
+                             ("DELETE FROM audit_checkpoints", "audit checkpoints are append-only"),
+                             (insert.format(head - 1), at_the_head),
+                             (insert.format(head), at_the_head)):
+        with refused_by_guard(guard):
             with ours.store.db.write() as session:
                 session.execute(text(statement))
+    assert newest == head  # so the last insert is refused by the ordering clause alone
     assert ours.verify() is None
 
 
@@ -298,12 +306,12 @@ def test_the_next_append_after_an_entry_apikeys_did_not_write_alerts_once(ours, 
 
 
 def test_the_head_cannot_be_moved_back_or_off_the_log(ours):
-    from sqlalchemy.exc import DBAPIError
-
     ours.act(3)
-    for statement in ("UPDATE audit_head SET last_id = last_id - 1", "UPDATE audit_head SET last_hash = 'x'",
-                      "DELETE FROM audit_head"):
-        with pytest.raises(DBAPIError):
+    moves = "the audit head only moves forward, onto an entry of the log"
+    for statement, guard in (("UPDATE audit_head SET last_id = last_id - 1", moves),
+                             ("UPDATE audit_head SET last_hash = 'x'", moves),
+                             ("DELETE FROM audit_head", "the audit head is never deleted")):
+        with refused_by_guard(guard):
             with ours.store.db.write() as session:
                 session.execute(text(statement))
     assert ours.verify() is None
