@@ -59,7 +59,7 @@ def recompute_chain(store: Store, entries: list[dict]) -> list[dict]:
     for entry in entries:
         at = entry["at"] if not isinstance(entry["at"], str) else None
         entry = dict(entry, prev_hash=prev)
-        entry["hash"] = entry_hash(id=entry["id"], at=_aware(at or entry["at"]), actor=entry["actor"],
+        entry["hash"] = entry_hash(id=entry["id"], at=aware(at or entry["at"]), actor=entry["actor"],
                                    action=entry["action"], key_id=entry["key_id"], details=entry["details"],
                                    prev_hash=prev)
         prev = entry["hash"]
@@ -67,7 +67,7 @@ def recompute_chain(store: Store, entries: list[dict]) -> list[dict]:
     return fixed
 
 
-def _aware(value):
+def aware(value):
     from datetime import datetime, timezone
 
     if isinstance(value, str):
@@ -84,7 +84,7 @@ def resigned(entries: list[dict], old: list[dict], signer: checkpoints.Signer, *
     for cp in old:
         if cp["entry_id"] not in by_id:
             continue
-        fields = dict(entry_id=cp["entry_id"], head_hash=by_id[cp["entry_id"]]["hash"], at=_aware(cp["at"]),
+        fields = dict(entry_id=cp["entry_id"], head_hash=by_id[cp["entry_id"]]["hash"], at=aware(cp["at"]),
                       public_key=claim_key or signer.public_raw, prev_hash=prev, first_entry_id=cp.get("first_entry_id"))
         msg = checkpoints.message(**fields)
         signature = signer.sign(msg)

@@ -26,10 +26,11 @@ from sqlalchemy import text
 from bot.slack.delivery import Deliverer
 from bot.witness import check_against_slack
 from storage import Store, checkpoints, open_store
+from storage.audit import entry_hash
 from storage.timeutil import utcnow
 
 from .helpers import ADMIN, fresh_database, refused_by_guard
-from .tampering import forged, insert_at_head, replace_tables, rows, snapshot
+from .tampering import aware, forged, insert_at_head, replace_tables, rows, snapshot
 
 AUDIT = "C0AUDIT"
 BOT = "B0APIKEYS"
@@ -355,3 +356,37 @@ def test_signing_started_on_a_log_with_entries_is_said_and_so_is_a_re_genesis(da
         assert broken is not None and broken.entry_id == started[1].id and "signing started again" in broken.problem
     finally:
         inst.store.close()
+
+
+# ======================================================================= each check on its own
+def test_an_unsigned_log_with_one_entry_edited_and_only_its_own_hash_recomputed(database_url):
+    """The default log (no signing key): the entry-to-entry link is the only thing that sees an
+    entry edited with its own hash recomputed and nothing after it touched."""
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    try:
+        for i in range(3):
+            store.keys.create(name=f"svc-{i}", owner="payments", actor=ADMIN)
+        snap = snapshot(store)
+        edited = snap["audit_events"][1]
+        edited["details"] = json.dumps({"note": "nothing happened here"})
+        edited["hash"] = entry_hash(id=edited["id"], at=aware(edited["at"]), actor=edited["actor"],
+                                    action=edited["action"], key_id=edited["key_id"], details=edited["details"],
+                                    prev_hash=edited["prev_hash"])
+        replace_tables(store, snap)
+        broken = store.audit.verify(None)
+        assert broken is not None and broken.entry_id == edited["id"] + 1, broken
+        assert "does not link to the entry before it" in broken.problem
+    finally:
+        store.close()
+
+
+def test_the_newest_checkpoint_with_its_own_hash_altered(ours):
+    """Nothing links to the newest checkpoint yet, and its signature is over its message, not its
+    hash: only recomputing its own hash sees the change."""
+    ours.act(3)
+    snap = snapshot(ours.store)
+    snap["audit_checkpoints"][-1]["hash"] = "0" * 64
+    replace_tables(ours.store, snap)
+    broken = ours.verify()
+    assert broken is not None and broken.checkpoint, broken
+    assert "altered (its content does not match its hash)" in broken.problem
