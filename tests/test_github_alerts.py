@@ -251,6 +251,17 @@ def test_a_missing_or_wrong_signature_is_401_and_changes_nothing(api, app_store,
     assert key_status(app_store, keys["active"]) == "active"
 
 
+@pytest.mark.parametrize("body", [b"not json", b'{"token": "x"}', b"[1]", b"\xff\xfe"])
+@pytest.mark.parametrize("headers", [_unsigned, _another_body], ids=["unsigned", "another-body"])
+def test_an_unsigned_body_that_is_not_an_array_of_matches_is_401_not_400(api, github_keys, database_url, body, headers):
+    """The signature is checked before the body is read: garbage that is not GitHub's is refused as
+    unsigned, and says nothing about what a well-formed alert looks like."""
+    before = everything_stored(database_url)
+    status, answer = send(api, github_keys, body=body, headers=headers(github_keys, body))
+    assert status == 401 and "JSON" not in answer["error"], answer
+    assert everything_stored(database_url) == before
+
+
 @pytest.mark.parametrize("body", [b"", b"not json", b'{"token": "x"}', b'"apk"', b"[1]", b'["apk_x"]', b'[{"type": "x"}]',
                                   b'[{"token": 5}]', b'[{"token": "apk_x", "url": 7}]', b"\xff\xfe", b"[" * 100_000])
 def test_a_signed_body_that_is_not_an_array_of_matches_is_400_and_changes_nothing(api, github_keys, keys, database_url,

@@ -206,6 +206,16 @@ def test_auth_refuses_missing_or_malformed_keys(api, headers, code):
     assert json.loads(data)["code"] == code
 
 
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "ApiKey", "Digest"])
+def test_auth_takes_a_valid_key_only_from_bearer_or_x_api_key(api, keys, scheme):
+    """A valid key under another scheme is not accepted (a proxy or client that puts it in Basic is
+    misconfigured, and a log or cache treats Basic credentials differently)."""
+    status, resp_headers, data = request(api, "GET", "/v1/auth",
+                                         headers={"Authorization": f"{scheme} {keys['valid'].secret}"})
+    assert status == 401 and json.loads(data)["code"] == "MALFORMED"
+    assert "X-Key-Id" not in resp_headers
+
+
 def test_auth_refuses_unknown_key(api):
     status, _, data = request(api, "GET", "/v1/auth", headers={"Authorization": f"Bearer {generate_secret()}"})
     assert status == 401 and json.loads(data) == {"code": "NOT_FOUND"}
