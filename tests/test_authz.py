@@ -58,11 +58,11 @@ def shown(answer: Any) -> str:
     return json.dumps(answer, ensure_ascii=False)
 
 
-def command_body(text: str, *, user: str = ADMIN, trigger_id: str = "1111.2222.abcdef", response_url: str) -> bytes:
-    return urllib.parse.urlencode({
-        "team_id": OWN_TEAM, "channel_id": "C0INCIDENT", "user_id": user, "user_name": "ada", "command": "/apikeys",
-        "text": text, "api_app_id": "A0APIKEYS", "response_url": response_url, "trigger_id": trigger_id,
-    }).encode()
+def command_body(text: str, *, user: str = ADMIN, trigger_id: str | None = "1111.2222.abcdef",
+                 response_url: str) -> bytes:
+    fields = {"team_id": OWN_TEAM, "channel_id": "C0INCIDENT", "user_id": user, "user_name": "ada", "command": "/apikeys",
+              "text": text, "api_app_id": "A0APIKEYS", "response_url": response_url, "trigger_id": trigger_id}
+    return urllib.parse.urlencode({name: value for name, value in fields.items() if value is not None}).encode()
 
 
 # ======================================================================= replayed slash commands
@@ -86,6 +86,16 @@ def test_a_replayed_admins_command_is_refused_and_recorded(harness: Harness, ver
     assert [a.user_id for a in harness.store.admins.list()] == admins_before
     (denial,) = harness.denials("command.denied")
     assert denial["command"] == f"admins {verb}" and denial["user_id"] == MEMBER and "replayed" in denial["why"]
+
+
+def test_an_admins_command_without_a_trigger_id_is_refused_and_recorded(harness: Harness):
+    """Without a trigger_id a replay could not be told from a fresh request: the command is refused."""
+    status, answer = harness.send(command_body(f"admins add <@{MEMBER}|max>", trigger_id=None,
+                                               response_url=harness.stub.response_url("cmd")))
+    assert status == 200 and "no trigger_id" in shown(answer) and "Nothing changed" in shown(answer)
+    assert not harness.store.admins.is_admin(MEMBER)
+    (denial,) = harness.denials("command.denied")
+    assert denial["command"] == "admins add" and "trigger_id" in denial["why"]
 
 
 def test_replays_of_one_command_are_each_recorded_and_posted_once(harness: Harness):
@@ -120,10 +130,11 @@ def test_a_read_only_command_may_be_repeated(harness: Harness):
 # ======================================================================= whose workspace
 
 
-def _confirm_click(harness: Harness, key_id: str, user: dict[str, Any], response_url: str) -> bytes:
+def _confirm_click(harness: Harness, key_id: str, user: dict[str, Any], response_url: str, *,
+                   issued: bool = True) -> bytes:
     import time
 
-    value = encode(KeyAction(key_id=key_id, view=ListView(), issued_at=int(time.time())))
+    value = encode(KeyAction(key_id=key_id, view=ListView(), issued_at=int(time.time()) if issued else None))
     payload = {
         "type": "block_actions", "user": user, "api_app_id": "A0APIKEYS", "trigger_id": "9.9.9",
         "team": {"id": OWN_TEAM, "domain": "own"}, "channel": {"id": "C0INCIDENT", "name": "incident"},
@@ -158,6 +169,20 @@ def test_a_click_from_the_users_own_workspace_revokes(harness: Harness):
     assert status == 200
     assert "Revoked" in shown(harness.stub.wait_for_response(url, timeout=10))
     assert harness.store.keys.verify(created.secret).code.value == "REVOKED"
+
+
+def test_a_revoke_key_value_without_its_issue_time_is_refused_as_expired(harness: Harness):
+    """A confirmation that does not say when it was shown cannot be shown to be fresh: refused."""
+    (created,) = harness.store.keys.create(name="billing", owner="payments", actor="test")
+    url = harness.stub.response_url("click")
+    status, _ = harness.send(_confirm_click(harness, created.key.id, {"id": ADMIN, "team_id": OWN_TEAM}, url,
+                                            issued=False))
+    assert status == 200
+    answer = harness.stub.wait_for_response(url, timeout=10)
+    assert "minutes old" in shown(answer) and "Nothing changed" in shown(answer)
+    assert harness.store.keys.verify(created.secret).code.value == "VALID"
+    (denial,) = harness.denials("key.revoke_denied")
+    assert "minutes old" in denial["why"] and denial["key"] == created.key.masked
 
 
 # ======================================================================= the word "payload"
