@@ -257,8 +257,8 @@ _VERIFY_COLUMNS = tuple(ApiKey.__table__.c[name] for name in (
 
 class _VerifyRead:
     def __init__(self, dialect):
-        compiled = (select(*_VERIFY_COLUMNS).where(ApiKey.__table__.c.digest == bindparam("digest"))
-                    .compile(dialect=dialect))
+        by_digest = ApiKey.__table__.c.digest == bindparam("digest")  # timing: an index lookup; then digests_equal
+        compiled = select(*_VERIFY_COLUMNS).where(by_digest).compile(dialect=dialect)
         self.sql = str(compiled)
         self.positional = compiled.positional
         processors = [column.type._cached_result_processor(dialect, None) for column in _VERIFY_COLUMNS]
@@ -489,7 +489,7 @@ class KeyService:
             return None
         wanted = keyformat.digest(secret)
         with self.db.read() as session:
-            key = session.scalars(select(ApiKey).where(ApiKey.digest == wanted)).first()
+            key = session.scalars(select(ApiKey).where(ApiKey.digest == wanted)).first()  # timing: index, then digests_equal
         if key is None or not keyformat.digests_equal(key.digest, wanted):
             return None
         return key

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hmac
 import itertools
 import json
 import logging
@@ -455,7 +456,7 @@ class SlackStub:
             return _error("unknown_method")
         if not token:
             return _error("not_authed")
-        if token != self.bot_token:
+        if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self.bot_token.encode()):
             return _error("invalid_auth")
         if any(not isinstance(body[name], str) for name in self.STRING_ARGUMENTS & body.keys()):
             return _error("invalid_arguments")
