@@ -36,7 +36,7 @@ def main() -> None:
     newest = store.keys.list_keys(owner="breached", limit=1).items[0]
     events_before = store.audit.oldest_first(limit=1)[0].id
     start = time.perf_counter()
-    revoked = store.keys.revoke_owner("breached", up_to=encode_cursor(newest), actor="UADMIN001", reason="compromised")
+    revoked = store.keys.revoke_owner("breached", up_to=encode_cursor(newest), via="cli", actor="UADMIN001", reason="compromised")
     revoke_s = time.perf_counter() - start
     events = store.audit.oldest_first(limit=1)[0].id - events_before
     assert len(revoked) == 10_000 and events == 10_000

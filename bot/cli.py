@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from storage import InvalidInput, RevokeReason, StorageError, Store, checkpoints, grants, integrity, migrate, open_store
+from storage import (
+    InvalidInput,
+    RevokeReason,
+    StorageError,
+    Store,
+    Via,
+    checkpoints,
+    grants,
+    integrity,
+    migrate,
+    open_store,
+)
 from storage.audit import event_to_dict
 from storage.errors import CorruptEntry
 from storage.keyformat import find_keys_in_text, is_well_formed
@@ -296,7 +307,7 @@ def _key_to_revoke(store: Store, given: str, err: TextIO) -> str:
 def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
     key_id = _key_to_revoke(store, args.key_id, err)
     outcome = store.keys.revoke(
-        key_id, actor=args.actor, reason=args.reason, note=args.note, context={"via": "cli"}
+        key_id, actor=args.actor, via=Via.CLI, reason=args.reason, note=args.note
     )
     key = outcome.key
     if outcome.revoked_now:
@@ -310,7 +321,7 @@ def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
 
 def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
     secret = _read_key(args, err, "verify")
-    result = store.keys.verify(secret, via="cli")
+    result = store.keys.verify(secret, via=Via.CLI)
     if args.json:
         _json(out, result.to_dict())
     else:
@@ -332,7 +343,7 @@ def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -
     if not secret:
         raise UsageError("no key given (pass KEY, or - and the key on standard input)")
     (finding,) = store.leaks.report([Match(token=secret, url=args.url, source=args.source)], actor=_cli_actor(),
-                                    policy=settings.public_leak_action, via="cli")
+                                    policy=settings.public_leak_action, via=Via.CLI)
     if not finding.ours:
         shape = "one of our keys in shape, but no key we issued" if is_well_formed(secret) else \
             "not one of our keys (its format or checksum does not match)"

@@ -36,10 +36,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from storage import Store
 from storage.leaks import GITHUB_ACTOR, Finding, LeakPolicy, Match
+from storage.revocation import Via
 from storage.timeutil import utcnow
 
 from .config import DEFAULT_GITHUB_KEYS_URL as DEFAULT_KEYS_URL
 from .logs import fields
+from .outbound import USER_AGENT, open_url
 
 log = logging.getLogger("apikeys.github")
 
@@ -50,8 +52,6 @@ FETCH_TIMEOUT = 5.0
 FETCH_WAIT = 0.25  # seconds a request waits for a fetch under way before it answers 503 (Retry-After)
 MAX_KEYS_DOCUMENT = 256 * 1024
 MAX_IDENTIFIER = 256
-USER_AGENT = "apikeys-bot/0.1"
-VIA = "github-secret-scanning"
 LOGGED_KEYS = 20  # per alert, one line per key found, up to this many
 
 
@@ -64,16 +64,10 @@ class AlertRefused(Exception):
         self.message = message
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # the keys come from the configured URL only
-        return None
-
-
 def fetch_keys_document(url: str) -> bytes:
     """GitHub's public keys document (at most ``MAX_KEYS_DOCUMENT`` bytes; redirects not followed)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT})
-    opener = urllib.request.build_opener(_NoRedirect)
-    with opener.open(request, timeout=FETCH_TIMEOUT) as response:
+    with open_url(request, timeout=FETCH_TIMEOUT) as response:  # the keys come from the configured URL only
         if response.status != 200:
             raise OSError(f"HTTP {response.status}")
         return response.read(MAX_KEYS_DOCUMENT + 1)[:MAX_KEYS_DOCUMENT + 1]
@@ -224,7 +218,7 @@ class GitHubAlerts:
     def handle(self, store: Store, body: bytes, identifier: str | None, signature: str | None) -> list[dict[str, str]]:
         check_signature(self.keys, body, identifier, signature)
         matches = parse_alert(body)
-        findings = store.leaks.report(matches, actor=GITHUB_ACTOR, policy=self.policy, via=VIA)
+        findings = store.leaks.report(matches, actor=GITHUB_ACTOR, policy=self.policy, via=Via.GITHUB)
         ours = [f for f in findings if f.ours]
         recorded = [f for f in ours if f.recorded]
         for f in recorded[:LOGGED_KEYS]:  # the audit log has every one; the log names the first few

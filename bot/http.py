@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from storage import DatabaseUnavailable, InvalidInput, Store, VerifyCode
+from storage import DatabaseUnavailable, InvalidInput, Store, VerifyCode, Via
 
 from . import github, metrics, openapi
 from .logs import RequestLog, fields
@@ -299,7 +299,7 @@ class KeyApiApp:
             raise HttpError(400, 'the body must be JSON like {"key": "apk_..."}') from None
         if not isinstance(body, dict) or not isinstance(body.get("key"), str):
             raise HttpError(400, 'the body must be a JSON object with a string "key"')
-        result = self.store.keys.verify(body["key"], via="verify")
+        result = self.store.keys.verify(body["key"], via=Via.VERIFY)
         _verified("verify", result)
         return _respond(start_response, 200, result.to_dict())
 
@@ -314,7 +314,7 @@ class KeyApiApp:
                 {"code": VerifyCode.MALFORMED.value, "error": "no API key: send Authorization: Bearer <key> or X-API-Key"},
                 unauthorized,
             )
-        result = self.store.keys.verify(presented, via="auth")
+        result = self.store.keys.verify(presented, via=Via.AUTH)
         _verified("auth", result)
         if result.valid:
             return _respond(start_response, 204, None, [("X-Key-Id", result.key_id), ("X-Key-Owner", result.owner)])

@@ -48,6 +48,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from storage import Action, Store, VerifyCode
+from storage.leaks import GITHUB_ACTOR
+from storage.revocation import Via
 from storage.timeutil import utcnow
 
 log = logging.getLogger("apikeys.metrics")
@@ -197,9 +199,9 @@ class MeteredApp:
 # -- read at scrape time ------------------------------------------------------------------------
 
 REVOCATION_CHANNELS = ("slack", "cli", "github")
-GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for what GitHub's reports do
-# What an entry's ``via`` says about the interface (GitHub's route records its actor's name there).
-_CHANNEL_OF_VIA = {"slack": "slack", "cli": "cli", "github": "github", GITHUB_ACTOR: "github"}
+# What an entry's ``via`` says about the interface (storage.revocation.Via; "github" in older entries).
+_CHANNEL_OF_VIA = {Via.SLACK.value: "slack", Via.CLI.value: "cli", Via.GITHUB.value: "github", "github": "github",
+                   Via.API.value: "api"}
 DENIALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
 TAMPER = (Action.TAMPER_DETECTED.value, Action.KEY_REVOCATION_RESTORED.value, Action.SIGNING_STARTED.value)
 COUNTED = (Action.KEY_REVOKED.value, Action.KEY_LEAKED.value, *DENIALS, *TAMPER)

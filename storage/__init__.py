@@ -17,6 +17,7 @@ from .migrate import upgrade
 from .models import ApiKey, AuditEvent, KeyStatus, RevokeReason
 from .outbox import Outbox
 from .receipts import Receipts
+from .revocation import Revocation, Via
 
 DEFAULT_DATABASE_URL = "sqlite:///apikeys.db"
 
@@ -51,6 +52,8 @@ def open_store(
 
 
 __all__ = [
+    "Revocation",
+    "Via",
     "Action", "AdminNotFound", "AdminService", "ApiKey", "AuditEvent", "AuditLog", "Database",
     "DatabaseUnavailable", "EventInput", "InvalidInput", "KeyNotFound", "KeyService", "KeyStatus", "LeakPolicy", "LeakService",
     "RevokeReason", "Signer", "StorageError", "Store", "Verification", "VerifyCode", "open_store",

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-import unicodedata
 from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,20 +27,29 @@ from .audit import Action, AuditEvent, AuditLog, EventInput
 from .db import BulkInsert, Database
 from .errors import DatabaseUnavailable, InvalidInput, KeyNotFound
 from .models import ApiKey, RevokeReason
-from .redaction import looks_like_key, redact
+from .revocation import Revocation, Via, active_at, revoke_rows
 from .timeutil import iso, utcnow
 from .usage import RevokedUseCounter
+from .validation import (  # noqa: F401  (re-exported: storage.keys is where callers have found them)
+    KEY_ID_RE,
+    MAX_ACTOR,
+    MAX_NAME,
+    MAX_NOTE,
+    OWNER_RE,
+    STATUSES,
+    check_actor,
+    check_key_id,
+    check_name,
+    check_note,
+    check_owner,
+    check_reason,
+    check_status,
+)
 
 log = logging.getLogger("apikeys.keys")
 
 MAX_BATCH = 100_000
-MAX_NAME = 80
-MAX_NOTE = 500
-MAX_ACTOR = 200
 LAST_USED_RESOLUTION = timedelta(seconds=60)
-OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+\-]{0,99}$")
-KEY_ID_RE = re.compile(r"^key_[0-9A-Za-z]{17}$")
-STATUSES = ("active", "revoked", "expired", "all")
 
 
 class VerifyCode(str, enum.Enum):
@@ -118,83 +126,6 @@ class KeyPage:
     prev_cursor: str | None
 
 
-# -- validation ---------------------------------------------------------------------------
-# Free text that people or Slack supply is checked here before anything stores it: identifiers
-# that hold an API key (a name, an owner) are refused; prose (an actor, a note) has the key masked
-# (``redaction.redact``), so that a revocation typed in a hurry still goes through.
-def _no_control_chars(value: str, what: str) -> str:
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
-        raise InvalidInput(f"{what} must not contain control characters")
-    return value
-
-
-def _no_key(value: str, what: str) -> str:
-    if looks_like_key(value):
-        raise InvalidInput(f"{what} must not contain an API key (the key is not stored; "
-                           "if it is a real one, treat it as leaked)")
-    return value
-
-
-def check_name(name: str, *, room: int = 0) -> str:
-    cleaned = (name or "").strip()
-    if not cleaned:
-        raise InvalidInput("a key needs a name")
-    if len(cleaned) > MAX_NAME - room:
-        raise InvalidInput(f"a key name is at most {MAX_NAME - room} characters")
-    return _no_key(_no_control_chars(cleaned, "a key name"), "a key name")
-
-
-def check_owner(owner: str) -> str:
-    cleaned = (owner or "").strip()
-    _no_key(cleaned, "an owner")
-    if not OWNER_RE.match(cleaned):
-        raise InvalidInput(
-            f"invalid owner {owner!r}: 1-100 characters, letters, digits and . _ @ + - (like payments-team or ana@example.com)"
-        )
-    return cleaned
-
-
-def check_actor(actor: str) -> str:
-    cleaned = redact((actor or "").strip())
-    if not cleaned:
-        raise InvalidInput("an actor (who is doing this) is required")
-    if len(cleaned) > MAX_ACTOR:
-        raise InvalidInput(f"an actor is at most {MAX_ACTOR} characters")
-    return _no_control_chars(cleaned, "the actor")
-
-
-def check_reason(reason: str | RevokeReason | None) -> RevokeReason | None:
-    if reason is None or reason == "":
-        return None
-    try:
-        return RevokeReason(reason)
-    except ValueError:
-        choices = ", ".join(r.value for r in RevokeReason)
-        raise InvalidInput(f"invalid reason {reason!r}: choose one of {choices}") from None
-
-
-def check_note(note: str | None) -> str | None:
-    if note is None:
-        return None
-    cleaned = redact(note.strip())
-    if len(cleaned) > MAX_NOTE:
-        raise InvalidInput(f"a note is at most {MAX_NOTE} characters")
-    return _no_control_chars(cleaned.replace("\n", " "), "a note") or None
-
-
-def check_key_id(key_id: str) -> str:
-    cleaned = (key_id or "").strip()
-    if not KEY_ID_RE.match(cleaned):
-        raise InvalidInput(f"{key_id!r} is not a key id (they look like key_3hX9bQ2mZ7pL4tV8w)")
-    return cleaned
-
-
-def check_status(status: str) -> str:
-    if status not in STATUSES:
-        raise InvalidInput(f"invalid status {status!r}: choose one of {', '.join(STATUSES)}")
-    return status
-
-
 def _require_key_id_shape(key_id: object) -> None:
     """An id that cannot exist is simply not found (no database query)."""
     if not isinstance(key_id, str) or not KEY_ID_RE.match(key_id):
@@ -220,7 +151,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def status_filter(status: str, now: datetime):
     if status == "active":
-        return and_(ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+        return active_at(now)
     if status == "revoked":
         return ApiKey.revoked_at.is_not(None)
     if status == "expired":
@@ -419,7 +350,7 @@ class KeyService:
             return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
     # -- verify ---------------------------------------------------------------------------
-    def verify(self, secret: object, *, via: str = "verify") -> Verification:
+    def verify(self, secret: object, *, via: Via = Via.VERIFY) -> Verification:
         """Check a presented secret. Malformed input never reaches the database.
 
         A revoked key's presentation is counted (and alerted on); ``via`` says which interface saw it.
@@ -530,113 +461,53 @@ class KeyService:
                 select(ApiKey).where(or_(*conditions)).order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
             ))
 
-    # -- revoke ---------------------------------------------------------------------------
-    def revoke(
-        self, key_id: str, *, actor: str, reason: str | RevokeReason | None = None, note: str | None = None,
-        context: dict[str, Any] | None = None, on_revoked=None,
-    ) -> RevokeOutcome:
-        """Revoke once, atomically. A second call returns ``revoked_now=False`` and records nothing.
-
-        ``on_revoked(session, key, event)`` runs inside the same transaction when this call is the
-        one that revoked (used to queue notifications that must never be lost).
-        """
-        actor = check_actor(actor)
-        reason_value = check_reason(reason)
-        note = check_note(note)
+    # -- revoke (one path: storage.revocation) -------------------------------------------
+    def revoke(self, key_id: str, *, actor: str, via: Via | str, reason: str | RevokeReason | None = None,
+               note: str | None = None, context: dict[str, Any] | None = None) -> RevokeOutcome:
+        """Revoke once, atomically. A second call returns ``revoked_now=False`` and records nothing."""
+        revocation = Revocation.of(actor=actor, via=via, reason=reason, note=note, context=context)
         _require_key_id_shape(key_id)
         with self.db.write() as session:
             now = utcnow()
-            changed = session.execute(
-                update(ApiKey)
-                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_by=actor,
-                        revoke_reason=reason_value.value if reason_value else None, revoke_note=note)
-            ).rowcount
+            changed = revoke_rows(session, ApiKey.id == key_id, revocation.values(now))
             key = session.get(ApiKey, key_id, populate_existing=True)
             if key is None:
                 raise KeyNotFound(key_id)
             if not changed:
                 return RevokeOutcome(key=key, revoked_now=False)
-            event = self.audit.append(
-                session,
-                EventInput(
-                    actor=actor, action=Action.KEY_REVOKED, key_id=key_id,
-                    details={"name": key.name, "owner": key.owner, "key": key.masked,
-                             "reason": reason_value.value if reason_value else None, "note": note,
-                             **(context or {})},
-                ),
-                at=now,
-            )
-            if on_revoked is not None:
-                on_revoked(session, key, event)
+            event = self.audit.append(session, revocation.entry(key), at=now)
             return RevokeOutcome(key=key, revoked_now=True, event=event)
 
-    def revoke_owner(
-        self, owner: str, *, up_to: str, actor: str, reason: str | RevokeReason | None = None,
-        note: str | None = None, context: dict[str, Any] | None = None,
-    ) -> list[ApiKey]:
+    def revoke_owner(self, owner: str, *, up_to: str, actor: str, via: Via | str,
+                     reason: str | RevokeReason | None = None, note: str | None = None,
+                     context: dict[str, Any] | None = None) -> list[ApiKey]:
         """Revoke, in one transaction, the owner's active keys that were listed: those at or before the
         cursor ``up_to`` (the newest key shown). A key created after the list was shown is left alone.
         One ``key.revoked`` event per key, queued as one notification. Returns the keys revoked now."""
         owner = check_owner(owner)
-        actor = check_actor(actor)
-        reason_value = check_reason(reason)
-        note = check_note(note)
+        revocation = Revocation.of(actor=actor, via=via, reason=reason, note=note, context=context)
         anchor = decode_cursor(up_to)
         with self.db.write() as session:
             now = utcnow()
-            ids = list(session.scalars(
-                update(ApiKey)
-                .where(ApiKey.owner == owner, status_filter("active", now),
-                       tuple_(ApiKey.created_at, ApiKey.id) <= anchor)
-                .values(revoked_at=now, revoked_by=actor,
-                        revoke_reason=reason_value.value if reason_value else None, revoke_note=note)
-                .returning(ApiKey.id)
-            ))
+            ids = revoke_rows(session, and_(ApiKey.owner == owner, active_at(now),
+                                            tuple_(ApiKey.created_at, ApiKey.id) <= anchor), revocation.values(now))
             if not ids:
                 return []
             keys = list(session.scalars(
                 select(ApiKey).where(ApiKey.id.in_(ids)).order_by(ApiKey.created_at, ApiKey.id)
                 .execution_options(populate_existing=True)
             ))
-            self.audit.append_many(session, [
-                EventInput(actor=actor, action=Action.KEY_REVOKED, key_id=key.id,
-                           details={"name": key.name, "owner": key.owner, "key": key.masked,
-                                    "reason": reason_value.value if reason_value else None, "note": note,
-                                    "bulk": len(keys), **(context or {})})
-                for key in keys
-            ], at=now)
+            self.audit.append_many(session, [revocation.entry(key, bulk=len(keys)) for key in keys], at=now)
             return keys
 
-    def revoke_active_in(
-        self, session, key_ids: list[str], *, actor: str, reason: str | RevokeReason | None, note: str | None,
-        now: datetime, chunk: int = 500,
-    ) -> set[str]:
-        """Inside the caller's write transaction: revoke those of ``key_ids`` that are active at ``now``,
-        with the conditional UPDATE every revocation uses (a key is revoked once, whoever races). Returns
-        the ids revoked by this call; the caller appends their ``key.revoked`` entries (``revoked_entry``)
-        in the same transaction."""
-        actor = check_actor(actor)
-        reason_value = check_reason(reason)
-        note = check_note(note)
+    def revoke_active_in(self, session, key_ids: list[str], revocation: Revocation, *, now: datetime,
+                         chunk: int = 500) -> set[str]:
+        """Inside the caller's write transaction: revoke those of ``key_ids`` that are active at ``now``.
+        Returns the ids revoked by this call; the caller appends their entries (``revocation.entry``)
+        in the same transaction, beside its own."""
         revoked: set[str] = set()
         ids = sorted(set(key_ids))  # one lock order for every caller
         for start in range(0, len(ids), chunk):
-            revoked.update(session.scalars(
-                update(ApiKey)
-                .where(ApiKey.id.in_(ids[start:start + chunk]), status_filter("active", now))
-                .values(revoked_at=now, revoked_by=actor,
-                        revoke_reason=reason_value.value if reason_value else None, revoke_note=note)
-                .returning(ApiKey.id)
-            ))
+            revoked.update(revoke_rows(session, and_(ApiKey.id.in_(ids[start:start + chunk]), active_at(now)),
+                                       revocation.values(now)))
         return revoked
-
-
-def revoked_entry(key: ApiKey, *, actor: str, reason: str | RevokeReason | None, note: str | None = None,
-                  context: dict[str, Any] | None = None) -> EventInput:
-    """The ``key.revoked`` entry of a revocation, as ``revoke`` records it."""
-    reason_value = check_reason(reason)
-    return EventInput(actor=check_actor(actor), action=Action.KEY_REVOKED, key_id=key.id,
-                      details={"name": key.name, "owner": key.owner, "key": key.masked,
-                               "reason": reason_value.value if reason_value else None, "note": check_note(note),
-                               **(context or {})})

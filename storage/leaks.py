@@ -30,12 +30,13 @@ from sqlalchemy import select
 from . import keyformat
 from .audit import Action, AuditLog, EventInput
 from .db import Database
-from .keys import KeyService, check_actor, revoked_entry
+from .keys import KeyService, check_actor
 from .models import ApiKey, KeyStatus, RevokeReason
 from .redaction import redact
+from .revocation import Revocation, Via
 from .timeutil import utcnow
 
-GITHUB_ACTOR = "github-secret-scanning"
+GITHUB_ACTOR = "github-secret-scanning"  # the contract's actor for what GitHub's reports do
 MAX_URL = 2000
 MAX_LABEL = 100  # a token's type or source
 LOOKUP_CHUNK = 500
@@ -99,11 +100,12 @@ class LeakService:
         self.keys = keys
 
     def report(self, matches: Sequence[Match], *, actor: str, policy: LeakPolicy | str = LeakPolicy.REVOKE,
-               via: str) -> list[Finding]:
+               via: Via | str) -> list[Finding]:
         """Handle one report: a finding per match, in order (see the module's docstring)."""
         actor = check_actor(actor)
         policy = LeakPolicy(policy)
-        via = _clean(via, MAX_LABEL)
+        via = Via(via)
+        compromised = Revocation.of(actor=actor, via=via, reason=RevokeReason.COMPROMISED)
         hashes = [_token_hash(m.token) for m in matches]
         types = [_clean(m.type, MAX_LABEL) for m in matches]
         # The format and the checksum first: only well-formed tokens are looked up.
@@ -125,7 +127,7 @@ class LeakService:
             for i, (match, h) in enumerate(zip(matches, hashes, strict=True)):
                 if h in found:
                     wheres[i] = {"url": _clean(match.url, MAX_URL), "source": _clean(match.source, MAX_LABEL),
-                                 "type": types[i], "via": via}
+                                 "type": types[i], "via": via.value}
                     places.setdefault(f"public-leak|{found[h].id}|{wheres[i]['url']}|{wheres[i]['source']}", i)
             new = self.audit.receipts.first_uses(list(places), session) if places else set()
             fresh = sorted(places[identity] for identity in new)  # the matches reported for the first time
@@ -133,8 +135,7 @@ class LeakService:
             if policy is LeakPolicy.REVOKE:
                 active = [found[hashes[i]].id for i in fresh if statuses[hashes[i]] is KeyStatus.ACTIVE]
                 if active:
-                    revoked = self.keys.revoke_active_in(session, active, actor=actor,
-                                                         reason=RevokeReason.COMPROMISED, note=None, now=now)
+                    revoked = self.keys.revoke_active_in(session, active, compromised, now=now)
             revoking: dict[str, int] = {}  # key id -> the match whose entry records the revocation
             for i in fresh:
                 if found[hashes[i]].id in revoked:
@@ -147,7 +148,7 @@ class LeakService:
                     "name": key.name, "key": key.masked, "owner": key.owner, "status": statuses[hashes[i]].value,
                     "policy": policy.value, "revoked": revokes, **wheres[i]}))
                 if revokes:
-                    events.append(revoked_entry(key, actor=actor, reason=RevokeReason.COMPROMISED, context=wheres[i]))
+                    events.append(compromised.entry(key, **wheres[i]))
             self.audit.append_many(session, events, at=now)
         recorded = set(fresh)
         results = []

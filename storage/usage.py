@@ -61,7 +61,7 @@ class RevokedUseCounter:
                 actor="apikeys", action=Action.KEY_USED_AFTER_REVOKE, key_id=key.id,
                 details={"name": key.name, "key": key.masked, "owner": key.owner, "uses": uses,
                          "first_at": iso(first_at), "last_at": iso(now), "revoked_at": iso(key.revoked_at),
-                         "revoked_by": key.revoked_by, "via": via},
+                         "revoked_by": key.revoked_by, "via": str(via)},
             ), at=now)
             return True
 

@@ -193,7 +193,7 @@ def test_find_a_pasted_key_or_a_fragment(world: World, store: Store):
     search = seed(store, "search-indexer", owner="search-team")
     mobile = seed(store, "mobile-app", owner="mobile")
     old = seed(store, "old-checkout", owner="payments")
-    store.keys.revoke(old.id, actor=ADMIN, reason="rotation")
+    store.keys.revoke(old.id, via="cli", actor=ADMIN, reason="rotation")
     keys = [billing, worker, search, mobile, old]
     bodies: list[Any] = []
     before = snapshot(store)
@@ -277,7 +277,7 @@ def test_leak_watch_warns_once_in_the_thread_and_never_revokes(world: World, sto
     second = seed(store, "search-indexer", owner="search-team")
     third = seed(store, "mobile-app", owner="mobile")
     gone = seed(store, "old-checkout", owner="payments")
-    store.keys.revoke(gone.id, actor=ADMIN, reason="rotation")
+    store.keys.revoke(gone.id, via="cli", actor=ADMIN, reason="rotation")
     canary = seed(store, "canary", owner="probe-team")
     ci = seed(store, "ci-runner", owner="platform")
     bodies: list[Any] = []
@@ -468,7 +468,7 @@ def test_revoke_owner_revokes_exactly_the_keys_shown(world: World, store: Store)
     names = ["billing-api", "billing-worker", "invoices", "refunds", "ledger"]
     mine = [seed(store, name, owner="payments") for name in names]
     old = seed(store, "old-checkout", owner="payments")
-    store.keys.revoke(old.id, actor="ops", reason="rotation")
+    store.keys.revoke(old.id, via="cli", actor="ops", reason="rotation")
     others = [seed(store, "search-indexer", owner="search-team"), seed(store, "mobile-app", owner="mobile")]
     before = snapshot(store)
 
@@ -682,7 +682,7 @@ def test_history_pages_back_and_forth(world: World, store: Store):
 def test_revoked_key_presented_over_http_alerts_once_an_hour(world: World, store: Store):
     key = seed(store, "billing-api", owner="payments")
     other = seed(store, "search-indexer", owner="search-team")
-    store.keys.revoke(key.id, actor=ADMIN, reason="compromised")
+    store.keys.revoke(key.id, via="cli", actor=ADMIN, reason="compromised")
     bodies: list[Any] = []
 
     mark = world.stub.mark()
@@ -764,7 +764,7 @@ def test_use_after_revocation_alerts_at_most_once_an_hour(alerting: Store):
         created = s.keys.create(name="billing-api", owner="payments", actor="seed")[0]
     key_id, secret = created.key.id, created.secret
     with freeze_time(T) as clock:
-        outcome = s.keys.revoke(key_id, actor=ADMIN, reason="compromised")
+        outcome = s.keys.revoke(key_id, via="cli", actor=ADMIN, reason="compromised")
         assert outcome.revoked_now
         assert s.keys.revoked_uses.get(key_id) is None  # revoking is not a use
 
@@ -815,7 +815,7 @@ def test_valid_unknown_and_malformed_keys_are_never_counted(alerting: Store):
 def test_racing_first_presentations_raise_one_alert(alerting: Store):
     s = alerting
     created = s.keys.create(name="billing-api", owner="payments", actor="seed")[0]
-    s.keys.revoke(created.key.id, actor=ADMIN, reason="compromised")
+    s.keys.revoke(created.key.id, via="cli", actor=ADMIN, reason="compromised")
     threads = 8
     barrier = threading.Barrier(threads)
     codes: list[str] = []

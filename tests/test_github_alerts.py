@@ -58,7 +58,7 @@ def keys(app_store):
     """An active key, a revoked key and an expired key, each with its secret."""
     active = app_store.keys.create(name="billing-api", owner="payments", actor="test")[0]
     revoked = app_store.keys.create(name="old-billing", owner="payments", actor="test")[0]
-    app_store.keys.revoke(revoked.key.id, actor="test", reason="rotation")
+    app_store.keys.revoke(revoked.key.id, via="cli", actor="test", reason="rotation")
     with freeze_time(datetime.now(timezone.utc) - timedelta(days=2)):
         expired = app_store.keys.create(name="trial", owner="growth", actor="test", expires_in=timedelta(hours=1))[0]
     deliver(app_store)  # their own audit posts, out of the way

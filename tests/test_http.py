@@ -57,7 +57,7 @@ def keys(database_url):
     store = open_store(database_url, bootstrap_admins=[ADMIN])
     valid = store.keys.create(name="billing-api", owner="payments", actor="test")[0]
     revoked = store.keys.create(name="old", owner="payments", actor="test")[0]
-    store.keys.revoke(revoked.key.id, actor="test", reason="rotation")
+    store.keys.revoke(revoked.key.id, via="cli", actor="test", reason="rotation")
     with freeze_time(datetime.now(timezone.utc) - timedelta(days=2)):
         expired = store.keys.create(name="short", owner="growth", actor="test", expires_in=timedelta(hours=1))[0]
     store.close()

@@ -71,7 +71,7 @@ def assert_revocation_guarded(store) -> None:
     from sqlalchemy.exc import DBAPIError
 
     key = store.keys.create(name="guarded", owner="ops", actor=ADMIN)[0]
-    store.keys.revoke(key.key.id, actor=ADMIN)
+    store.keys.revoke(key.key.id, via="cli", actor=ADMIN)
     with pytest.raises(DBAPIError, match="revocation is permanent"):
         with store.db.write() as session:
             session.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE id = :id"), {"id": key.key.id})
@@ -124,7 +124,7 @@ def test_an_admin_removed_in_the_log_and_put_back_with_sql_is_named(signed, run_
 
 def test_a_revocation_undone_with_ddl_is_named_by_audit_verify(signed, run_cli):
     key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-    revoked = signed.keys.revoke(key.key.id, actor=ADMIN, reason="compromised").event
+    revoked = signed.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised").event
     unrevoke_with_ddl(signed, key.key.id)
     assert signed.keys.verify(key.secret).code.value == "VALID"  # the door
     result = run_cli("audit", "--verify")
@@ -135,7 +135,7 @@ def test_a_revocation_undone_with_ddl_is_named_by_audit_verify(signed, run_cli):
 
 def test_a_clean_installation_verifies_with_its_tables(signed, run_cli):
     key = signed.keys.create(name="svc", owner="ops", actor=ADMIN, count=3)[0]
-    signed.keys.revoke(key.key.id, actor=ADMIN, reason="rotation")
+    signed.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="rotation")
     signed.admins.add("UREAL0001", actor=ADMIN)
     result = run_cli("audit", "--verify")
     assert result.code == 0 and "every key and admin in the tables has its entries" in result.out
@@ -159,7 +159,7 @@ def test_db_status_reports_a_missing_or_disabled_trigger(signed, run_cli):
 # ======================================================================= the self-check
 def test_the_self_check_revokes_again_a_key_whose_revocation_was_undone(signed, signer):
     key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-    first = signed.keys.revoke(key.key.id, actor=ADMIN, reason="compromised", note="leaked in #general").event
+    first = signed.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised", note="leaked in #general").event
     unrevoke_with_ddl(signed, key.key.id)
     outcome = SelfCheck(signed.db, signed.audit, public_key=signer.public_raw).run()
     assert outcome.restored == [(key.key.id, first.id)]
@@ -226,7 +226,7 @@ def test_the_server_revokes_again_a_key_unrevoked_behind_its_back(database_url, 
     store = open_store(database_url, bootstrap_admins=[ADMIN])
     try:
         key = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-        store.keys.revoke(key.key.id, actor=ADMIN, reason="compromised")
+        store.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised")
         server = start_server(database_url, tmp_path, {"APIKEYS_SELF_CHECK_INTERVAL": "0.3"})
         try:
             unrevoke_with_ddl(store, key.key.id)
@@ -255,7 +255,7 @@ def test_tamper_findings_are_counted_in_the_metrics(signed, signer):
     from bot.metrics import MetricsEndpoint
 
     key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-    signed.keys.revoke(key.key.id, actor=ADMIN, reason="compromised")
+    signed.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised")
     unrevoke_with_ddl(signed, key.key.id)
     insert_at_head(signed)
     SelfCheck(signed.db, signed.audit, public_key=signer.public_raw).run()
@@ -297,7 +297,7 @@ def test_the_audit_channel_is_told_in_words_what_was_found(signed, signer):
     from bot.slack.blocks import audit_post
 
     key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
-    signed.keys.revoke(key.key.id, actor=ADMIN, reason="compromised")
+    signed.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised")
     unrevoke_with_ddl(signed, key.key.id)
     mint_key_with_sql(signed)
     SelfCheck(signed.db, signed.audit, public_key=signer.public_raw).run()

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.config import Settings
 from bot.metrics import FLUSH_INTERVAL, mark_dead_workers
 from bot.server import create_app
-from storage import Action, EventInput, Store, open_store
+from storage import Action, EventInput, Store, Via, open_store
 
 from .helpers import ADMIN, free_port
 from .servers import GitHubKeysStub, InProcessApp, http_request, start_server
@@ -88,10 +88,10 @@ def test_verifications_and_latency_are_counted_by_route_and_code(api, store: Sto
 
 def test_revocations_denials_and_leaks_come_from_the_audit_log(api, store: Store, run_cli):
     keys = store.keys.create(name="k", owner="qa", actor="test", count=4)
-    store.keys.revoke(keys[0].key.id, actor="U1", context={"via": "slack"})
+    store.keys.revoke(keys[0].key.id, actor="U1", via="slack")
     assert run_cli("revoke", keys[1].key.id, "--actor", "oncall").code == 0
-    store.keys.revoke(keys[2].key.id, actor="github-secret-scanning", reason="compromised")
-    store.keys.revoke(keys[2].key.id, actor="U1", context={"via": "slack"})  # already revoked: not counted
+    store.keys.revoke(keys[2].key.id, via=Via.GITHUB, actor="github-secret-scanning", reason="compromised")
+    store.keys.revoke(keys[2].key.id, actor="U1", via="slack")  # already revoked: not counted
     with store.db.write() as session:
         store.audit.append(session, EventInput(actor="U2", action=Action.KEY_REVOKE_DENIED, key_id=keys[3].key.id,
                                                details={"reason": "not an admin"}))
@@ -108,7 +108,7 @@ def test_revocations_denials_and_leaks_come_from_the_audit_log(api, store: Store
     assert value(found, "apikeys_denials_total", action="key.revoke_denied") == 1
     assert value(found, "apikeys_leaks_total", source="slack") == 1
     assert value(found, "apikeys_leaks_total", source="github") == 1
-    store.keys.revoke(keys[3].key.id, actor="U1", context={"via": "slack"})
+    store.keys.revoke(keys[3].key.id, actor="U1", via="slack")
     assert value(scrape(api), "apikeys_revocations_total", channel="slack") == 2  # counted on, incrementally
 
 
@@ -171,7 +171,7 @@ def test_counts_add_up_across_two_workers(make_world, store: Store, tmp_path: Pa
     metrics_dir = tmp_path / "metrics"
     valid = store.keys.create(name="live", owner="qa", actor="test")[0]
     revoked = store.keys.create(name="gone", owner="qa", actor="test")[0]
-    store.keys.revoke(revoked.key.id, actor="test", reason="rotation")  # this store queues no post
+    store.keys.revoke(revoked.key.id, via="cli", actor="test", reason="rotation")  # this store queues no post
     world: ServerWorld = make_world({"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     # The one post (the REVOKED key's use alert) fails (Slack's own {"ok": false}: no retry inside the
     # Slack client); its retry, a second later, then hangs past the end of the test (10 s timeout).

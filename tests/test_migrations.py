@@ -37,7 +37,7 @@ def test_upgrading_a_release_1_database_keeps_every_key_event_and_admin(database
     active = old.keys.create(name="billing", owner="payments", actor="cli:ops")[0]
     revoked = old.keys.create(name="legacy", owner="payments", actor="cli:ops")[0]
     batch = old.keys.create(name="ci", owner="build", actor="cli:ops", count=3)
-    assert old.keys.revoke(revoked.key.id, actor="cli:ops", reason="rotation").revoked_now
+    assert old.keys.revoke(revoked.key.id, via="cli", actor="cli:ops", reason="rotation").revoked_now
     assert old.admins.add("UADMIN001", actor="cli:ops")
     events_before = [(e.id, e.action, e.key_id, e.hash) for e in old.audit.oldest_first()]
     old.close()
@@ -69,7 +69,7 @@ def test_the_note_of_a_revocation_is_immutable_after_the_upgrade(database_url):
     migrate.upgrade(db)
     store = open_store(database_url)
     key = store.keys.create(name="k", owner="o", actor="a")[0].key
-    store.keys.revoke(key.id, actor="a", note="leaked in #general")
+    store.keys.revoke(key.id, via="cli", actor="a", note="leaked in #general")
     with pytest.raises(DBAPIError, match="revocation is permanent"):
         with store.db.write() as session:
             session.execute(update(ApiKey).where(ApiKey.id == key.id).values(revoke_note="nothing to see"))

@@ -22,7 +22,7 @@ APPEND_ONLY = "the audit log is append-only: that entry already exists"
 
 def _revoked(store):
     (created,) = store.keys.create(name="billing", owner="payments", actor="test")
-    store.keys.revoke(created.key.id, actor="alice", reason="compromised")
+    store.keys.revoke(created.key.id, via="cli", actor="alice", reason="compromised")
     return created
 
 
@@ -161,13 +161,13 @@ def test_a_revocation_whose_audit_entry_fails_does_not_happen(notifying_store, m
     queued_before = store.outbox.pending()
     _failing_append(monkeypatch)
     with pytest.raises(RuntimeError):
-        store.keys.revoke(created.key.id, actor="alice", reason="compromised")
+        store.keys.revoke(created.key.id, via="cli", actor="alice", reason="compromised")
     assert store.keys.verify(created.secret).code is VerifyCode.VALID
     assert store.keys.get(created.key.id).revoked_at is None
     assert store.outbox.pending() == queued_before
     assert [e.action for e in store.audit.oldest_first()] == ["key.created"]
     monkeypatch.undo()
-    assert store.keys.revoke(created.key.id, actor="alice").revoked_now  # and it can still be revoked
+    assert store.keys.revoke(created.key.id, via="cli", actor="alice").revoked_now  # and it can still be revoked
 
 
 def test_a_bulk_revocation_whose_audit_entries_fail_does_not_happen(notifying_store, monkeypatch):
@@ -179,6 +179,6 @@ def test_a_bulk_revocation_whose_audit_entries_fail_does_not_happen(notifying_st
     queued_before = store.outbox.pending()
     _failing_append(monkeypatch)
     with pytest.raises(RuntimeError):
-        store.keys.revoke_owner("payments", up_to=encode_cursor(newest), actor="alice")
+        store.keys.revoke_owner("payments", up_to=encode_cursor(newest), via="cli", actor="alice")
     assert all(store.keys.verify(c.secret).code is VerifyCode.VALID for c in created)
     assert store.outbox.pending() == queued_before

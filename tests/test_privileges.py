@@ -46,7 +46,7 @@ def test_the_runtime_role_does_everything_the_server_does(runtime_role, database
     try:
         key = store.keys.create(name="svc", owner="ops", actor=ADMIN, count=2)[0]
         assert store.keys.verify(key.secret).code.value == "VALID"
-        store.keys.revoke(key.key.id, actor=ADMIN, reason="compromised")
+        store.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised")
         assert store.keys.verify(key.secret).code.value == "REVOKED"  # and the revoked use is counted
         store.admins.add("UREAL0001", actor=ADMIN)
         store.admins.add("UREAL0002", actor=ADMIN)

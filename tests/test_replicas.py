@@ -380,7 +380,7 @@ def test_replicas_starting_together_on_a_fresh_database_share_one_schema(databas
             for replica in replicas:
                 status, body = verify(replica.url, key.secret)
                 assert (status, body["code"], body["key_id"]) == (200, "VALID", key.key.id)
-            assert store.keys.revoke(key.key.id, actor="ops").revoked_now
+            assert store.keys.revoke(key.key.id, via="cli", actor="ops").revoked_now
             for replica in replicas:
                 assert verify(replica.url, key.secret)[1]["code"] == "REVOKED"
             assert store.audit.verify() is None

@@ -175,7 +175,7 @@ def test_payload_fields_that_reach_audit_details_are_masked(store, leaked):
     """Slack hands us channel ids, team ids and user names; a forged or odd payload can carry a key."""
     (created,) = store.keys.create(name="billing", owner="payments", actor="test")
     store.keys.revoke(created.key.id, actor="UADMIN001", note=None,
-                      context={"via": "slack", "channel_id": leaked, "team_id": f"T{leaked}", leaked: "as a name"})
+                      via="slack", context={"channel_id": leaked, "team_id": f"T{leaked}", leaked: "as a name"})
     store.audit.record(__import__("storage").EventInput(
         actor=f"U{leaked}", action="key.leaked", key_id=created.key.id,
         details={"posted_by": leaked, "nested": {"list": [leaked, 1, None]}}))

@@ -129,7 +129,7 @@ def test_list_shows_one_row_per_active_key_with_a_revoke_button(world: World, st
     search = seed(store, "search-indexer", owner="search-team")
     mobile = seed(store, "mobile-app", owner="mobile@example.com")
     old = seed(store, "old-billing", owner="payments")
-    store.keys.revoke(old.id, actor="ops", reason="rotation")
+    store.keys.revoke(old.id, via="cli", actor="ops", reason="rotation")
     with freeze_time(datetime.now(timezone.utc) - timedelta(days=2)):
         expired = seed(store, "trial", owner="growth", expires_in=timedelta(hours=1))
     assert code(store, search) == "VALID"  # search has been used now
@@ -165,7 +165,7 @@ def test_the_other_words_answer_ephemerally_and_change_nothing(world: World, sto
     billing = seed(store, "billing-api", owner="payments")
     search = seed(store, "search-indexer", owner="search-team")
     old = seed(store, "old-billing", owner="payments")
-    store.keys.revoke(old.id, actor="ops@example.com", reason="rotation", note="replaced by a new key")
+    store.keys.revoke(old.id, via="cli", actor="ops@example.com", reason="rotation", note="replaced by a new key")
     with freeze_time(datetime.now(timezone.utc) - timedelta(days=2)):
         expired = seed(store, "trial", owner="growth", expires_in=timedelta(hours=1))
     before = snapshot(store)
@@ -576,8 +576,8 @@ def test_already_revoked_key_says_so_and_posts_nothing_new(world: World, databas
         card, card_thread = open_confirmation(world, carded)
         mark = world.stub.mark()
         # Both keys are revoked from the command line meanwhile (the break-glass path).
-        cli.keys.revoke(listed.id, actor="ops", reason="rotation", context={"via": "cli"})
-        cli.keys.revoke(carded.id, actor="ops", reason="rotation", context={"via": "cli"})
+        cli.keys.revoke(listed.id, actor="ops", reason="rotation", via="cli")
+        cli.keys.revoke(carded.id, actor="ops", reason="rotation", via="cli")
     finally:
         cli.close()
     wait_audit_post(world.stub, "Key revoked", listed.name, since=mark, timeout=15)

@@ -62,7 +62,7 @@ def test_verify_valid_key_answers_valid_with_name_owner_and_key_id(store):
 
 def test_verify_revoked_key_answers_revoked_with_key_id_only(store):
     created = create_one(store)
-    store.keys.revoke(created.key.id, actor=ACTOR, reason="compromised")
+    store.keys.revoke(created.key.id, via="cli", actor=ACTOR, reason="compromised")
     result = store.keys.verify(created.secret)
     assert result.code is VerifyCode.REVOKED
     assert not result.valid
@@ -142,7 +142,7 @@ def test_malformed_answers_without_touching_the_database(store, monkeypatch):
 def test_revoked_key_that_has_also_expired_answers_revoked(store):
     with freeze_time(T0) as frozen:
         created = create_one(store, expires_in=timedelta(hours=1))
-        store.keys.revoke(created.key.id, actor=ACTOR)
+        store.keys.revoke(created.key.id, via="cli", actor=ACTOR)
         frozen.move_to(T0 + timedelta(hours=2))
         result = store.keys.verify(created.secret)
         assert result.code is VerifyCode.REVOKED
@@ -168,7 +168,7 @@ def test_every_thread_sees_a_revocation_at_once_on_its_next_verification(store):
     assert store.keys.verify(created.secret).code is VerifyCode.VALID
     ready.wait()
     other = open_store(store.db.url)  # another process would do the same: its own connections
-    other.keys.revoke(created.key.id, actor=ACTOR, reason="compromised")
+    other.keys.revoke(created.key.id, via="cli", actor=ACTOR, reason="compromised")
     other.close()
     revoked.set()
     for t in threads:
@@ -184,7 +184,7 @@ def test_verification_works_again_after_the_store_is_closed_and_reopened_in_the_
     first.close()  # closes this thread's verification connection too
     second = open_store(database_url)
     assert second.keys.verify(created.secret).code is VerifyCode.VALID
-    second.keys.revoke(created.key.id, actor=ACTOR)
+    second.keys.revoke(created.key.id, via="cli", actor=ACTOR)
     assert second.keys.verify(created.secret).code is VerifyCode.REVOKED
     second.close()
 
@@ -260,7 +260,7 @@ def test_concurrent_revokes_have_exactly_one_winner_and_one_event(store):
     def racer(i):
         try:
             barrier.wait(timeout=30)
-            outcome = store.keys.revoke(key_id, actor=f"racer-{i}", reason="compromised")
+            outcome = store.keys.revoke(key_id, via="cli", actor=f"racer-{i}", reason="compromised")
             with lock:
                 outcomes.append((i, outcome))
         except Exception as exc:  # collected and asserted below
@@ -290,8 +290,8 @@ def test_concurrent_revokes_have_exactly_one_winner_and_one_event(store):
 
 def test_second_revoke_reports_already_revoked_and_records_nothing(store):
     created = create_one(store)
-    first = store.keys.revoke(created.key.id, actor="alice", reason="rotation")
-    second = store.keys.revoke(created.key.id, actor="mallory", reason="other")
+    first = store.keys.revoke(created.key.id, via="cli", actor="alice", reason="rotation")
+    second = store.keys.revoke(created.key.id, via="cli", actor="mallory", reason="other")
     assert first.revoked_now is True
     assert second.revoked_now is False
     assert second.key.revoked_by == "alice"
@@ -301,7 +301,7 @@ def test_second_revoke_reports_already_revoked_and_records_nothing(store):
 
 def test_revocation_survives_a_restart(store, database_url):
     created = create_one(store)
-    store.keys.revoke(created.key.id, actor=ACTOR, reason="compromised")
+    store.keys.revoke(created.key.id, via="cli", actor=ACTOR, reason="compromised")
     store.close()
 
     reopened = open_store(database_url, bootstrap_admins=[ADMIN])
@@ -319,7 +319,7 @@ def test_revocation_survives_a_restart(store, database_url):
 @pytest.fixture
 def revoked_key(store):
     created = create_one(store)
-    store.keys.revoke(created.key.id, actor=ACTOR, reason="compromised")
+    store.keys.revoke(created.key.id, via="cli", actor=ACTOR, reason="compromised")
     return created
 
 
@@ -378,9 +378,9 @@ def test_storage_refuses_to_change_a_digest(store, revoked_key):
 def test_revoke_of_unknown_key_raises_key_not_found(store):
     create_one(store)
     with pytest.raises(KeyNotFound):
-        store.keys.revoke("key_" + "A" * 17, actor=ACTOR)
+        store.keys.revoke("key_" + "A" * 17, via="cli", actor=ACTOR)
     with pytest.raises(KeyNotFound):
-        store.keys.revoke("not-a-key-id", actor=ACTOR)
+        store.keys.revoke("not-a-key-id", via="cli", actor=ACTOR)
     assert events(store, "key.revoked") == []
 
 
@@ -388,7 +388,7 @@ def test_revoke_of_unknown_key_raises_key_not_found(store):
 def test_revoke_with_invalid_reason_raises_and_changes_nothing(store, reason):
     created = create_one(store)
     with pytest.raises(InvalidInput):
-        store.keys.revoke(created.key.id, actor=ACTOR, reason=reason)
+        store.keys.revoke(created.key.id, via="cli", actor=ACTOR, reason=reason)
     assert store.keys.get(created.key.id).revoked_at is None
     assert store.keys.verify(created.secret).code is VerifyCode.VALID
     assert events(store, "key.revoked") == []
@@ -397,13 +397,13 @@ def test_revoke_with_invalid_reason_raises_and_changes_nothing(store, reason):
 def test_revoke_without_actor_raises_and_changes_nothing(store):
     created = create_one(store)
     with pytest.raises(InvalidInput):
-        store.keys.revoke(created.key.id, actor="   ")
+        store.keys.revoke(created.key.id, via="cli", actor="   ")
     assert store.keys.verify(created.secret).code is VerifyCode.VALID
 
 
 def test_revoke_reason_and_note_are_stored_on_the_key_and_the_event(store):
     created = create_one(store, name="billing", owner="payments-team")
-    outcome = store.keys.revoke(created.key.id, actor="alice", reason="compromised", note="pasted in #general")
+    outcome = store.keys.revoke(created.key.id, via="cli", actor="alice", reason="compromised", note="pasted in #general")
     assert outcome.revoked_now
 
     key = store.keys.get(created.key.id)
@@ -424,7 +424,7 @@ def test_revoke_reason_and_note_are_stored_on_the_key_and_the_event(store):
 
 def test_revoke_without_reason_records_none(store):
     created = create_one(store)
-    store.keys.revoke(created.key.id, actor=ACTOR)
+    store.keys.revoke(created.key.id, via="cli", actor=ACTOR)
     assert store.keys.get(created.key.id).revoke_reason is None
     (event,) = events(store, "key.revoked", key_id=created.key.id)
     assert json.loads(event.details)["reason"] is None
@@ -434,7 +434,7 @@ def test_revoke_without_reason_records_none(store):
 def _some_history(store):
     a = create_one(store, name="a")
     b = create_one(store, name="b")
-    store.keys.revoke(a.key.id, actor=ACTOR, reason="rotation")
+    store.keys.revoke(a.key.id, via="cli", actor=ACTOR, reason="rotation")
     store.admins.add("UNEWADMIN1", actor=ADMIN)
     store.keys.create(name="batch", owner="team", actor=ACTOR, count=2)
     return a, b
@@ -521,7 +521,7 @@ def test_deleting_the_last_audit_entry_is_detected(store):
 def test_audit_keeps_working_and_stays_verifiable_after_many_actions(store):
     for i in range(5):
         created = create_one(store, name=f"k{i}")
-        store.keys.revoke(created.key.id, actor=ACTOR)
+        store.keys.revoke(created.key.id, via="cli", actor=ACTOR)
     assert len(store.audit.oldest_first()) == 10
     assert store.audit.verify() is None
 
@@ -591,7 +591,7 @@ def test_no_secret_is_stored_in_the_database(store, database_url):
         batch = store.keys.create(name="batch", owner="team", actor=ACTOR, count=5)
         created = singles + batch
         store.keys.verify(created[0].secret)  # records last use
-        store.keys.revoke(created[1].key.id, actor=ACTOR, reason="compromised", note="rotating")
+        store.keys.revoke(created[1].key.id, via="cli", actor=ACTOR, reason="compromised", note="rotating")
 
     dump = _dump_all_rows(store)
     assert created[0].key.id in dump  # sanity: the dump does contain the data
@@ -628,7 +628,7 @@ def _mixed_keys(store, frozen):
     active_a = create_one(store, name="active-a", owner="team-a")
     active_b = create_one(store, name="active-b", owner="team-b")
     revoked = create_one(store, name="revoked", owner="team-a")
-    store.keys.revoke(revoked.key.id, actor=ACTOR)
+    store.keys.revoke(revoked.key.id, via="cli", actor=ACTOR)
     expiring = create_one(store, name="expiring", owner="team-b", expires_in=timedelta(hours=1))
     frozen.move_to(T0 + timedelta(hours=2))
     return active_a, active_b, revoked, expiring
@@ -913,3 +913,31 @@ def test_a_new_sqlite_database_and_its_wal_and_shm_files_are_private(tmp_path):
         store.close()
     finally:
         os.umask(old)
+
+
+def test_every_revocation_path_records_the_same_entry(store):
+    """One key, one owner's keys, and a leak report each revoke through ``storage.revocation``: the
+    same columns set, the same ``key.revoked`` fields, ``via`` naming the interface."""
+    from storage import Via
+    from storage.leaks import Match
+
+    single, = store.keys.create(name="single", owner="payments", actor="test")
+    store.keys.create(name="bulk", owner="team-b", actor="test", count=2)
+    leaked, = store.keys.create(name="leaked", owner="payments", actor="test")
+    store.keys.revoke(single.key.id, actor="U1", via=Via.SLACK, reason="rotation", note="n")
+    newest = store.keys.list_keys(owner="team-b").items[0]
+    from storage.keys import encode_cursor
+
+    store.keys.revoke_owner("team-b", up_to=encode_cursor(newest), actor="U1", via=Via.CLI, reason="decommissioned")
+    store.leaks.report([Match(token=leaked.secret, url="https://example.com/x")], actor="github-secret-scanning",
+                       via=Via.GITHUB)
+    entries = [e for e in store.audit.oldest_first() if e.action == "key.revoked"]
+    assert len(entries) == 4
+    for entry in entries:
+        details = json.loads(entry.details)
+        assert {"name", "owner", "key", "reason", "note", "via"} <= details.keys(), details
+        key = store.keys.get(entry.key_id)
+        assert key.revoked_by == entry.actor and key.revoke_reason == details["reason"]
+        assert details["key"] == key.masked and details["via"] in {v.value for v in Via}
+    assert [json.loads(e.details)["via"] for e in entries] == ["slack", "cli", "cli", "github-secret-scanning"]
+    assert [json.loads(e.details).get("bulk") for e in entries] == [None, 2, 2, None]

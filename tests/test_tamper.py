@@ -83,7 +83,7 @@ class Installation:
         for i in range(n):
             created = self.store.keys.create(name=f"svc-{utcnow().timestamp()}-{i}", owner="payments", actor=ADMIN)[0]
             if i % 2:
-                self.store.keys.revoke(created.key.id, actor=ADMIN, reason="rotation")
+                self.store.keys.revoke(created.key.id, via="cli", actor=ADMIN, reason="rotation")
         self.deliver()
 
     def verify(self, public_key: str | None = "pinned"):
@@ -160,7 +160,7 @@ def test_a_post_that_failed_and_was_retried_witnesses_the_right_position(ours):
         first = ours.store.keys.create(name="first", owner="payments", actor=ADMIN)[0]
         ours.deliver()                      # fails: rate limited
         assert ours.slack.messages == []
-        ours.store.keys.revoke(first.key.id, actor=ADMIN, reason="compromised")  # the log moves on
+        ours.store.keys.revoke(first.key.id, via="cli", actor=ADMIN, reason="compromised")  # the log moves on
         clock.tick(timedelta(seconds=5))
         ours.deliver()                      # the retry, and the revocation's post
     positions = [m["blocks"][-1]["elements"][0]["text"] for m in ours.slack.messages]
@@ -293,7 +293,7 @@ def test_the_next_append_after_an_entry_apikeys_did_not_write_alerts_once(ours, 
     ours.act(1)
     forged_id = insert_at_head(ours.store)
     created = ours.store.keys.create(name="after", owner="payments", actor=ADMIN)[0]  # never blocked
-    outcome = ours.store.keys.revoke(created.key.id, actor=ADMIN, reason="compromised")
+    outcome = ours.store.keys.revoke(created.key.id, via="cli", actor=ADMIN, reason="compromised")
     assert outcome.event.action == "key.revoked"  # the caller gets its own entry, not the alert
     ours.deliver()
     alerts = [e for e in ours.store.audit.oldest_first() if e.action == "audit.tamper_detected"]

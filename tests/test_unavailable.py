@@ -72,7 +72,7 @@ def app_and_keys(database_url):
     store = open_store(database_url, bootstrap_admins=[ADMIN])
     valid = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
     revoked = store.keys.create(name="old", owner="ops", actor=ADMIN)[0]
-    store.keys.revoke(revoked.key.id, actor=ADMIN, reason="rotation")
+    store.keys.revoke(revoked.key.id, via="cli", actor=ADMIN, reason="rotation")
     yield KeyApiApp(store), valid, revoked
     store.close()
 

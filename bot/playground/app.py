@@ -354,7 +354,8 @@ def seed(store) -> str | None:
     created = {}
     for name, owner, lifetime in DEMO_KEYS:
         created[name] = store.keys.create(name=name, owner=owner, actor="playground", expires_in=lifetime)[0]
-    store.keys.revoke(created["deploy-bot"].key.id, actor="playground", reason="rotation", note="replaced by deploy-bot-v2")
+    store.keys.revoke(created["deploy-bot"].key.id, actor="playground", via="cli", reason="rotation",
+                      note="replaced by deploy-bot-v2")
     return created["search-indexer"].secret
 
 

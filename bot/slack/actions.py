@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from storage import KeyNotFound, KeyStatus, Store
 from storage.errors import InvalidInput
 from storage.keys import check_reason
+from storage.revocation import Via
 from storage.timeutil import utcnow
 
 from ..logs import fields
@@ -170,10 +171,7 @@ def confirm(ack: Ack, body: dict, context: BoltContext, client) -> None:
     if not _fresh_click(store, body, actor, action.issued_at, subject):
         return
     reason = _chosen_reason(_selected_reason(body), action.reason)
-    outcome = store.keys.revoke(
-        key.id, actor=actor.user_id, reason=reason,
-        context={"via": "slack", "channel_id": actor.channel_id, "team_id": actor.user_team_id},
-    )
+    outcome = store.keys.revoke(key.id, actor=actor.user_id, via=Via.SLACK, reason=reason, context=actor.where)
     log.info(fields(event="revoke", key_id=key.id, actor=actor.user_id, reason=reason,
                     outcome="revoked" if outcome.revoked_now else "already_revoked"))
     response_url = body.get("response_url")
@@ -196,10 +194,8 @@ def confirm_owner(ack: Ack, body: dict, context: BoltContext, client) -> None:
     if not _fresh_click(store, body, actor, action.issued_at, context["subject"]):
         return
     reason = _chosen_reason(_selected_reason(body))
-    revoked = store.keys.revoke_owner(
-        action.owner, up_to=action.up_to, actor=actor.user_id, reason=reason,
-        context={"via": "slack", "channel_id": actor.channel_id, "team_id": actor.user_team_id},
-    )
+    revoked = store.keys.revoke_owner(action.owner, up_to=action.up_to, actor=actor.user_id, via=Via.SLACK,
+                                      reason=reason, context=actor.where)
     log.info(fields(event="revoke_owner", owner=action.owner, actor=actor.user_id, shown=action.count,
                     revoked=len(revoked)))
     reply.send(body.get("response_url"), replace=True, text=f"Revoked {len(revoked)} keys of {action.owner}",

@@ -38,6 +38,11 @@ class Actor:
         return None
 
     @property
+    def where(self) -> dict[str, str | None]:
+        """Where the request came from, as audit entries record it."""
+        return {"channel_id": self.channel_id, "team_id": self.user_team_id}
+
+    @property
     def in_own_workspace(self) -> bool:
         """Whether the user is a member of the installation's workspace, and nothing in the request
         (its team, its Enterprise Grid org) names anyone else's."""

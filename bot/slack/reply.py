@@ -26,10 +26,10 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from ..logs import fields, redact
+from ..outbound import USER_AGENT, open_url
 
 log = logging.getLogger("apikeys.slack")
 
-USER_AGENT = "apikeys-bot/0.1"
 SLACK_RESPONSE_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _api_origins: set[tuple[str, str, int]] = set()
@@ -102,23 +102,6 @@ for _cls, _method in ((WebClient, "_perform_urllib_http_request_internal"),
                           "updated so that no redirect is followed and the User-Agent stays ours")
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx answer is returned as the error it is (``HTTPError``), never followed: a redirect
-    would take the reply (and, from the Web API, the bot token) to a host nobody checked."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's signature
-        return None
-
-
-def _open(req: urllib.request.Request, *, ssl, proxy: str | None, timeout: float):
-    handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
-    if proxy:
-        handlers.append(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
-    if ssl is not None:
-        handlers.append(urllib.request.HTTPSHandler(context=ssl))
-    return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
-
-
 class _UserAgentPinned(dict):
     """Request headers whose User-Agent is always ours. slack_sdk sets its own default (Python and
     OS versions) in every client it builds, and Bolt builds a client per request from this one's
@@ -145,7 +128,7 @@ class ApiClient(WebClient):
     def _perform_urllib_http_request_internal(self, url: str, req: urllib.request.Request) -> dict[str, Any]:
         if not url.lower().startswith(("http://", "https://")):
             raise SlackRequestError(f"Invalid URL detected: {url}")
-        resp = _open(req, ssl=self.ssl, proxy=self.proxy, timeout=self.timeout)
+        resp = open_url(req, ssl=self.ssl, proxy=self.proxy, timeout=self.timeout)
         charset = resp.headers.get_content_charset() or "utf-8"
         body: Any = resp.read()
         if resp.headers.get_content_type() != "application/gzip":
@@ -163,7 +146,7 @@ class _Webhook(WebhookClient):
     def _perform_http_request_internal(self, url: str, req: urllib.request.Request) -> WebhookResponse:
         if not allowed_response_url(url):  # checked in send(); here too, whoever calls this
             raise SlackRequestError("refused: not a Slack response_url host")
-        resp = _open(req, ssl=self.ssl, proxy=self.proxy, timeout=self.timeout)
+        resp = open_url(req, ssl=self.ssl, proxy=self.proxy, timeout=self.timeout)
         charset = resp.headers.get_content_charset() or "utf-8"
         return WebhookResponse(url=url, status_code=resp.status, body=resp.read().decode(charset),
                                headers=resp.headers)
