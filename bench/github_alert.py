@@ -18,8 +18,8 @@ import json
 import statistics
 import time
 
+from bot.api import KeyApiApp
 from bot.github import ALERT_PATH, GitHubAlerts, GitHubKeys
-from bot.http import KeyApiApp
 from storage import checkpoints, open_store
 from storage.checkpoints import load_signer
 from tests.servers import GitHubKeysStub, wsgi_request

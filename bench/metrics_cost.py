@@ -48,7 +48,7 @@ def in_process(url: str, secret: str, calls: int = 20_000, repeats: int = 7) -> 
     import io
     import time
 
-    from bot import http, metrics
+    from bot import metrics
     from bot.config import Settings
     from bot.server import create_app
 
@@ -64,12 +64,12 @@ def in_process(url: str, secret: str, calls: int = 20_000, repeats: int = 7) -> 
     best = {"bare": float("inf"), "metered": float("inf")}
     for _ in range(repeats):
         for label, app in (("bare", bare), ("metered", metered)):
-            http.metrics.verified = counted if label == "metered" else (lambda route, code: None)
+            metrics.verified = counted if label == "metered" else (lambda route, code: None)
             started = time.perf_counter()
             for _ in range(calls):
                 app(environ, start_response)
             best[label] = min(best[label], (time.perf_counter() - started) / calls * 1e6)
-    http.metrics.verified = counted
+    metrics.verified = counted
     metered.store.close()
     return best
 

@@ -52,6 +52,8 @@ from storage.leaks import GITHUB_ACTOR
 from storage.revocation import Via
 from storage.timeutil import utcnow
 
+from .wsgi import ROUTE_KEY
+
 log = logging.getLogger("apikeys.metrics")
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -71,10 +73,6 @@ AUDIT_POSTS = Counter("apikeys_audit_post_attempts", "Audit-channel post attempt
                       ("outcome",), registry=LOCAL)
 WORKERS = Gauge("apikeys_workers", "Live server worker processes", registry=LOCAL, multiprocess_mode="livesum")
 
-ROUTES = ("verify", "auth", "healthz", "metrics", "openapi", "slack_events", "secret_scanning_github", "other")
-_ROUTE_OF_PATH = {"/v1/keys/verify": "verify", "/v1/auth": "auth", "/healthz": "healthz", "/metrics": "metrics",
-                  "/openapi.json": "openapi", "/slack/events": "slack_events",
-                  "/v1/secret-scanning/github": "secret_scanning_github"}
 _POSTED = {outcome: AUDIT_POSTS.labels(outcome) for outcome in ("delivered", "failed")}
 
 # The hot path does not touch prometheus-client (a locked write to a memory-mapped file per value,
@@ -90,25 +88,41 @@ for _route in ("verify", "auth"):
     for _code in VerifyCode:
         _VERIFIED_SLOT[_route][_code] = len(_TARGETS)
         _TARGETS.append(VERIFICATIONS.labels(_route, _code.value))
-_ROUTE_SLOT: dict[str, int] = {}
-for _route in ROUTES:
-    _child = DURATION.labels(_route)
-    _ROUTE_SLOT[_route] = len(_TARGETS)
-    _TARGETS.append(_child._sum)  # prometheus-client's own values: non-cumulative buckets, as observe() writes them
-    _TARGETS.extend(_child._buckets)
-    assert len(_child._buckets) == len(BUCKETS) + 1
-_SLOT_OF_PATH = {path: _ROUTE_SLOT[route] for path, route in _ROUTE_OF_PATH.items()}
-_AUTH_SLOT, _OTHER_SLOT = _ROUTE_SLOT["auth"], _ROUTE_SLOT["other"]
-
-_local = threading.local()
 _threads: list[tuple[list, list]] = []  # (what a thread added, what of it was flushed)
 _threads_lock = threading.Lock()
+_ROUTE_SLOT: dict[str, int] = {}
+OTHER = "other"  # the series of a request no route answered
+
+
+def declare_routes(labels) -> None:
+    """Slots for the duration histogram of each route label (the route table's, ``bot.api.table``),
+    and ``other``; a label already declared keeps its slot. Called before the app serves."""
+    with _threads_lock:
+        for label in (*labels, OTHER):
+            if label in _ROUTE_SLOT:
+                continue
+            child = DURATION.labels(label)
+            _ROUTE_SLOT[label] = len(_TARGETS)
+            _TARGETS.append(child._sum)  # prometheus-client's own values: non-cumulative buckets, as observe() writes
+            _TARGETS.extend(child._buckets)
+            if len(child._buckets) != len(BUCKETS) + 1:
+                raise RuntimeError("prometheus_client's Histogram no longer keeps one value per bucket in _buckets")
+        for added, flushed in _threads:  # threads that counted before: room for the new slots
+            added.extend([0] * (len(_TARGETS) - len(added)))
+            flushed.extend([0] * (len(_TARGETS) - len(flushed)))
+
+
+_local = threading.local()
 _flush_lock = threading.Lock()
 
 
+declare_routes(())
+_OTHER_SLOT = _ROUTE_SLOT[OTHER]
+
+
 def _slots() -> list:
-    added = [0] * len(_TARGETS)
     with _threads_lock:
+        added = [0] * len(_TARGETS)
         _threads.append((added, [0] * len(_TARGETS)))
     _local.added = added
     return added
@@ -119,12 +133,13 @@ def flush() -> None:
     with _flush_lock:
         with _threads_lock:
             threads = list(_threads)
+            targets = list(_TARGETS)
         for added, flushed in threads:
-            for slot, target in enumerate(_TARGETS):
+            for slot in range(min(len(targets), len(added))):
                 now = added[slot]  # only its own thread writes it; reading it is safe
                 delta = now - flushed[slot]
                 if delta:
-                    target.inc(delta)
+                    targets[slot].inc(delta)
                     flushed[slot] = now
 
 
@@ -171,6 +186,7 @@ class MeteredApp:
 
     def __init__(self, app):
         self.app = app
+        declare_routes(app.routes.labels)
         WORKERS.set(1)  # one per worker process (livesum: dead workers' files are dropped at scrape)
         if MULTIPROCESS:
             start_flushing()
@@ -184,10 +200,7 @@ class MeteredApp:
             return self.app(environ, start_response)
         finally:
             elapsed = perf_counter() - started
-            path = environ.get("PATH_INFO")
-            slot = _SLOT_OF_PATH.get(path)
-            if slot is None:
-                slot = _AUTH_SLOT if path and path.startswith("/v1/auth/") else _OTHER_SLOT
+            slot = _ROUTE_SLOT.get(environ.get(ROUTE_KEY), _OTHER_SLOT)
             try:
                 added = _local.added
             except AttributeError:

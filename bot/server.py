@@ -52,7 +52,7 @@ BACKLOG = 2048
 
 def create_app(settings: Settings):
     """Build the WSGI application for one worker process."""
-    from .http import KeyApiApp
+    from .api import KeyApiApp
     from .metrics import MeteredApp
 
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
@@ -67,7 +67,7 @@ def create_app(settings: Settings):
 
     alerts = GitHubAlerts(GitHubKeys(settings.github_keys_url), settings.public_leak_action)
     metrics_here = settings.metrics_port is None
-    from .http import BodyGate
+    from .wsgi import BodyGate
 
     # Bodies are read by at most WEB_THREADS - 1 threads at once: one is always free for GET /healthz
     # and /v1/auth, however many clients trickle their bodies (granian has no body timeout).
@@ -214,7 +214,7 @@ def run_server(settings: Settings, wrap=None) -> int:
     log.info("serving on %s:%s with %d workers", settings.host, settings.port, settings.workers)
     # Import what the workers run before they are forked, so that they share those pages with the
     # master (copy-on-write) instead of each loading its own copy: less memory per worker.
-    from . import http  # noqa: F401
+    from . import api  # noqa: F401
     if settings.slack_enabled:
         from .slack import app  # noqa: F401
     # Keep the garbage collector from touching (and so un-sharing) those objects in the workers.

@@ -8,7 +8,7 @@ Two kinds of world, one interface (``stub``, ``sender``, ``store``, ``log()``, `
   app (``bot.slack.app.create_app``) and its audit deliverer (``start_delivery``) run in this
   process, each signed request goes to ``app.dispatch`` through ``bolt_request`` exactly as the
   production WSGI handler builds it (``tests.slackhttp.BoltTransport``), and the key API is the
-  production WSGI app (``bot.http.KeyApiApp``) called in-process. The app talks to the stand-in
+  production WSGI app (``bot.api.KeyApiApp``) called in-process. The app talks to the stand-in
   over loopback HTTP as in production (Web API calls, ``response_url`` posts). ``log()`` is every
   line logged meanwhile, formatted by the production formatter (``bot.logs.RedactingFormatter``).
 * ``ServerWorld`` (tests marked ``end_to_end``): the real server (``python -m bot``, two gunicorn
@@ -36,8 +36,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bot.api import KeyApiApp
 from bot.config import Settings
-from bot.http import KeyApiApp
 from bot.logs import FORMAT, RedactingFormatter
 from bot.slack.app import create_app, make_client, start_delivery
 from storage import Store, open_store

@@ -20,9 +20,9 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
+from bot.api import KeyApiApp
 from bot.config import ConfigError, Settings
 from bot.github import ALERT_PATH, GitHubAlerts, GitHubKeys
-from bot.http import KeyApiApp
 from bot.slack.delivery import Deliverer
 from storage import Store, open_store
 from storage.keyformat import generate_secret

@@ -264,7 +264,7 @@ def test_server_logs_one_line_saying_slack_is_off_and_never_a_secret(server, key
 def test_health_is_503_when_the_database_answers_but_is_not_a_key_store(store, tmp_path):
     """A database that opens but holds no key store (an empty file, another application's, a
     restore gone wrong) is not healthy: health reads a row of the schema, on the verification path."""
-    from bot.http import KeyApiApp
+    from bot.api import KeyApiApp
     from storage.db import Database
 
     (tmp_path / "empty.db").write_bytes(b"")
@@ -281,7 +281,7 @@ def test_health_is_503_when_the_database_answers_but_is_not_a_key_store(store, t
 
 def test_health_is_503_when_the_database_does_not_answer(store, tmp_path):
     """In-process WSGI call: the store's engines point at a database that cannot be opened."""
-    from bot.http import KeyApiApp
+    from bot.api import KeyApiApp
     from storage.db import Database
 
     store.db = Database(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")

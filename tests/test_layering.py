@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP_LEVEL = ("bot", "storage")
-PRODUCTION = ("bot.server", "bot.http", "bot.slack")  # and everything under bot.slack
+PRODUCTION = ("bot.server", "bot.api", "bot.slack")  # and everything under bot.slack
 PLAYGROUND = "bot.playground"
 
 
@@ -197,7 +197,7 @@ def _cycle_in(group: list[str]) -> list[str]:
 
 def test_the_graph_covers_the_source_tree():
     modules = project_modules()
-    assert {"bot.server", "bot.http", "bot.slack.app", "bot.playground.app", "storage.db"} <= modules.keys()
+    assert {"bot.server", "bot.api.app", "bot.slack.app", "bot.playground.app", "storage.db"} <= modules.keys()
     assert "bot.slack.app" in loads("bot.server")  # function-level imports are followed
     assert "bot.server" in loads("bot.playground.app")
 

@@ -631,7 +631,7 @@ def test_production_modules_do_not_import_the_playground(path):
 
 
 def test_importing_the_server_loads_no_playground_code():
-    code = ("import sys, bot.server, bot.http, bot.slack.app, bot.slack.socket; "
+    code = ("import sys, bot.server, bot.api, bot.slack.app, bot.slack.socket; "
             "print(sorted(m for m in sys.modules if m.startswith('bot.playground')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=STARTUP)
     assert done.returncode == 0, done.stderr

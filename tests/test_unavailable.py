@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 import storage.db
-from bot.http import KeyApiApp
+from bot.api import KeyApiApp
 from storage import open_store
 
 from .helpers import ADMIN

@@ -7,6 +7,6 @@
 * ``limits``: Slack's limits on messages and blocks, which the stand-in enforces.
 
 The test suite uses the stand-in and the sender too (``tests/slackstub.py``, ``tests/slackhttp.py``
-add what only tests need). Nothing on the production path (``bot.server``, ``bot.http``,
+add what only tests need). Nothing on the production path (``bot.server``, ``bot.api``,
 ``bot.slack``) imports this package; ``tests/test_layering.py`` checks it.
 """

@@ -48,8 +48,8 @@ from urllib.parse import parse_qsl
 from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
 
-from ..http import STATUS_TEXT, HttpError, read_body
 from ..logs import fields
+from ..wsgi import STATUS_TEXT, HttpError, read_body
 
 log = logging.getLogger("apikeys.slack")
 

@@ -1,0 +1,8 @@
+"""Every route of the server, in one table: the route families' declarations, in dispatch order."""
+
+from __future__ import annotations
+
+from . import auth, github, keys, operations, slack
+from .routes import RouteTable
+
+ROUTES = RouteTable([*keys.ROUTES, *auth.ROUTES, *github.ROUTES, *operations.ROUTES, *slack.ROUTES])
