@@ -22,9 +22,8 @@ log = logging.getLogger("apikeys.metrics")
 
 def _run(settings: Settings, metrics_dir: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from wsgiref.simple_server import make_server
-
-    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     from storage import open_store
 
@@ -53,10 +52,15 @@ def _run(settings: Settings, metrics_dir: str) -> None:
 
     host = settings.host.strip("[]")
 
-    class Listener(ThreadingWSGIServer):
+    class Listener(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    httpd = make_server(host, settings.metrics_port, app, Listener, handler_class=_SilentHandler)
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the standard library's signature
+            pass  # no line per scrape
+
+    httpd = make_server(host, settings.metrics_port, app, Listener, handler_class=Quiet)
     try:
         httpd.serve_forever()
     finally:

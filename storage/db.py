@@ -120,7 +120,7 @@ class BulkInsert:
         self.sql = str(compiled)
         self.order = list(compiled.positiontup) if compiled.positional else None
         self.columns = list(columns)
-        self.processors = [c.type._cached_bind_processor(dialect) for c in cols]
+        self.processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
 
     def execute(self, session, rows: Iterable[Sequence[Any]]) -> None:
         """``rows``: tuples in ``columns`` order."""

@@ -192,7 +192,7 @@ class _VerifyRead:
         compiled = select(*_VERIFY_COLUMNS).where(by_digest).compile(dialect=dialect)
         self.sql = str(compiled)
         self.positional = compiled.positional
-        processors = [column.type._cached_result_processor(dialect, None) for column in _VERIFY_COLUMNS]
+        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in _VERIFY_COLUMNS]
         self.processed = [(i, process) for i, process in enumerate(processors) if process is not None]
 
     def params(self, digest: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,12 @@ def test_the_secrets_lint_lets_constant_time_and_said_safe_comparisons_pass(tmp_
 def test_the_code_compares_no_secret_with_equality():
     result = _lint()
     assert result.returncode == 0, result.stdout
+
+
+def test_the_import_contracts_hold():
+    """import-linter's contracts (pyproject.toml): storage knows no bot, the production server never
+    imports the playground, the Slack app and the key API are independent, no cycles."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint_imports), "--no-cache"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout

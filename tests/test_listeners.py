@@ -34,11 +34,22 @@ def test_every_listener_that_changes_anything_is_declared_behind_require_admin(a
     assert behind == {_unwrapped(f) for f in CHANGES_STATE}
 
 
-def test_require_admin_is_the_last_middleware_so_nothing_runs_between_it_and_the_listener(app):
+def test_after_require_admin_only_the_refusing_checks_run_before_the_listener(app):
+    """Between require_admin and the listener only ``once`` and ``fresh`` may run (they refuse,
+    never change anything), in that order."""
     for listener in app._listeners:
         funcs = [getattr(m, "func", None) for m in listener.middleware]
         if authz.require_admin in funcs:
-            assert funcs[-1] is authz.require_admin, listener.ack_function
+            after = funcs[funcs.index(authz.require_admin) + 1:]
+            assert after in ([], [actions.once, actions.fresh]), listener.ack_function
+
+
+def test_every_click_that_changes_anything_is_processed_once_and_only_while_fresh(app):
+    clicks = {_unwrapped(f) for f in CHANGES_STATE} - {_unwrapped(commands.change_admins),
+                                                       _unwrapped(commands.revoke_owner)}
+    declared = {_unwrapped(listener.ack_function) for listener in app._listeners
+                if {actions.once, actions.fresh} <= {getattr(m, "func", None) for m in listener.middleware}}
+    assert declared == clicks
 
 
 def test_no_listener_checks_the_role_itself():

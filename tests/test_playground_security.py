@@ -619,15 +619,8 @@ def test_the_server_with_the_old_playground_variable_serves_no_playground(databa
         started.stop()
 
 
-PRODUCTION_MODULES = [ROOT / "bot" / "server.py", ROOT / "bot" / "http.py", *sorted((ROOT / "bot" / "slack").rglob("*.py"))]
-IMPORTS_PLAYGROUND = re.compile(r"(import|from) .*playground")
-
-
-@pytest.mark.parametrize("path", PRODUCTION_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_production_modules_do_not_import_the_playground(path):
-    hits = [f"{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
-            if IMPORTS_PLAYGROUND.search(line)]
-    assert not hits, hits
+# That no production module imports the playground, directly or through another module, is an
+# import-linter contract (pyproject.toml, run by tests/test_lint.py and .ci/run).
 
 
 def test_importing_the_server_loads_no_playground_code():

@@ -775,5 +775,29 @@ def test_the_bot_sends_a_neutral_user_agent_everywhere(bot_app):
 def test_which_response_urls_the_bot_answers(url, allowed):
     from bot.slack import reply
 
-    reply.configure("https://slack.com/api/")
-    assert reply.allowed_response_url(url) is allowed
+    assert reply.Replier("https://slack.com/api/").allowed(url) is allowed
+
+
+def test_an_apps_own_api_host_is_allowed_for_that_app_only():
+    """Each app owns the hosts it answers on: a second app (another SLACK_API_URL in the same process,
+    as in the tests) never widens the first one's."""
+    from bot.slack import reply
+
+    local = reply.Replier("http://127.0.0.1:8765/api/")
+    default = reply.Replier("https://slack.com/api/")
+    assert local.allowed("http://127.0.0.1:8765/response/x") and not default.allowed("http://127.0.0.1:8765/response/x")
+    assert not reply.SLACK_ONLY.allowed("https://slack.com/api/") and reply.SLACK_ONLY.allowed(
+        "https://hooks.slack.com/actions/T/1/x")
+
+
+def test_a_reply_masks_any_key_in_its_text(stub):
+    """``Replier.send`` masks a full key in what it sends, whatever the caller put there."""
+    from bot.slack import reply
+    from storage.keyformat import generate_secret
+
+    secret = generate_secret()
+    url = stub.response_url("masked")
+    mark = stub.mark()
+    assert reply.Replier(stub.api_url).send(url, replace=False, text=f"the key {secret} leaked")
+    sent = stub.wait_for_response(url, since=mark)
+    assert secret not in json.dumps(sent) and secret[-4:] in sent["text"] and "leaked" in sent["text"]

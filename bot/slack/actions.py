@@ -3,7 +3,10 @@
 Nothing here reads ``body["message"]`` (Slack omits it for ephemeral messages): what a listener
 needs travels in the button's value, and everything that grants anything is checked again on
 the server (workspace, admin role, the key's state). The two buttons that change anything are
-declared behind ``require_admin``, after a middleware that reads what they are about.
+declared behind middleware, in order: what they are about (``key_confirmation``), who may
+(``require_admin``), once (``once``: a replay is refused), and while fresh (``fresh``); each refusal
+is recorded and answered by ``authz.deny``. A new button that changes anything is one listener plus
+its value model and its renderer, and declares the same middleware.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from storage.revocation import Via
 from storage.timeutil import utcnow
 
 from ..logs import fields
-from . import blocks, render, reply
-from .authz import Subject, deny, deny_after_ack, require_admin
+from . import blocks, render
+from .authz import Subject, deny_after_ack, require_admin
 from .context import Actor
 from .errors import guarded
 from .ids import ActionId, BlockId
@@ -62,12 +65,12 @@ def _chosen_reason(*candidates: str | None) -> str | None:
     return chosen.value if chosen else None
 
 
-def _stale(response_url: str | None) -> None:
-    reply.send(response_url, replace=False, text=STALE_BUTTON, blocks=blocks.text_message(STALE_BUTTON))
+def _stale(context: BoltContext, response_url: str | None) -> None:
+    context["reply"].send(response_url, replace=False, text=STALE_BUTTON, blocks=blocks.text_message(STALE_BUTTON))
 
 
-def _show(response_url: str | None, answer: render.Answer) -> None:
-    reply.send(response_url, replace=True, text=answer.text, blocks=answer.blocks)
+def _show(context: BoltContext, response_url: str | None, answer: render.Answer) -> None:
+    context["reply"].send(response_url, replace=True, text=answer.text, blocks=answer.blocks)
 
 
 # -- middleware: what a confirmation is about (before require_admin, so a denial names it) -------
@@ -99,18 +102,27 @@ def owner_confirmation(context: BoltContext, body: dict, ack: Ack, next) -> Bolt
     return next()
 
 
-def _fresh_click(store: Store, body: dict, actor: Actor, issued_at: int | None, subject: Subject) -> bool:
-    """Refuse replayed requests and confirmations older than CONFIRMATION_TTL."""
-    response_url = body.get("response_url")
+# -- middleware: each click that changes anything is processed once, and only while it is fresh ----
+def once(context: BoltContext, body: dict, ack: Ack, next) -> BoltResponse | None:
+    """Listener middleware: a click is processed once; a replayed request (the same trigger, action
+    and user again, within Slack's 5-minute signature window) is refused and recorded."""
+    actor: Actor = context["actor"]
     identity = "|".join(str(x) for x in (body.get("trigger_id"), _first_action(body).get("action_ts"), actor.user_id))
-    if not store.receipts.first_use("revoke-click|" + identity):
-        deny(store, actor, response_url, "this click was already processed (a replayed request)", subject)
-        return False
+    if not context["store"].receipts.first_use("revoke-click|" + identity):
+        deny_after_ack(context, body, "this click was already processed (a replayed request)", context.get("subject"))
+        return ack()
+    return next()
+
+
+def fresh(context: BoltContext, body: dict, ack: Ack, next) -> BoltResponse | None:
+    """Listener middleware, after the value is read: a confirmation is usable for CONFIRMATION_TTL
+    after it was shown; one that does not say when it was shown is refused too."""
+    issued_at = getattr(context.get("value"), "issued_at", None)
     if issued_at is None or not 0 <= time.time() - issued_at <= CONFIRMATION_TTL:
-        deny(store, actor, response_url,
-             f"this confirmation is more than {CONFIRMATION_TTL // 60} minutes old; open it again", subject)
-        return False
-    return True
+        deny_after_ack(context, body, f"this confirmation is more than {CONFIRMATION_TTL // 60} minutes old; "
+                                      "open it again", context.get("subject"))
+        return ack()
+    return next()
 
 
 def _post_notice(store: Store, client, channel_id: str | None, text: str) -> None:
@@ -136,15 +148,16 @@ def open_confirmation(ack: Ack, body: dict, context: BoltContext) -> None:
         action = decode(KeyAction, _first_action(body).get("value"))
         key = store.keys.get(action.key_id)
     except (BadValue, KeyNotFound):
-        _stale(response_url)
+        _stale(context, response_url)
         return
     # A click on a public message (a leak warning) opens the confirmation privately instead.
     container = body.get("container")
     in_place = not (isinstance(container, dict) and container.get("is_ephemeral") is False)
     if key.status_at(utcnow()) is KeyStatus.REVOKED:
-        reply.send(response_url, replace=in_place, text="Already revoked", blocks=blocks.already_revoked(key, action.view))
+        context["reply"].send(response_url, replace=in_place, text="Already revoked",
+                              blocks=blocks.already_revoked(key, action.view))
         return
-    reply.send(response_url, replace=in_place, text=f"Revoke {key.name}?",
+    context["reply"].send(response_url, replace=in_place, text=f"Revoke {key.name}?",
                blocks=blocks.confirm_revoke(key, action.view, reason=None, issued_at=int(time.time())))
 
 
@@ -156,7 +169,7 @@ def cancel(ack: Ack, body: dict, context: BoltContext) -> None:
         view = decode(KeyAction, _first_action(body).get("value")).view
     except BadValue:
         view = ListView()
-    _show(body.get("response_url"), render.key_list(context["store"], view))
+    _show(context, body.get("response_url"), render.key_list(context["store"], view))
 
 
 @guarded
@@ -166,19 +179,17 @@ def confirm(ack: Ack, body: dict, context: BoltContext, client) -> None:
     store: Store = context["store"]
     actor: Actor = context["actor"]
     action: KeyAction = context["value"]
-    subject: Subject = context["subject"]
-    key = subject.key
-    if not _fresh_click(store, body, actor, action.issued_at, subject):
-        return
+    key = context["subject"].key
     reason = _chosen_reason(_selected_reason(body), action.reason)
     outcome = store.keys.revoke(key.id, actor=actor.user_id, via=Via.SLACK, reason=reason, context=actor.where)
     log.info(fields(event="revoke", key_id=key.id, actor=actor.user_id, reason=reason,
                     outcome="revoked" if outcome.revoked_now else "already_revoked"))
     response_url = body.get("response_url")
     if not outcome.revoked_now:
-        reply.send(response_url, replace=True, text="Already revoked", blocks=blocks.already_revoked(outcome.key, action.view))
+        context["reply"].send(response_url, replace=True, text="Already revoked",
+                              blocks=blocks.already_revoked(outcome.key, action.view))
         return
-    reply.send(response_url, replace=True, text=f"Revoked {outcome.key.name}",
+    context["reply"].send(response_url, replace=True, text=f"Revoked {outcome.key.name}",
                blocks=blocks.revoke_result(outcome.key, action.view))
     _post_notice(store, client, actor.channel_id, blocks.revoke_notice_text(outcome.key))
 
@@ -191,14 +202,12 @@ def confirm_owner(ack: Ack, body: dict, context: BoltContext, client) -> None:
     store: Store = context["store"]
     actor: Actor = context["actor"]
     action: OwnerAction = context["value"]
-    if not _fresh_click(store, body, actor, action.issued_at, context["subject"]):
-        return
     reason = _chosen_reason(_selected_reason(body))
     revoked = store.keys.revoke_owner(action.owner, up_to=action.up_to, actor=actor.user_id, via=Via.SLACK,
                                       reason=reason, context=actor.where)
     log.info(fields(event="revoke_owner", owner=action.owner, actor=actor.user_id, shown=action.count,
                     revoked=len(revoked)))
-    reply.send(body.get("response_url"), replace=True, text=f"Revoked {len(revoked)} keys of {action.owner}",
+    context["reply"].send(body.get("response_url"), replace=True, text=f"Revoked {len(revoked)} keys of {action.owner}",
                blocks=blocks.owner_result(action.owner, revoked, action.count, actor.user_id, reason))
     if revoked:
         _post_notice(store, client, actor.channel_id,
@@ -221,20 +230,22 @@ def page(ack: Ack, body: dict, context: BoltContext) -> None:
         view = ListView()
     store: Store = context["store"]
     answer = render.history(store, view) if isinstance(view, HistoryView) else render.key_list(store, view)
-    _show(body.get("response_url"), answer)
+    _show(context, body.get("response_url"), answer)
 
 
 @guarded
-def unknown_action(ack: Ack, body: dict) -> None:
+def unknown_action(ack: Ack, body: dict, context: BoltContext) -> None:
     ack()  # an element from an older version of the app: acknowledge, change nothing
-    _stale(body.get("response_url"))
+    _stale(context, body.get("response_url"))
 
 
 def register(app: App) -> None:
     app.action(ActionId.REVOKE.value)(open_confirmation)
     app.action(ActionId.CANCEL_REVOKE.value)(cancel)
-    app.action(ActionId.CONFIRM_REVOKE.value, middleware=[key_confirmation, require_admin])(confirm)
-    app.action(ActionId.CONFIRM_REVOKE_OWNER.value, middleware=[owner_confirmation, require_admin])(confirm_owner)
+    # What changes anything: what it is about, who may, once, while fresh (each refusal is recorded).
+    app.action(ActionId.CONFIRM_REVOKE.value, middleware=[key_confirmation, require_admin, once, fresh])(confirm)
+    app.action(ActionId.CONFIRM_REVOKE_OWNER.value,
+               middleware=[owner_confirmation, require_admin, once, fresh])(confirm_owner)
     app.action(ActionId.REASON.value)(choose_reason)
     app.action(ActionId.pattern(ActionId.PAGE_NEXT, ActionId.PAGE_PREV, ActionId.SHOW_LIST,
                                 ActionId.CANCEL_REVOKE_OWNER))(page)

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("apikeys.slack")
 
 def make_client(settings: Settings) -> WebClient:
-    """The Web API client (our User-Agent, no redirects); replies may also go to this API's host."""
-    reply.configure(settings.slack_api_url)
+    """The Web API client (our User-Agent, no redirects)."""
     return reply.ApiClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
                            retry_handlers=reply.retry_handlers())
 
@@ -54,11 +53,16 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
             retry_handlers=client.retry_handlers.copy())
         return next()
 
+    replier = reply.Replier(settings.slack_api_url)  # replies may also go to this app's own API host
+
     @app.middleware
     def store_and_actor(context, body, next):
-        """The key store, and who is acting and whether they are in our workspace, once per request."""
+        """The key store, the replier, where work after the ack runs, and who is acting and whether
+        they are in our workspace, once per request."""
         own = context.authorize_result  # from auth.test: the installation's workspace (and Grid org)
         context["store"] = store
+        context["reply"] = replier
+        context["after_ack"] = app.listener_runner.listener_executor.submit
         context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own.team_id if own else None,
                                            store, own.enterprise_id if own else None)
         return next()
@@ -67,7 +71,7 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
 
     @app.error
     def on_error(error: Exception, body: dict) -> BoltResponse | None:
-        report(error, body)
+        report(error, body, replier=replier)
         return None
 
     commands.register(app)

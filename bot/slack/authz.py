@@ -12,7 +12,6 @@ an expired confirmation): the same audit entry, log line and reply.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,15 +21,13 @@ from storage import Action, ApiKey, EventInput, Store
 from storage.refusals import record_refusal
 
 from ..logs import fields
-from . import reply
 from .context import Actor
 from .errors import report
+from .ids import refusal_of
 from .render import Answer, message
 
 log = logging.getLogger("apikeys.slack")
 
-# Refused clicks are recorded and answered after the ack, like every click (Slack waits 3 s at most).
-_after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="apikeys-denial")
 
 
 @dataclass(frozen=True)
@@ -46,9 +43,15 @@ def refused(why: str, verb: str = "Not done") -> Answer:
     return message(f":no_entry_sign: {verb}: {why[0].upper() + why[1:]}. Nothing changed.")
 
 
-def deny(store: Store, actor: Actor, response_url: str | None, why: str, subject: Subject | None = None,
+def deny(context: BoltContext, body: dict, why: str, subject: Subject | None = None,
          requested: str | None = None) -> None:
-    """Refuse a click: record ``key.revoke_denied`` (who, where, why, about what), log, answer."""
+    """Refuse a click: record what it would have done (``ids.refusal_of`` its action: ``key.revoke_denied``
+    for a revocation) with who, where, why and about what; log; answer "<Not revoked>: <why>"."""
+    store: Store = context["store"]
+    actor: Actor = context["actor"]
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
+    refusal = refusal_of(first.get("action_id"))
     subject = subject or Subject()
     key = subject.key
     details = {"why": why, "channel_id": actor.channel_id, "team_id": actor.user_team_id, **subject.details}
@@ -58,24 +61,26 @@ def deny(store: Store, actor: Actor, response_url: str | None, why: str, subject
         details.update(name=key.name, key=key.masked, owner=key.owner)
     if requested:
         details["requested_key_id"] = requested[:40]
-    record_refusal(store.audit, EventInput(actor=actor.user_id or "unknown", action=Action.KEY_REVOKE_DENIED,
+    record_refusal(store.audit, EventInput(actor=actor.user_id or "unknown", action=refusal.action,
                                            key_id=key.id if key is not None else None, details=details))
-    log.info(fields(event="revoke", key_id=key.id if key else None, actor=actor.user_id, outcome="denied", why=why))
-    answer = refused(why, "Not revoked")
-    reply.send(response_url, replace=False, text=answer.text, blocks=answer.blocks)
+    log.info(fields(event="click", key_id=key.id if key else None, actor=actor.user_id, outcome="denied",
+                    refused=refusal.verb, why=why))
+    answer = refused(why, refusal.verb)
+    context["reply"].send(body.get("response_url"), replace=False, text=answer.text, blocks=answer.blocks)
 
 
 def deny_after_ack(context: BoltContext, body: dict, why: str, subject: Subject | None = None,
                    requested: str | None = None) -> None:
-    """``deny`` from a middleware, which must return the ack at once: the rest runs after it."""
+    """``deny`` from a middleware, which must return the ack at once: the rest runs after it, on the
+    app's own listener executor (Bolt's, as every listener runs: owned by the app, awaited by its tests)."""
 
     def run() -> None:
         try:
-            deny(context["store"], context["actor"], body.get("response_url"), why, subject, requested)
+            deny(context, body, why, subject, requested)
         except Exception as error:  # the same boundary as every listener's
-            report(error, body)
+            report(error, body, replier=context["reply"])
 
-    _after_ack.submit(run)
+    context["after_ack"](run)
 
 
 def require_admin(context: BoltContext, body: dict, ack: Ack, next) -> BoltResponse | None:
@@ -107,9 +112,9 @@ def refuse_command_after_ack(context: BoltContext, body: dict, why: str) -> None
         try:
             record_command_refusal(context["store"], context["actor"], body, why)
         except Exception as error:
-            report(error, body)
+            report(error, body, replier=context["reply"])
 
-    _after_ack.submit(run)
+    context["after_ack"](run)
 
 
 FOREIGN = ("only members of this app's own workspace can use apikeys; you are signed in from another "

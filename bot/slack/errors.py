@@ -28,7 +28,7 @@ def message_for(error: BaseException) -> str:
     return UNEXPECTED
 
 
-def report(error: BaseException, body: object, ack=None) -> None:
+def report(error: BaseException, body: object, ack=None, replier: reply.Replier = reply.SLACK_ONLY) -> None:
     """Tell the user what went wrong: in the ack when it is still unanswered, else through response_url."""
     message = message_for(error)
     payload = blocks.text_message(f":warning: {message}")
@@ -36,7 +36,7 @@ def report(error: BaseException, body: object, ack=None) -> None:
         ack(response_type="ephemeral", text=message, blocks=payload)
         return
     response_url = body.get("response_url") if isinstance(body, dict) else None
-    reply.send(response_url if isinstance(response_url, str) else None, replace=False, text=message, blocks=payload)
+    replier.send(response_url if isinstance(response_url, str) else None, replace=False, text=message, blocks=payload)
 
 
 def guarded(listener):
@@ -48,7 +48,9 @@ def guarded(listener):
         try:
             return listener(**kwargs)
         except Exception as error:  # the boundary: every failure is answered here
-            report(error, kwargs.get("body"), kwargs.get("ack"))
+            context = kwargs.get("context")
+            replier = context.get("reply") if context is not None else None
+            report(error, kwargs.get("body"), kwargs.get("ack"), replier or reply.SLACK_ONLY)
             return None
 
     return wrapper

@@ -223,12 +223,15 @@ class _Dispatch(threading.local):
 
 
 def _watch(app: Any, seen: _Dispatch) -> bool:
-    """Have ``app`` (a Bolt App) tell ``seen`` when it runs a listener and what error it catches
-    in ``dispatch``; False when this Bolt does not have those two seams."""
-    runner = getattr(app, "_listener_runner", None)
+    """Have ``app`` (a Bolt App) tell ``seen`` when it runs a listener (``listener_runner.run``, public)
+    and what error it catches in ``dispatch`` (``_middleware_error_handler``: Bolt has no public seam
+    for it; slack-bolt is pinned in pyproject.toml, and ``tests/test_library_internals.py`` fails
+    loudly when it moves). Raises when this Bolt has neither: the gate would silently pass 500s."""
+    runner = getattr(app, "listener_runner", None)
     handler = getattr(app, "_middleware_error_handler", None)
     if not (callable(getattr(runner, "run", None)) and callable(getattr(handler, "handle", None))):
-        return False
+        raise RuntimeError("this slack_bolt has no listener_runner.run or _middleware_error_handler.handle: "
+                           "bot.slack.gate must be updated for it")
     run, handle = runner.run, handler.handle
 
     def counted_run(*args, **kwargs):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
+
+from storage import Action
 
 
 class ActionId(enum.StrEnum):
@@ -23,6 +26,30 @@ class ActionId(enum.StrEnum):
         if not ids:
             return re.compile(r".*")
         return re.compile("^(?:" + "|".join(re.escape(i.value) for i in ids) + ")$")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a refused click would have done: the answer's first words, and the audit action recorded."""
+
+    verb: str
+    action: Action
+
+
+_REVOKE = Refusal("Not revoked", Action.KEY_REVOKE_DENIED)
+_SHOW = Refusal("Not shown", Action.KEY_REVOKE_DENIED)  # a look at a key or a page, refused (another workspace)
+REFUSALS: dict[str, Refusal] = {
+    ActionId.CONFIRM_REVOKE: _REVOKE, ActionId.CONFIRM_REVOKE_OWNER: _REVOKE,
+    ActionId.REVOKE: Refusal("Not opened", Action.KEY_REVOKE_DENIED),
+    ActionId.PAGE_NEXT: _SHOW, ActionId.PAGE_PREV: _SHOW, ActionId.SHOW_LIST: _SHOW,
+    ActionId.CANCEL_REVOKE: _SHOW, ActionId.CANCEL_REVOKE_OWNER: _SHOW,
+}
+NOT_DONE = Refusal("Not done", Action.KEY_REVOKE_DENIED)
+
+
+def refusal_of(action_id: object) -> Refusal:
+    """How a refused click with this action id is answered and recorded."""
+    return REFUSALS.get(action_id, NOT_DONE) if isinstance(action_id, str) else NOT_DONE
 
 
 class BlockId(enum.StrEnum):

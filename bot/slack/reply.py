@@ -3,8 +3,8 @@ the Web API client class. Everything the bot sends to Slack over HTTP goes throu
 
 A ``response_url`` arrives in the (signed) request, but it is still only a URL someone typed into
 a payload: the bot answers only on Slack's response hosts (``hooks.slack.com``,
-``hooks.slack-gov.com``, https) and on the host of ``SLACK_API_URL`` (``configure``; GovSlack, or
-the local stand-in of the tests and the playground). It never follows a redirect (a 3xx answer is
+``hooks.slack-gov.com``, https) and on the host of ``SLACK_API_URL`` (GovSlack, or
+the local stand-in of the tests and the playground; ``Replier``, one per app). It never follows a redirect (a 3xx answer is
 a failed reply), and it sends a User-Agent naming only itself (slack_sdk's default names the Python
 version and the operating system).
 """
@@ -32,7 +32,6 @@ log = logging.getLogger("apikeys.slack")
 
 SLACK_RESPONSE_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_api_origins: set[tuple[str, str, int]] = set()
 
 
 def retry_handlers():
@@ -60,21 +59,13 @@ def _origin(url: object) -> tuple[str, str, int] | None:
     return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
 
 
-def configure(api_url: str) -> None:
-    """Also answer ``response_url``\\ s on the host (scheme, host and port) of this Slack API base URL:
-    the local stand-in, GovSlack. Called by ``make_client``; every API base this process was
-    configured with counts (one in production; several apps share a process in the tests)."""
-    origin = _origin(api_url)
-    if origin is not None:
-        _api_origins.add(origin)
-
-
-def allowed_response_url(url: object) -> bool:
-    """True for an https URL on Slack's response hosts, or a URL on the host of ``SLACK_API_URL``."""
+def allowed_response_url(url: object, api_origins: frozenset[tuple[str, str, int]] = frozenset()) -> bool:
+    """True for an https URL on Slack's response hosts, or a URL on one of ``api_origins`` (the host
+    of ``SLACK_API_URL``: the local stand-in, GovSlack)."""
     origin = _origin(url)
     if origin is None:
         return False
-    if origin in _api_origins:
+    if origin in api_origins:
         return True
     scheme, host, port = origin
     return scheme == "https" and host in SLACK_RESPONSE_HOSTS and port == 443
@@ -139,12 +130,13 @@ class ApiClient(WebClient):
 class _Webhook(WebhookClient):
     """slack_sdk's WebhookClient (its retries included) with our User-Agent, without redirects."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, api_origins: frozenset = frozenset(), **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.default_headers["User-Agent"] = USER_AGENT
+        self.api_origins = api_origins
 
     def _perform_http_request_internal(self, url: str, req: urllib.request.Request) -> WebhookResponse:
-        if not allowed_response_url(url):  # checked in send(); here too, whoever calls this
+        if not allowed_response_url(url, self.api_origins):  # checked in send(); here too, whoever calls this
             raise SlackRequestError("refused: not a Slack response_url host")
         resp = open_url(req, ssl=self.ssl, proxy=self.proxy, timeout=self.timeout)
         charset = resp.headers.get_content_charset() or "utf-8"
@@ -153,27 +145,42 @@ class _Webhook(WebhookClient):
 
 
 # -- replying ---------------------------------------------------------------------------------------
-def send(response_url: str | None, *, replace: bool, text: str, blocks: list[dict] | None = None) -> bool:
-    """Replace the message the click came from (``replace=True``) or add a new ephemeral one."""
-    if not response_url:
-        log.warning("no response_url in the request; cannot answer the user")
-        return False
-    if not allowed_response_url(response_url):
-        log.warning(fields(event="reply_refused", target=_where(response_url),
-                           why="response_url is not on a Slack response host"))
-        return False
-    payload: dict[str, Any] = {"text": redact(text), "response_type": "ephemeral"}
-    payload["replace_original"] = replace
-    if blocks is not None:
-        payload["blocks"] = blocks
-    client = _Webhook(response_url, timeout=5, retry_handlers=retry_handlers())
-    try:
-        response = client.send_dict(payload)
-    except Exception as exc:  # network failure after retries
-        log.error("reply failed: %s", type(exc).__name__)
-        return False
-    if response.status_code != 200:
-        redirect = " (redirects are not followed)" if 300 <= response.status_code < 400 else ""
-        log.error("reply failed: HTTP %s%s", response.status_code, redirect)
-        return False
-    return True
+class Replier:
+    """How one app answers through ``response_url``: on Slack's response hosts, and on the host of
+    the app's own ``SLACK_API_URL`` (owned by the app it serves: two apps in one process, as in the
+    tests, never widen each other's hosts). Every text is masked (``logs.redact``) before it leaves."""
+
+    def __init__(self, api_url: str | None = None):
+        origin = _origin(api_url) if api_url else None
+        self.api_origins: frozenset[tuple[str, str, int]] = frozenset({origin} if origin else ())
+
+    def allowed(self, url: object) -> bool:
+        return allowed_response_url(url, self.api_origins)
+
+    def send(self, response_url: str | None, *, replace: bool, text: str, blocks: list[dict] | None = None) -> bool:
+        """Replace the message the click came from (``replace=True``) or add a new ephemeral one."""
+        if not response_url:
+            log.warning("no response_url in the request; cannot answer the user")
+            return False
+        if not self.allowed(response_url):
+            log.warning(fields(event="reply_refused", target=_where(response_url),
+                               why="response_url is not on a Slack response host"))
+            return False
+        payload: dict[str, Any] = {"text": redact(text), "response_type": "ephemeral"}
+        payload["replace_original"] = replace
+        if blocks is not None:
+            payload["blocks"] = blocks
+        client = _Webhook(response_url, timeout=5, retry_handlers=retry_handlers(), api_origins=self.api_origins)
+        try:
+            response = client.send_dict(payload)
+        except Exception as exc:  # network failure after retries
+            log.error("reply failed: %s", type(exc).__name__)
+            return False
+        if response.status_code != 200:
+            redirect = " (redirects are not followed)" if 300 <= response.status_code < 400 else ""
+            log.error("reply failed: HTTP %s%s", response.status_code, redirect)
+            return False
+        return True
+
+
+SLACK_ONLY = Replier()  # where no app's context is at hand: Slack's own response hosts only
