@@ -107,6 +107,11 @@ class World:
     def get(self, path: str) -> int:
         return self.request("GET", path)[0]
 
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until what runs behind the acks has finished, so that "nothing changed" is checked
+        after everything that could change it (the real server: in its process, so each end-to-end
+        test waits for the answer it asserts on instead)."""
+
     def close(self) -> None:
         pass
 

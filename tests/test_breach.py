@@ -426,6 +426,7 @@ def test_revoke_from_the_public_leak_warning(world: World, store: Store):
     refusal = world.stub.wait_for_response(thread, since=mark)
     assert refusal["replace_original"] is False and "Not revoked" in shown(refusal)
     assert "admins" in shown(refusal).lower()
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
     [denied] = events(store, "key.revoke_denied")
     assert denied.actor == MEMBER and denied.key_id == key.id
@@ -567,6 +568,7 @@ def test_revoke_owner_with_many_keys_and_who_may_do_it(world: World, store: Stor
     assert refusal["replace_original"] is False and "Not revoked" in shown(refusal)
     [denied] = events(store, "key.revoke_denied")
     assert denied.actor == MEMBER and denied.details.get("owner") == "fleet"
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert all(code(store, k) == "VALID" for k in fleet)
     refused_post = wait_audit_post(world.stub, "Revoke refused", f"<@{MEMBER}>", since=mark)
 
@@ -580,6 +582,7 @@ def test_revoke_owner_with_many_keys_and_who_may_do_it(world: World, store: Stor
     assert refusal["replace_original"] is False and "Not revoked" in shown(refusal)
     denied = events(store, "key.revoke_denied")
     assert len(denied) == 2 and denied[1].actor == ADMIN and "minutes old" in denied[1].details["why"]
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert all(code(store, k) == "VALID" for k in fleet)
     assert not events(store, "key.revoked")
 

@@ -110,6 +110,7 @@ def test_unsigned_wrongly_signed_and_stale_requests_are_refused_and_change_nothi
 
     # A correctly signed request right after is served, and the forged ones changed nothing.
     assert command(world, "").body["blocks"]
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
     assert snapshot(store) == before
     assert not events(store, "key.revoked") and not events(store, "key.revoke_denied")
@@ -288,6 +289,7 @@ def test_admin_cancels_then_revokes_with_a_reason(world: World, store: Store):
     back = click(world, card, "Cancel Revoke Key", thread=thread)
     assert back["replace_original"] is True
     assert back["blocks"] == listing.body["blocks"]
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
     assert not events(store, "key.revoked") and not events(store, "key.revoke_denied")
 
@@ -348,6 +350,7 @@ def test_member_cannot_revoke(world: World, store: Store):
     answer = world.stub.wait_for_response(thread, since=mark)
     assert answer["replace_original"] is False and answer["response_type"] == "ephemeral"
     assert "admins" in shown(answer).lower()
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
 
     denied = events(store, "key.revoke_denied")
@@ -370,6 +373,7 @@ def test_admin_of_another_workspace_is_refused(make_world, store: Store):
     answer = world.stub.wait_for_response(thread, since=mark)
     assert answer["replace_original"] is False
     assert "workspace" in shown(answer).lower()
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
 
     denied = events(store, "key.revoke_denied")
@@ -481,6 +485,7 @@ def test_stale_or_future_confirmation_is_refused(world: World, store: Store):
         assert reply.status == 200
         answer = world.stub.wait_for_response(thread, since=mark)
         assert answer["replace_original"] is False and "Not revoked" in shown(answer)
+        world.settle()  # the handlers behind the ack have finished: nothing more can change
         assert code(store, key) == "VALID"
     denied = events(store, "key.revoke_denied")
     assert len(denied) == 2 and all(e.key_id == key.id and e.actor == ADMIN for e in denied)
@@ -556,6 +561,7 @@ def test_forged_action_values_never_fail_and_change_nothing(world: World, store:
         assert row_names(answer) == [key.name], (value, shown(answer))
 
     assert len(events(store, "key.revoke_denied")) == len(forged_confirm)
+    world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
     assert not events(store, "key.revoked")
     after = snapshot(store)
