@@ -26,7 +26,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from bot.slack.blocks import audit_post
+from bot.slack.audit_posts import audit_post
 from bot.slack.values import OwnerAction, encode
 from storage import Action, EventInput, Store, open_store
 from storage.keyformat import generate_secret, is_well_formed

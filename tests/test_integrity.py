@@ -294,7 +294,7 @@ def test_db_upgrade_as_the_owner_puts_back_what_was_removed_disabled_or_altered(
 
 
 def test_the_audit_channel_is_told_in_words_what_was_found(signed, signer):
-    from bot.slack.blocks import audit_post
+    from bot.slack.audit_posts import audit_post
 
     key = signed.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
     signed.keys.revoke(key.key.id, via="cli", actor=ADMIN, reason="compromised")

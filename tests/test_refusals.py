@@ -127,7 +127,7 @@ def test_a_click_with_a_lone_surrogate_in_its_channel_id_is_answered_and_recorde
 
 
 def test_a_summary_post_says_how_many_refusals_came_between(store: Store):
-    from bot.slack.blocks import audit_post
+    from bot.slack.audit_posts import audit_post
 
     entry = record_refusal(store.audit, EventInput(actor=MEMBER, action=Action.KEY_REVOKE_DENIED,
                                                    details={"why": "not an admin"}))

@@ -5,7 +5,7 @@ here ever receives a secret: keys are shown masked."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from slack_sdk.models.blocks import (
@@ -21,13 +21,12 @@ from slack_sdk.models.blocks import (
     TextObject,
 )
 
-from storage import Action, ApiKey, AuditEvent, KeyStatus, RevokeReason
+from storage import ApiKey, AuditEvent, KeyStatus, RevokeReason
 from storage.admins import USER_ID_RE, AdminEntry
-from storage.keys import KEY_ID_RE, KeyPage
+from storage.keys import KeyPage
 from storage.timeutil import iso
 
 from ..logs import redact
-from ..witness import witness_text
 from .ids import ActionId, BlockId
 from .values import HistoryView, KeyAction, ListView, OwnerAction, encode
 
@@ -91,7 +90,7 @@ def _fit_texts(block: Block) -> None:
                 element.text = fit(element.text)
 
 
-def _serialise(blocks: Sequence[Block]) -> list[dict]:
+def serialise(blocks: Sequence[Block]) -> list[dict]:
     """Validated dicts within Slack's limits. As a last line of defence, anything shaped like a key is
     masked: in every text before it is measured (``fit``), and then in the whole output (button
     values, ids and all)."""
@@ -103,7 +102,7 @@ def _serialise(blocks: Sequence[Block]) -> list[dict]:
 
 
 def text_message(text: str) -> list[dict]:
-    return _serialise([SectionBlock(text=MarkdownTextObject(text=text))])
+    return serialise([SectionBlock(text=MarkdownTextObject(text=text))])
 
 
 # -- the key list ---------------------------------------------------------------------------
@@ -158,7 +157,7 @@ def key_list(page: KeyPage, view: ListView, total: int, now: datetime) -> list[d
     )
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text="`/apikeys revoked` · `/apikeys all` · `/apikeys owner NAME` · `/apikeys history` · `/apikeys help`")]))
-    return _serialise(blocks)
+    return serialise(blocks)
 
 
 # -- the revoke confirmation and its outcomes -------------------------------------------------
@@ -196,7 +195,7 @@ def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at
                           value=encode(KeyAction(key_id=key.id, view=view, reason=reason, issued_at=issued_at))),
         ]),
     ]
-    return _serialise(blocks)
+    return serialise(blocks)
 
 
 def _back_to_list(view: ListView) -> ActionsBlock:
@@ -205,7 +204,7 @@ def _back_to_list(view: ListView) -> ActionsBlock:
 
 
 def revoke_result(key: ApiKey, view: ListView) -> list[dict]:
-    return _serialise([
+    return serialise([
         SectionBlock(text=MarkdownTextObject(
             text=f":white_check_mark: Revoked *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}).\n"
                  f"By {who(key.revoked_by)} · {when(key.revoked_at)} · reason: {reason_label(key.revoke_reason)}\n"
@@ -215,7 +214,7 @@ def revoke_result(key: ApiKey, view: ListView) -> list[dict]:
 
 
 def already_revoked(key: ApiKey, view: ListView) -> list[dict]:
-    return _serialise([
+    return serialise([
         SectionBlock(text=MarkdownTextObject(
             text=f":information_source: *{esc(key.name)}* `{key.masked}` is already revoked "
                  f"({when(key.revoked_at)} by {who(key.revoked_by)}). Nothing changed.")),
@@ -243,13 +242,13 @@ def find_results(keys: Sequence[ApiKey], query: str, now: datetime, *, exact: bo
                      "If it was pasted somewhere it should not be, revoke it and delete the message.")),
             key_row(key, view, now),
         ]
-        return _serialise(blocks)
+        return serialise(blocks)
     if not keys:
         return text_message(f"No keys match “{esc(query)}”. Try a name, the last four characters, "
                             "a masked key like `apk_…a1b2`, or paste the whole key.")
     blocks = [SectionBlock(text=MarkdownTextObject(text=f"*Keys matching “{esc(query)}”* · {len(keys)} shown"))]
     blocks += [key_row(key, view, now) for key in keys]
-    return _serialise(blocks)
+    return serialise(blocks)
 
 
 def leak_warning(key: ApiKey, poster: str | None, now: datetime) -> tuple[str, list[dict]]:
@@ -265,7 +264,7 @@ def leak_warning(key: ApiKey, poster: str | None, now: datetime) -> tuple[str, l
         text=MarkdownTextObject(text=text),
         accessory=revoke_button(key, ListView()) if status is KeyStatus.ACTIVE else None,
     )]
-    return fit(f"API key {key.name} ({key.masked}) was posted in this channel"), _serialise(blocks)
+    return fit(f"API key {key.name} ({key.masked}) was posted in this channel"), serialise(blocks)
 
 
 OWNER_NAMES_SHOWN = 20
@@ -290,13 +289,13 @@ def owner_confirm(owner: str, keys: Sequence[ApiKey], total: int, action: OwnerA
                           style="danger", value=encode(action)),
         ]),
     ]
-    return _serialise(blocks)
+    return serialise(blocks)
 
 
 def owner_result(owner: str, revoked: Sequence[ApiKey], shown: int, actor: str, reason: str | None) -> list[dict]:
     skipped = shown - len(revoked)
     extra = f" ({skipped} of those shown were already revoked or expired)" if skipped > 0 else ""
-    return _serialise([
+    return serialise([
         SectionBlock(text=MarkdownTextObject(
             text=f":white_check_mark: Revoked {len(revoked):,} keys of *{esc(owner)}*{extra}.\n"
                  f"By {who(actor)} · reason: {reason_label(reason)}\nAny use of them is now refused as unauthorized.")),
@@ -326,7 +325,7 @@ def help_blocks(problem: str | None = None) -> list[dict]:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f":grey_question: {esc(problem)}")))
     lines = "\n".join(f"`{esc(cmd)}` — {esc(what)}" for cmd, what in HELP_LINES)
     blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*apikeys* — manage and revoke API keys\n{lines}")))
-    return _serialise(blocks)
+    return serialise(blocks)
 
 
 def admins_blocks(entries: Sequence[AdminEntry]) -> list[dict]:
@@ -384,226 +383,4 @@ def history_blocks(events: Sequence[AuditEvent], view: HistoryView, *, has_older
     newer = encode(HistoryView(key_id=view.key_id, after_id=events[0].id)) if has_newer and events else None
     older = encode(HistoryView(key_id=view.key_id, before_id=events[-1].id)) if has_older and events else None
     blocks += _pager(newer, older)
-    return _serialise(blocks)
-
-
-# -- the audit channel ------------------------------------------------------------------------
-class _Post:
-    """What every audit-channel renderer needs from one audited action (one or more entries)."""
-
-    def __init__(self, events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None):
-        self.events = events
-        self.first = events[0]
-        self.details: dict = json.loads(self.first.details)
-        d = self.details
-        self.by = f"By {who(self.first.actor)} · {when(self.first.at)}"
-        self.where = f" · in <#{d['channel_id']}>" if d.get("channel_id") else ""
-        self.via = " · via CLI" if d.get("via") == "cli" else ""
-        self.key_ref = self._key_ref(d, (keys or {}).get(self.first.key_id or ""))
-
-    def _key_ref(self, d: dict, key: ApiKey | None) -> str:
-        """The key an entry is about: its name, masked key and owner as the entry recorded them,
-        else as the key's row has them (an entry that names only ``key_id``), else its id."""
-        if d.get("key") or d.get("name"):
-            return f"*{esc(d.get('name', ''))}* `{esc(d.get('key', ''))}` (owner {esc(d.get('owner', ''))})"
-        if key is not None:
-            return f"*{esc(key.name)}* `{esc(key.masked)}` (owner {esc(key.owner)})"
-        return f"key `{esc(self.first.key_id or 'unknown')}`"
-
-    def names(self, shown: int = 10) -> str:
-        names = ", ".join(f"*{esc(json.loads(e.details).get('name', ''))}*" for e in self.events[:shown])
-        return names + (f" and {len(self.events) - shown} more" if len(self.events) > shown else "")
-
-
-def _post_revoked(p: _Post) -> str:
-    d = p.details
-    reason = f"By {who(p.first.actor)} · reason: {reason_label(d.get('reason'))} · {when(p.first.at)}{p.where}{p.via}"
-    if len(p.events) > 1:
-        return f":no_entry: *{len(p.events)} keys revoked* of owner {esc(d.get('owner', ''))}: {p.names()}\n{reason}"
-    note = f"\nNote: “{esc(d['note'])}”" if d.get("note") else ""
-    return f":no_entry: *Key revoked*: {p.key_ref}\n{reason}{note}"
-
-
-def _post_revoke_denied(p: _Post) -> str:
-    d = p.details
-    if d.get("key"):
-        target = p.key_ref
-    elif d.get("owner"):
-        count = f" {d['count']}" if d.get("count") else ""
-        target = f"all{count} active keys of *{esc(d['owner'])}*"
-    else:
-        target = f"`{esc(d.get('requested_key_id') or p.first.key_id or 'an unknown key')}`"
-    return (f":warning: *Revoke refused*: {who(p.first.actor)} tried to revoke {target}\n"
-            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}{_since_last_post(d)}")
-
-
-def _since_last_post(d: dict) -> str:
-    """A refusal post is a summary: the same user's refusals since their last post (recorded, not posted)."""
-    count = d.get("refused_since_last_post")
-    if not isinstance(count, int) or count <= 0:
-        return ""
-    return f"\nAlso {count} more refusal{'s' if count != 1 else ''} of theirs since the last post (`apikeys audit` has each)"
-
-
-def _post_command_denied(p: _Post) -> str:
-    d = p.details
-    target = f" <@{esc(d['user_id'])}>" if d.get("user_id") else ""
-    return (f":warning: *Command refused*: {who(p.first.actor)} · `/apikeys {esc(d.get('command', ''))}`{target}\n"
-            f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}{_since_last_post(d)}")
-
-
-def _post_created(p: _Post) -> str:
-    d = p.details
-    if len(p.events) > 1:
-        last = json.loads(p.events[-1].details)
-        return (f":key: *{len(p.events)} keys created* for owner {esc(d.get('owner', ''))}: "
-                f"*{esc(d.get('name', ''))}* … *{esc(last.get('name', ''))}*\n{p.by}")
-    expires = f" · expires {when(_parse_iso(d.get('expires_at')))}" if d.get("expires_at") else ""
-    return f":key: *Key created*: {p.key_ref}\n{p.by}{expires}"
-
-
-def _post_leaked(p: _Post) -> str | tuple[str, list[Block]]:
-    d = p.details
-    if "url" in d or "source" in d:
-        return _post_public_leaks(p)
-    poster = f" by {who(d['posted_by'])}" if d.get("posted_by") else ""
-    status = ("Still active: revoke it with `/apikeys find`" if d.get("status") == "active"
-              else "Status: " + esc(d.get("status", "")))
-    return (f":rotating_light: *Key leaked*: {p.key_ref} was posted in <#{esc(d.get('channel_id', ''))}>{poster}\n"
-            f"{status} · {when(p.first.at)}")
-
-
-PUBLIC_LEAKS_SHOWN = 20
-
-
-def _public_leak_row(event: AuditEvent) -> SectionBlock:
-    d = json.loads(event.details)
-    where = esc(d.get("url") or "an unstated place")[:300]
-    if d.get("source"):
-        where += f" ({esc(d['source'])[:100]})"
-    still_active = d.get("status") == "active" and not d.get("revoked") and bool(KEY_ID_RE.match(event.key_id or ""))
-    if d.get("revoked"):
-        state = ":no_entry: revoked now, reason: Compromised"
-    elif still_active:
-        state = ":warning: *still active*"
-    else:
-        state = f"already {esc(d.get('status', ''))}"
-    button = ButtonElement(text="Revoke", action_id=ActionId.REVOKE.value,
-                           value=encode(KeyAction(key_id=event.key_id, view=ListView()))) if still_active else None
-    return SectionBlock(
-        block_id=f"leak_{event.id}",
-        text=MarkdownTextObject(text=f"*{esc(d.get('name', ''))}* `{esc(d.get('key', ''))}` (owner {esc(d.get('owner', ''))})"
-                                     f" · {state}\nFound at {where}"),
-        accessory=button)
-
-
-def _post_public_leaks(p: _Post) -> tuple[str, list[Block]]:
-    """One post for one report (a GitHub alert, or ``apikeys leak report``): each key, masked, its owner,
-    where it was found, and a ``Revoke`` button where it is still active."""
-    leaked = [e for e in p.events if e.action == Action.KEY_LEAKED]
-    details = [json.loads(e.details) for e in leaked]
-    by = "by GitHub secret scanning" if p.first.actor == "github-secret-scanning" else f"reported by {who(p.first.actor)}"
-    count = f"{len(leaked)} keys" if len(leaked) != 1 else "A key"
-    revoked = sum(1 for d in details if d.get("revoked"))
-    active = sum(1 for d in details if d.get("status") == "active" and not d.get("revoked"))
-    summary = [f"{revoked} revoked now"] if revoked else []
-    summary += [f"{active} still active"] if active else []
-    if len(details) - revoked - active:
-        summary.append(f"{len(details) - revoked - active} already revoked or expired")
-    headline = f":rotating_light: *{count} found in public* {by}"
-    rows: list[Block] = [SectionBlock(text=MarkdownTextObject(
-        text=f"{headline}\n{' · '.join(summary)} · {when(p.first.at)}"))]
-    rows += [_public_leak_row(e) for e in leaked[:PUBLIC_LEAKS_SHOWN]]
-    if len(leaked) > PUBLIC_LEAKS_SHOWN:
-        rows.append(SectionBlock(text=MarkdownTextObject(
-            text=f"… and {len(leaked) - PUBLIC_LEAKS_SHOWN:,} more: `apikeys audit` lists every one")))
-    return f"{count} found in public {by}: {', '.join(d.get('name', '') for d in details[:10])}", rows
-
-
-def _post_used_after_revoke(p: _Post) -> str:
-    d = p.details
-    return (f":rotating_light: *Revoked key presented*: {p.key_ref}\n"
-            f"{d.get('uses', 0):,} use(s) since it was revoked {when(_parse_iso(d.get('revoked_at')))}"
-            f" by {who(d.get('revoked_by'))} · last at {when(_parse_iso(d.get('last_at')))}"
-            f" · via {esc(d.get('via', 'verify'))}\nWhoever holds it is still trying to use it.")
-
-
-def _post_admin(verb: str):
-    def render(p: _Post) -> str:
-        return f":bust_in_silhouette: <@{esc(p.details.get('user_id', ''))}> {verb}\n{p.by}"
-    return render
-
-
-def _post_tamper(p: _Post) -> str:
-    """Someone other than apikeys changed its tables: what was found, and where to look."""
-    problem = esc(str(p.details.get("problem", "an unexplained change")))[:2500]
-    return (f":rotating_light: *Tamper detected*: {problem}\n"
-            f"Found by {who(p.first.actor)} · {when(p.first.at)} · check with `apikeys audit --verify` and "
-            "`apikeys db status`")
-
-
-def _post_signing_started(p: _Post) -> str:
-    return (f":lock: *Audit signing started*: {esc(str(p.details.get('problem', '')))[:2500]}\n"
-            f"{when(p.first.at)}")
-
-
-def _post_revocation_restored(p: _Post) -> str:
-    d = p.details
-    return (f":rotating_light: *Revocation restored*: {p.key_ref} was valid again although audit entry "
-            f"#{esc(str(d.get('entry', '?')))} revoked it at {when(_parse_iso(d.get('revoked_at')))}: someone changed "
-            f"the table outside apikeys. Revoked again from the log's entry · {when(p.first.at)}")
-
-
-def _post_other(p: _Post) -> str:
-    """An action this version has no renderer for (one recorded by a newer release)."""
-    subject = f": {p.key_ref}" if p.details.get("key") else ""
-    return f"*{esc(p.first.action)}*{subject}\n{p.by}"
-
-
-AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
-    Action.KEY_CREATED: _post_created,
-    Action.KEY_REVOKED: _post_revoked,
-    Action.KEY_REVOKE_DENIED: _post_revoke_denied,
-    Action.KEY_LEAKED: _post_leaked,
-    Action.KEY_USED_AFTER_REVOKE: _post_used_after_revoke,
-    Action.ADMIN_ADDED: _post_admin("is now an admin"),
-    Action.ADMIN_REMOVED: _post_admin("is no longer an admin"),
-    Action.COMMAND_DENIED: _post_command_denied,
-    Action.TAMPER_DETECTED: _post_tamper,
-    Action.SIGNING_STARTED: _post_signing_started,
-    Action.KEY_REVOCATION_RESTORED: _post_revocation_restored,
-}
-
-
-def audit_post(events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None) -> tuple[str, list[dict]]:
-    """One audit-channel post for one audited action (which may cover several entries). ``keys``:
-    the keys of entries that name only a ``key_id`` (``keys_named_only_by_id``), by id."""
-    post = _Post(events, keys)
-    rendered = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
-    if isinstance(rendered, str):  # most posts are one section; a few bring their own blocks (and buttons)
-        text, body = rendered.split("\n")[0], [SectionBlock(text=MarkdownTextObject(text=rendered))]
-    else:
-        text, body = rendered
-    last = events[-1]  # the post witnesses the log's position and head after the entries it reports
-    witness = ContextBlock(elements=[MarkdownTextObject(text=witness_text(last.id, last.hash))])
-    return fit(text), _serialise([*body, witness])
-
-
-def keys_named_only_by_id(events: Sequence[AuditEvent]) -> list[str]:
-    """The key ids of entries whose details do not name their key (``key.revocation_restored`` as
-    the self-check may write it: ``revoked_at`` and ``entry`` only): the deliverer looks them up."""
-    out = []
-    for event in events[:1]:  # a post names the key of its first entry
-        try:
-            details = json.loads(event.details)
-        except ValueError:
-            continue
-        if event.key_id and isinstance(details, dict) and not (details.get("key") or details.get("name")):
-            out.append(event.key_id)
-    return out
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return serialise(blocks)

@@ -23,7 +23,7 @@ from storage.timeutil import utcnow
 
 from .. import metrics
 from ..logs import fields, redact
-from . import blocks
+from . import audit_posts
 
 log = logging.getLogger("apikeys.delivery")
 
@@ -90,7 +90,7 @@ class Deliverer:
                 events = self.store.audit.between(item.payload["first"], item.payload["last"])
                 if not events:
                     raise ValueError("audit entries missing")
-                text, post_blocks = blocks.audit_post(events, self._keys(blocks.keys_named_only_by_id(events)))
+                text, post_blocks = audit_posts.audit_post(events, self._keys(audit_posts.keys_named_only_by_id(events)))
             else:
                 text, post_blocks = item.payload.get("text", ""), item.payload.get("blocks")
             self.client.chat_postMessage(channel=item.channel, text=redact(text), blocks=post_blocks, unfurl_links=False)
