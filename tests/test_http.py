@@ -204,6 +204,8 @@ def test_auth_refuses_missing_or_malformed_keys(api, headers, code):
     assert status == 401
     assert resp_headers["WWW-Authenticate"] == "Bearer"
     assert json.loads(data)["code"] == code
+    if not headers:  # nothing presented: the answer says how to present a key
+        assert "no API key" in json.loads(data)["error"]
 
 
 @pytest.mark.parametrize("scheme", ["Basic", "Token", "ApiKey", "Digest"])

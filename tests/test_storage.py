@@ -941,3 +941,27 @@ def test_every_revocation_path_records_the_same_entry(store):
         assert details["key"] == key.masked and details["via"] in {v.value for v in Via}
     assert [json.loads(e.details)["via"] for e in entries] == ["slack", "cli", "cli", "github-secret-scanning"]
     assert [json.loads(e.details).get("bulk") for e in entries] == [None, 2, 2, None]
+
+
+def test_a_key_is_expired_from_the_instant_its_lifetime_ends_in_every_read(store):
+    """At its expiry instant a key is expired for the check, the list and a bulk revocation alike (no
+    reader counts it active one instant longer than another)."""
+    from datetime import timedelta
+
+    from freezegun import freeze_time
+
+    from storage import Via
+    from storage.keys import encode_cursor
+    from storage.timeutil import utcnow
+
+    with freeze_time("2026-06-01 12:00:00"):
+        ending, = store.keys.create(name="ending", owner="team-x", actor="test", expires_in=timedelta(hours=1))
+        lasting, = store.keys.create(name="lasting", owner="team-x", actor="test")
+        newest = store.keys.list_keys(owner="team-x").items[0]
+    with freeze_time("2026-06-01 13:00:00"):
+        assert utcnow() == ending.key.expires_at
+        assert store.keys.verify(ending.secret).code is VerifyCode.EXPIRED
+        assert [k.id for k in store.keys.list_keys(status="active", owner="team-x").items] == [lasting.key.id]
+        assert [k.id for k in store.keys.list_keys(status="expired", owner="team-x").items] == [ending.key.id]
+        revoked = store.keys.revoke_owner("team-x", up_to=encode_cursor(newest), actor="U1", via=Via.SLACK)
+        assert [k.id for k in revoked] == [lasting.key.id]  # an expired key is not revoked by the bulk card
