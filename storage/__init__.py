@@ -8,15 +8,19 @@ from dataclasses import dataclass
 from . import grants, integrity  # noqa: F401  (storage.grants, storage.integrity)
 from .admins import AdminService
 from .audit import Action, AuditLog, EventInput
+from .cards import Cards
 from .checkpoints import Signer
 from .db import Database
 from .errors import AdminNotFound, DatabaseUnavailable, InvalidInput, KeyNotFound, StorageError
+from .expiry import ExpiryDigest
 from .keys import KeyService, Verification, VerifyCode
 from .leaks import LeakPolicy, LeakService
 from .migrate import upgrade
 from .models import ApiKey, AuditEvent, KeyStatus, RevokeReason
 from .outbox import Outbox
+from .owners import OwnerService
 from .receipts import Receipts
+from .reveals import RevealService
 from .revocation import Revocation, Via
 
 DEFAULT_DATABASE_URL = "sqlite:///apikeys.db"
@@ -31,6 +35,10 @@ class Store:
     outbox: Outbox
     receipts: Receipts
     leaks: LeakService
+    owners: OwnerService
+    cards: Cards
+    reveals: RevealService
+    expiry: ExpiryDigest
 
     def close(self) -> None:
         self.db.dispose()
@@ -47,8 +55,10 @@ def open_store(
         upgrade(db)  # the newest schema (idempotent, safe with concurrent starters)
     audit = AuditLog(db, notify_channel=notify_channel, signer=signer)
     keys = KeyService(db, audit)
+    owners = OwnerService(db, audit)
     return Store(db=db, keys=keys, audit=audit, admins=AdminService(db, audit, bootstrap_admins),
-                 outbox=audit.outbox, receipts=audit.receipts, leaks=LeakService(db, audit, keys))
+                 outbox=audit.outbox, receipts=audit.receipts, leaks=LeakService(db, audit, keys), owners=owners,
+                 cards=Cards(db, audit), reveals=RevealService(db, audit), expiry=ExpiryDigest(db, audit, owners))
 
 
 __all__ = [

@@ -47,6 +47,11 @@ class Action(enum.StrEnum):
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
     KEY_REVOKE_DENIED = "key.revoke_denied"
+    KEY_ROTATED = "key.rotated"          # a replacement created; the old key ends after its grace period
+    KEY_SECRET_REVEALED = "key.secret_revealed"  # a rotation's one-time link was opened (the secret shown once)
+    KEY_REVEAL_EXPIRED = "key.reveal_expired"    # a one-time link expired unviewed (its secret is gone)
+    OWNER_CHANNEL_SET = "owner.channel_set"
+    OWNER_CHANNEL_REMOVED = "owner.channel_removed"
     KEY_LEAKED = "key.leaked"
     KEY_USED_AFTER_REVOKE = "key.used_after_revoke"
     ADMIN_ADDED = "admin.added"
@@ -61,6 +66,15 @@ class Action(enum.StrEnum):
 
 TAMPER_ACTOR = "apikeys"
 log = logging.getLogger("apikeys.audit")
+
+
+class Appended(NamedTuple):
+    """An entry just appended, as the hooks that follow an append see it (``AuditLog.after_append``)."""
+
+    id: int
+    action: str
+    key_id: str | None
+    details: dict[str, Any]  # as stored (masked)
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,9 @@ class AuditLog:
         self._bulk: BulkInsert | None = None
         self.outbox = Outbox(db)
         self.receipts = Receipts(db)
+        # Called inside the append's transaction with the entries it wrote: what follows from them in
+        # the same commit (an owner's channel told, the messages showing a key's buttons updated).
+        self.after_append: list = []
 
     # -- writing (always inside the caller's write transaction) ---------------------------
     def append(self, session: Session, event: EventInput, *, at: datetime | None = None, notify: bool = True) -> AuditEvent:
@@ -227,7 +244,7 @@ class AuditLog:
                 events, alerts = [alert, *events], 1
         if not events:
             return []
-        rows = []
+        rows, appended = [], []
         at_text = entry_time(at)
         for offset, item in enumerate(events, start=1):
             # The log is permanent: whatever free text reaches it (a Slack field, a pasted note) is masked.
@@ -239,6 +256,8 @@ class AuditLog:
             # parses back to (canonical JSON both times), so it is hashed without a second parse.
             h = _hash(entry_id, at_text, actor, str(item.action), item.key_id, masked, prev)
             rows.append((entry_id, at, actor, str(item.action), item.key_id, details, prev, h))
+            if self.after_append:
+                appended.append(Appended(entry_id, str(item.action), item.key_id, masked))
             prev = h
         self._insert(session).execute(session, rows)
         session.execute(
@@ -255,6 +274,8 @@ class AuditLog:
         if self.notify_channel and notify and len(rows) > alerts:
             self.outbox.enqueue(session, topic=AUDIT_TOPIC, channel=self.notify_channel,
                                 payload={"first": rows[alerts][0], "last": rows[-1][0]})
+        for hook in self.after_append:
+            hook(session, appended)
         return _Appended(rows[alerts:] if not seal else rows)
 
     def _insert(self, session: Session) -> BulkInsert:

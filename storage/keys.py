@@ -215,6 +215,18 @@ class _VerifyRead:
 _NEW_KEY_FIELDS = ("id", "name", "owner", "prefix", "last4", "digest", "created_at", "created_by", "expires_at")
 
 
+def new_key_row(key_id: str, name: str, owner: str, actor: str, now: datetime, expires_at: datetime | None,
+                **details: Any) -> tuple[tuple, str, EventInput]:
+    """A new key's row (``_NEW_KEY_FIELDS``), its secret and its ``key.created`` entry (``details``: what
+    the path adds, like ``rotated_from``). Inputs already checked."""
+    secret = keyformat.generate_secret()
+    prefix, last4 = keyformat.KEY_PREFIX, secret[-4:]
+    row = (key_id, name, owner, prefix, last4, keyformat.digest(secret), now, actor, expires_at)
+    event = EventInput(actor=actor, action=Action.KEY_CREATED, key_id=key_id, details={
+        "name": name, "owner": owner, "key": keyformat.mask(prefix, last4), "expires_at": iso(expires_at), **details})
+    return row, secret, event
+
+
 def _new_key(row: tuple) -> ApiKey:
     """The ApiKey of a row just validated and written: model_construct skips re-validation (8x faster)."""
     return ApiKey.model_construct(**dict(zip(_NEW_KEY_FIELDS, row, strict=True)), last_used_at=None, revoked_at=None,
@@ -254,19 +266,13 @@ class KeyService:
         expires_at = now + expires_in if expires_in is not None else None
         names = [name] if count is None else [f"{name}-{i}" for i in range(1, count + 1)]
         rows, secrets, events = [], [], []
-        prefix, expires_text = keyformat.KEY_PREFIX, iso(expires_at)
         # Ids sorted in creation order, so that NAME-1..NAME-N list in order (newest first).
         ids = sorted(new_key_id() for _ in names)
         for key_id, key_name in zip(ids, names, strict=True):
-            secret = keyformat.generate_secret()
-            last4 = secret[-4:]
-            rows.append((key_id, key_name, owner, prefix, last4, keyformat.digest(secret), now, actor, expires_at))
+            row, secret, event = new_key_row(key_id, key_name, owner, actor, now, expires_at)
+            rows.append(row)
             secrets.append(secret)
-            events.append(EventInput(
-                actor=actor, action=Action.KEY_CREATED, key_id=key_id,
-                details={"name": key_name, "owner": owner, "key": keyformat.mask(prefix, last4),
-                         "expires_at": expires_text},
-            ))
+            events.append(event)
         with self.db.write() as session:
             # One transaction: the keys (executemany on the session's connection), their entries
             # chained in one pass, one checkpoint and one audit-channel post.
@@ -460,6 +466,14 @@ class KeyService:
             return list(session.scalars(
                 select(ApiKey).where(or_(*conditions)).order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
             ))
+
+    # -- rotate (storage.rotation) --------------------------------------------------------
+    def rotate(self, key_id: str, *, actor: str, via: Via | str, grace: timedelta, note: str | None = None,
+               context: dict[str, Any] | None = None, seal=None):
+        """Replace a key: see ``storage.rotation.rotate``."""
+        from .rotation import rotate
+
+        return rotate(self, key_id, actor=actor, via=via, grace=grace, note=note, context=context, seal=seal)
 
     # -- revoke (one path: storage.revocation) -------------------------------------------
     def revoke(self, key_id: str, *, actor: str, via: Via | str, reason: str | RevokeReason | None = None,

@@ -61,6 +61,7 @@ class ApiKey(SQLModel, table=True):
         Index("ix_api_keys_owner_created", "owner", "created_at", "id"),
         Index("ix_api_keys_revoked_created", "revoked_at", "created_at", "id"),
         Index("ix_api_keys_last4", "last4"),
+        Index("ix_api_keys_expires", "expires_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -77,10 +78,19 @@ class ApiKey(SQLModel, table=True):
     revoked_by: str | None = Field(default=None, max_length=200)
     revoke_reason: str | None = Field(default=None, max_length=32)
     revoke_note: str | None = Field(default=None, max_length=1000)
+    # A rotation: the replacement's id, who rotated it and when; the key itself ends at ``expires_at``
+    # (the end of the grace period, or at once: then it is revoked, reason rotation).
+    rotated_to: str | None = Field(default=None, max_length=40)
+    rotated_at: datetime | None = _when(default=None)
+    rotated_by: str | None = Field(default=None, max_length=200)
 
     @property
     def masked(self) -> str:
         return mask(self.prefix, self.last4)
+
+    def rotating_at(self, now: datetime) -> bool:
+        """Rotated, and still working until its grace period ends (``expires_at``)."""
+        return self.rotated_to is not None and self.status_at(now) is KeyStatus.ACTIVE
 
     def status_at(self, now: datetime) -> KeyStatus:
         if self.revoked_at is not None:
