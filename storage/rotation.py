@@ -23,12 +23,13 @@ from sqlalchemy import and_, select, update
 from .audit import Action, AuditEvent, EventInput
 from .errors import InvalidInput, KeyNotFound
 from .models import ApiKey, KeyStatus, RevokeReason
+from .newkeys import CreatedKey, _require_key_id_shape, new_key_id, new_key_row
 from .revocation import Revocation, Via, active_at, revoke_rows
 from .timeutil import iso, utcnow
 from .validation import check_note
 
 if TYPE_CHECKING:
-    from .keys import CreatedKey, KeyService
+    from .keys import KeyService
 
 MAX_GRACE = timedelta(days=30)
 # The grace periods Slack offers (the CLI takes any duration up to MAX_GRACE, or "now").
@@ -67,8 +68,6 @@ class Rotated:
 def rotate(keys: KeyService, key_id: str, *, actor: str, via: Via | str, grace: timedelta, note: str | None = None,
            context: dict[str, Any] | None = None, seal=None) -> Rotated:
     """``seal(session, new_key_id, secret, now)``, when given, runs in the same transaction (a one-time link)."""
-    from .keys import CreatedKey, _require_key_id_shape, new_key_id, new_key_row
-
     grace = check_grace(grace)
     revocation = Revocation.of(actor=actor, via=via, reason=RevokeReason.ROTATION, note=note, context=context)
     note = check_note(note)
