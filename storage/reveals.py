@@ -123,7 +123,9 @@ class RevealService:
                 return self._state(row, key, now)
             taken = row.ciphertext
             # Conditional: of two racing visits, one takes the ciphertext (SQLite's write lock, PostgreSQL's row lock).
-            won = session.execute(update(Reveal).where(Reveal.token_digest == row.token_digest, Reveal.viewed_at.is_(None))
+            # timing: the row was found by primary key; this names it again, by the digest we hold, not the token
+            same = Reveal.token_digest == row.token_digest  # timing: see above
+            won = session.execute(update(Reveal).where(same, Reveal.viewed_at.is_(None))
                                   .values(viewed_at=now, ciphertext=None).returning(Reveal.token_digest)).first()
             if won is None:
                 return Opened("viewed", key_name=key.name, key_masked=key.masked, viewed_at=now)
@@ -153,8 +155,8 @@ class RevealService:
                 .order_by(Reveal.expires_at).limit(limit)))
             for row in rows:
                 key = session.get(ApiKey, row.key_id)
-                session.execute(update(Reveal).where(Reveal.token_digest == row.token_digest)
-                                .values(ciphertext=None, expired_at=now))
+                same = Reveal.token_digest == row.token_digest  # timing: the row's own key, read from the database
+                session.execute(update(Reveal).where(same).values(ciphertext=None, expired_at=now))
                 details = {"name": key.name, "key": key.masked, "owner": key.owner, "link_for": row.for_user}
                 self.audit.append(session, EventInput(actor="apikeys", action=Action.KEY_REVEAL_EXPIRED,
                                                       key_id=row.key_id, details=details), at=now)
