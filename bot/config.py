@@ -64,6 +64,8 @@ class Settings:
     self_check_interval: float = 60.0  # APIKEYS_SELF_CHECK_INTERVAL: seconds between the server's self-checks
     body_timeout: float = 10.0  # APIKEYS_BODY_TIMEOUT: seconds a request body may take to arrive (else 408)
     database_migration_url: str | None = field(default=None, repr=False)  # DATABASE_MIGRATION_URL: the owning role
+    public_url: str | None = None  # APIKEYS_PUBLIC_URL: this server's public base URL (one-time links)
+    expiry_digest_hour: int = 9    # APIKEYS_EXPIRY_DIGEST_HOUR: when (UTC) the daily expiry digest is sent
 
     @property
     def slack_enabled(self) -> bool:
@@ -110,6 +112,14 @@ class Settings:
             raise ConfigError(f"APIKEYS_PUBLIC_LEAK_ACTION must be revoke or alert, got {leak_action!r}")
         if not api_url.endswith("/"):
             api_url += "/"
+        public_url = get("APIKEYS_PUBLIC_URL")
+        if public_url is not None and (not public_url.startswith(("https://", "http://")) or "#" in public_url
+                                       or "?" in public_url or any(ch.isspace() for ch in public_url)):
+            raise ConfigError(f"APIKEYS_PUBLIC_URL must be this server's public http(s) base URL, like "
+                              f"https://apikeys.example.com, got {public_url!r}")
+        hour_text = get("APIKEYS_EXPIRY_DIGEST_HOUR") or "9"
+        if not hour_text.isdigit() or not 0 <= int(hour_text) <= 23:
+            raise ConfigError(f"APIKEYS_EXPIRY_DIGEST_HOUR must be an hour from 0 to 23 (UTC), got {hour_text!r}")
         settings = cls(
             database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             slack_bot_token=get("SLACK_BOT_TOKEN"),
@@ -129,6 +139,8 @@ class Settings:
             self_check_interval=interval,
             body_timeout=body_timeout,
             database_migration_url=get("DATABASE_MIGRATION_URL"),
+            public_url=public_url.rstrip("/") if public_url else None,
+            expiry_digest_hour=int(hour_text),
         )
         settings.check()
         return settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import auth, github, keys, operations, slack
+from . import auth, github, keys, operations, reveal, slack
 from .routes import RouteTable
 
-ROUTES = RouteTable([*keys.ROUTES, *auth.ROUTES, *github.ROUTES, *operations.ROUTES, *slack.ROUTES])
+ROUTES = RouteTable([*keys.ROUTES, *auth.ROUTES, *github.ROUTES, *operations.ROUTES, *reveal.ROUTES, *slack.ROUTES])
