@@ -47,6 +47,7 @@ class Action(enum.StrEnum):
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
     KEY_REVOKE_DENIED = "key.revoke_denied"
+    KEY_ROTATE_DENIED = "key.rotate_denied"  # a Rotate Key refused (not an admin, stale, replayed)
     KEY_ROTATED = "key.rotated"          # a replacement created; the old key ends after its grace period
     KEY_SECRET_REVEALED = "key.secret_revealed"  # a rotation's one-time link was opened (the secret shown once)
     KEY_REVEAL_EXPIRED = "key.reveal_expired"    # a one-time link expired unviewed (its secret is gone)

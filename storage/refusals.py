@@ -20,7 +20,7 @@ from .redaction import _encodable, redact
 from .timeutil import utcnow
 
 SUMMARY_INTERVAL = timedelta(minutes=5)
-REFUSALS = (Action.KEY_REVOKE_DENIED.value, Action.COMMAND_DENIED.value)
+REFUSALS = (Action.KEY_REVOKE_DENIED.value, Action.KEY_ROTATE_DENIED.value, Action.COMMAND_DENIED.value)
 _POSTED = '%"posted":true%'  # details are canonical JSON (sorted keys, no spaces)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot.slack import audit_posts, blocks
+from bot.slack import audit_posts, blocks, owner_posts
 from bot.slack.values import (
     BadValue,
     HistoryView,
@@ -24,6 +24,7 @@ from storage.admins import AdminEntry
 from storage.audit import AuditEvent
 from storage.keyformat import generate_secret
 from storage.keys import KeyPage
+from storage.owners import OwnerEntry
 
 from .slacklimits import assert_within_limits
 
@@ -55,19 +56,37 @@ def assert_valid(payload: list[dict]) -> None:
 
 def test_a_full_page_of_keys_fits_a_message_and_every_row_has_a_revoke_button():
     page = KeyPage(items=[make_key(i) for i in range(blocks.KEYS_PER_PAGE)], next_cursor="c1", prev_cursor="c0")
-    payload = blocks.key_list(page, ListView(), total=1001, now=NOW)
+    payload = blocks.key_list(page, ListView(), total=1001, now=NOW, admin=True)
     assert_valid(payload)
     labels = [b["text"]["text"] for b in buttons(payload)]
-    assert labels.count("Revoke") == blocks.KEYS_PER_PAGE
+    assert labels.count("Revoke") == blocks.KEYS_PER_PAGE and labels.count("Rotate") == blocks.KEYS_PER_PAGE
     assert "Next" in labels and "Previous" in labels
     text = json.dumps(payload, ensure_ascii=False)
     assert "apk_…QVjP" in text and "payments" in text and "1,000+ in all" in text
 
 
+def test_a_member_sees_no_button_that_changes_anything():
+    page = KeyPage(items=[make_key(i) for i in range(3)], next_cursor="c1", prev_cursor=None)
+    labels = [b["text"]["text"] for b in buttons(blocks.key_list(page, ListView(), total=3, now=NOW, admin=False))]
+    assert labels == ["Next"]
+    card = blocks.find_results([make_key(1)], "x", NOW, exact=True, admin=False)
+    assert [b["text"]["text"] for b in buttons(card)] == ["History"]
+
+
+def test_a_rotating_key_says_so_with_its_end_and_offers_no_second_rotation():
+    rotating = make_key(1, rotated_to="key_00000000000000099", rotated_at=NOW, rotated_by="UADMIN001",
+                        expires_at=NOW + timedelta(hours=24))
+    payload = blocks.key_list(KeyPage([rotating], None, None), ListView(), total=1, now=NOW, admin=True)
+    text = json.dumps(payload, ensure_ascii=False)
+    assert "Rotated by <@UADMIN001>" in text and "works until" in text and "key_00000000000000099" in text
+    assert [b["text"]["text"] for b in buttons(payload)] == ["Revoke"]
+
+
 def test_revoked_and_expired_rows_have_no_revoke_button_and_say_why():
     revoked = make_key(1, revoked_at=NOW, revoked_by="UADMIN001", revoke_reason="compromised")
     expired = make_key(2, expires_at=NOW - timedelta(hours=1))
-    payload = blocks.key_list(KeyPage([revoked, expired], None, None), ListView(status="all"), total=2, now=NOW)
+    payload = blocks.key_list(KeyPage([revoked, expired], None, None), ListView(status="all"), total=2, now=NOW,
+                              admin=True)
     assert buttons(payload) == []
     text = json.dumps(payload, ensure_ascii=False)
     assert "Revoked" in text and "<@UADMIN001>" in text and "Compromised" in text and "Expired" in text
@@ -75,7 +94,7 @@ def test_revoked_and_expired_rows_have_no_revoke_button_and_say_why():
 
 def test_names_cannot_inject_mrkdwn_links_or_mentions():
     payload = blocks.key_list(KeyPage([make_key(1, name="<!channel> & <https://evil|click>")], None, None),
-                              ListView(), total=1, now=NOW)
+                              ListView(), total=1, now=NOW, admin=True)
     text = json.dumps(payload, ensure_ascii=False)
     assert "<!channel>" not in text and "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;" in text
 
@@ -254,18 +273,37 @@ def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys:
     for leak in public_leaks:
         leak.key_id = f"key_{leak.id:017d}"
     owner_action = OwnerAction(owner=owner, up_to=active[0].id, count=keys, issued_at=1)
+    rotating = make_key(97, name=name, owner=owner, rotated_to="key_00000000000000096", rotated_at=NOW,
+                        rotated_by=actor, expires_at=NOW + timedelta(hours=1))
+    rotation = {"new_key_id": "key_00000000000000096", "new_key": text, "grace": text, "grace_seconds": 3600,
+                "ends_at": "2026-11-26T13:00:00Z", "link_for": actor, "previous_channel_id": "C0OLD"}
     return {
         "text_message": blocks.text_message(text),
         "key_list": blocks.key_list(KeyPage(active, next_cursor="n" * 80, prev_cursor="p" * 80), view,
-                                    total=10**6, now=NOW),
-        "key_list (revoked, expired)": blocks.key_list(KeyPage([revoked, expired], None, None), view, total=2, now=NOW),
+                                    total=10**6, now=NOW, admin=True),
+        "key_list (revoked, expired, rotating)": blocks.key_list(KeyPage([revoked, expired, rotating], None, None), view,
+                                                                 total=3, now=NOW, admin=True),
+        "confirm_rotate": blocks.confirm_rotate(active[0], view, issued_at=1, public_url_missing=True),
+        "rotate_result": blocks.rotate_result(rotating, active[0], "https://apikeys.example.com/reveal/" + "t" * 32
+                                              + "#" + "k" * 43, NOW, view),
+        "rotate_notice_text": blocks.rotate_notice_text(rotating),
+        "owners_blocks": blocks.owners_blocks([OwnerEntry(owner, "C0PAYMENTS", actor, NOW)] * 60),
+        "owners_blocks (none)": blocks.owners_blocks([]),
+        "leak_warning (rotated)": blocks.leak_warning(rotating, actor, NOW),
+        "owner_post": owner_posts.owner_post(owner, [event(i, a, actor=actor, **{**details, **rotation})
+                                                     for i, a in enumerate(["key.revoked", "key.rotated", "key.leaked",
+                                                                            "key.used_after_revoke"] * 8, start=1)]),
+        "expiry_post": owner_posts.expiry_post([(k.id, 3) for k in active + [revoked]],
+                                               {k.id: k for k in active + [revoked]}, NOW),
+        "audit_post (public leaks, since revoked)": audit_posts.audit_post(
+            public_leaks, current={leak.key_id: revoked for leak in public_leaks}),
         "confirm_revoke": blocks.confirm_revoke(active[0], view, reason="other", issued_at=1),
         "revoke_result": blocks.revoke_result(revoked, view),
         "already_revoked": blocks.already_revoked(revoked, view),
         "revoke_notice_text": blocks.revoke_notice_text(revoked),
-        "find_results": blocks.find_results([active[0]], text, NOW, exact=True),
-        "find_results (fragment)": blocks.find_results(active + [revoked], text, NOW, exact=False),
-        "find_results (none)": blocks.find_results([], text, NOW, exact=False),
+        "find_results": blocks.find_results([active[0]], text, NOW, exact=True, admin=True),
+        "find_results (fragment)": blocks.find_results(active + [revoked], text, NOW, exact=False, admin=True),
+        "find_results (none)": blocks.find_results([], text, NOW, exact=False, admin=True),
         "leak_warning": blocks.leak_warning(active[0], actor, NOW),
         "leak_warning (revoked)": blocks.leak_warning(revoked, actor, NOW),
         "owner_confirm": blocks.owner_confirm(owner, active + [revoked] * 10, keys + 10, owner_action),
@@ -292,10 +330,10 @@ def _messages(rendered: object) -> list[dict]:
 def test_the_renderer_table_covers_every_public_renderer():
     import inspect
 
-    public = {name for module in (blocks, audit_posts) for name, fn in inspect.getmembers(module, inspect.isfunction)
+    public = {name for module in (blocks, audit_posts, owner_posts) for name, fn in inspect.getmembers(module, inspect.isfunction)
               if fn.__module__ == module.__name__ and not name.startswith("_")
               and inspect.signature(fn).return_annotation in ("list[dict]", "tuple[str, list[dict]]")}
-    public.add("revoke_notice_text")  # a message text
+    public |= {"revoke_notice_text", "rotate_notice_text"}  # message texts
     public.discard("serialise")  # the helper every renderer ends with, not a message of its own
     covered = {name.split(" ")[0] for name in render_all("x", name="n", owner="o", actor="a", note="n", keys=1)}
     assert public <= covered, f"renderers not checked against Slack's limits: {sorted(public - covered)}"

@@ -204,9 +204,9 @@ def test_find_a_pasted_key_or_a_fragment(world: World, store: Store):
     assert billing.secret not in reply.text and billing.secret[:-4] not in reply.text
     text = shown(reply.body)
     assert billing.name in text and billing.masked in text and billing.owner in text
-    assert "Active" in text and "Revoked" not in text
+    assert "Active" in text and "Revoked" not in text and billing.id in text
     assert row_names(reply.body) == [billing.name]
-    assert button_labels(reply.body) == ["Revoke"]
+    assert button_labels(reply.body) == ["Revoke", "Rotate", "History"]
     for other in (worker, search, mobile, old):
         assert other.name not in text
 
@@ -376,7 +376,7 @@ def test_leak_watch_warns_once_in_the_thread_and_never_revokes(world: World, sto
     mark = world.stub.mark()
     deliver(world, message_event(f"old one: {gone.secret}", ts=gone_ts), event_id=next_event_id())
     gone_warning = wait_warning(world, gone_ts, since=mark)
-    assert gone.masked in shown(gone_warning.body) and "revoked" in shown(gone_warning.body)
+    assert gone.masked in shown(gone_warning.body) and "revoked" in shown(gone_warning.body).lower()
     assert not find_buttons(gone_warning.body, "Revoke")
 
     # One audit-channel alert per leak; leak watch never revokes anything.
@@ -418,14 +418,14 @@ def test_revoke_from_the_public_leak_warning(world: World, store: Store):
         assert sorted(button_labels(card)) == ["Cancel Revoke Key", "Revoke Key"]
         return card, thread
 
-    # A member opens the confirmation and is refused.
-    card, thread = open_card(MEMBER)
+    # A member clicks the public warning's Revoke: refused at once, privately, naming the admins to ask.
+    thread = world.stub.response_url("leak-warning")
     mark = world.stub.mark()
-    send_click(world, card, "Revoke Key", thread=thread, user=MEMBER, channel=GENERAL,
-               state=select_state(card, "compromised"))
+    send_click(world, warning.body, "Revoke", thread=thread, user=MEMBER, channel=GENERAL,
+               ephemeral=False, message_ts=warning_ts)
     refusal = world.stub.wait_for_response(thread, since=mark)
-    assert refusal["replace_original"] is False and "Not revoked" in shown(refusal)
-    assert "admins" in shown(refusal).lower()
+    assert refusal["replace_original"] is False and "Not opened" in shown(refusal)
+    assert f"<@{ADMIN}>" in shown(refusal) and not button_labels(refusal)
     world.settle()  # the handlers behind the ack have finished: nothing more can change
     assert code(store, key) == "VALID"
     [denied] = events(store, "key.revoke_denied")
@@ -433,9 +433,10 @@ def test_revoke_from_the_public_leak_warning(world: World, store: Store):
 
     # An admin opens it and revokes.
     card, thread = open_card(ADMIN)
+    [select] = [b["accessory"] for b in card["blocks"] if b.get("accessory", {}).get("type") == "static_select"]
+    assert select["initial_option"]["value"] == "compromised", "a leak's Revoke preselects the reason"
     mark = world.stub.mark()
-    send_click(world, card, "Revoke Key", thread=thread, user=ADMIN, channel=GENERAL,
-               state=select_state(card, "compromised"))
+    send_click(world, card, "Revoke Key", thread=thread, user=ADMIN, channel=GENERAL)  # the preselected reason
     result = world.stub.wait_for_response(thread, since=mark)
     assert result["replace_original"] is True and ":white_check_mark:" in shown(result)
     assert code(store, key) == "REVOKED"
@@ -443,6 +444,10 @@ def test_revoke_from_the_public_leak_warning(world: World, store: Store):
     assert revoked.actor == ADMIN and revoked.details["reason"] == "compromised"
     post = wait_audit_post(world.stub, "Key revoked", key.masked, since=mark)
     assert "Compromised" in shown(post.body) and f"<@{ADMIN}>" in shown(post.body)
+    # The warning in the thread is kept true: updated in place, no live button left.
+    updated = world.stub.wait_for_api("chat.update", lambda c: c.body["ts"] == warning_ts, since=mark)
+    assert f"Revoked by <@{ADMIN}>" in shown(updated.body) and "(Compromised)" in shown(updated.body)
+    assert not find_buttons(updated.body, "Revoke")
     # Revoke on the warning again, now that the key is revoked: told so privately, warning kept.
     thread = world.stub.response_url("leak-warning")
     mark = world.stub.mark()

@@ -984,7 +984,8 @@ def test_a_container_of_the_wrong_type_is_ignored(app: InProcess):
         app.begin()
         thread = app.stub.response_url("container")
         value = encode(KeyAction(key_id=app.key.id, view=ListView()))
-        payload = _payload(app, response_url=thread, container=container, actions=[{
+        admin = {"id": ADMIN, "team_id": OWN_TEAM}  # a member is refused at once, whatever the container
+        payload = _payload(app, response_url=thread, container=container, user=admin, actions=[{
             "action_id": "apikeys.revoke", "type": "button", "value": value, "action_ts": f"{time.time():.6f}"}])
         started = time.monotonic()
         status, _, text = app.interaction(payload)

@@ -13,7 +13,10 @@ from slack_bolt import App
 from bot.slack import actions, authz, commands, events
 
 LISTENER_MODULES = (commands, actions, events)
-CHANGES_STATE = {actions.confirm, actions.confirm_owner, commands.change_admins, commands.revoke_owner}
+CHANGES_STATE = {actions.confirm, actions.confirm_owner, actions.confirm_rotation, commands.change_admins,
+                 commands.revoke_owner}
+# Open a confirmation: change nothing, but are for admins only (a member is told at once, naming the admins).
+ADMIN_ONLY = {actions.open_confirmation, actions.open_rotation}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def _unwrapped(function):
 def test_every_listener_that_changes_anything_is_declared_behind_require_admin(app):
     behind = {_unwrapped(listener.ack_function) for listener in app._listeners
               if any(getattr(m, "func", None) is authz.require_admin for m in listener.middleware)}
-    assert behind == {_unwrapped(f) for f in CHANGES_STATE}
+    assert behind == {_unwrapped(f) for f in CHANGES_STATE | ADMIN_ONLY}
 
 
 def test_after_require_admin_only_the_refusing_checks_run_before_the_listener(app):

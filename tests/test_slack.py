@@ -151,9 +151,10 @@ def test_list_shows_one_row_per_active_key_with_a_revoke_button(world: World, st
             assert "created" in line and mentions_time(line, key.created_at), line
             accessory = row["accessory"]
             assert accessory["type"] == "button" and accessory["text"]["text"] == "Revoke"
+            assert key.id in line
         assert re.search(r"last used[^·\n]*never", rows[billing.name]["text"]["text"])
         assert "last used" in rows[search.name]["text"]["text"] and mentions_time(rows[search.name]["text"]["text"], used_at)
-        assert button_labels(body) == ["Revoke"] * 3  # three keys fit one page: no Next/Previous
+        assert button_labels(body) == ["Revoke", "Rotate"] * 3  # three keys fit one page: no Next/Previous
         text_shown = shown(body)
         for hidden in (old, expired):
             assert hidden.name not in text_shown and hidden.masked not in text_shown
@@ -342,9 +343,25 @@ def test_admin_cancels_then_revokes_with_a_reason(world: World, store: Store):
 # ======================================================================= 5, 6. who may revoke
 
 
-def test_member_cannot_revoke(world: World, store: Store):
+def test_a_member_sees_no_button_that_changes_anything_and_a_forged_click_is_refused_naming_the_admins(
+        world: World, store: Store):
     key = seed(store, "billing-api")
-    card, thread = open_confirmation(world, key, user=MEMBER)
+    member_list = command(world, "", user=MEMBER)
+    assert key.name in shown(member_list.body) and key.id in shown(member_list.body)
+    assert button_labels(member_list.body) == [], "a member's list shows buttons that change anything"
+    admin_list = command(world, "")  # a member clicks a Revoke they were not shown (a forged or old button)
+    answer = click_row(world, admin_list.body, key.name, thread=member_list.response_url, user=MEMBER)
+    assert answer["replace_original"] is False and "Not opened" in shown(answer)
+    assert f"<@{ADMIN}>" in shown(answer), "the refusal names the admins to ask"
+    world.settle()
+    [denied] = events(store, "key.revoke_denied")
+    assert denied.actor == MEMBER and denied.key_id == key.id
+
+
+def test_member_cannot_revoke(world: World, store: Store):
+    """A member who holds a confirmation (an admin's, or one opened before their role was removed)."""
+    key = seed(store, "billing-api")
+    card, thread = open_confirmation(world, key, user=ADMIN)
     mark = world.stub.mark()
     send_click(world, card, "Revoke Key", thread=thread, user=MEMBER, state=select_state(card, "compromised"))
     answer = world.stub.wait_for_response(thread, since=mark)
@@ -712,7 +729,7 @@ def test_no_full_key_appears_in_any_traffic_or_log(world: World, store: Store):
     wait_audit_post(world.stub, "Key revoked", keys[0].name, since=mark)
     for text in ("", "all", "revoked", "history", f"history {keys[0].id}", "owner search-team", "admins"):
         replies.append(command(world, text).text)
-    card, card_thread = open_confirmation(world, keys[1], user=MEMBER)
+    card, card_thread = open_confirmation(world, keys[1], user=ADMIN)
     replies.append(card)
     mark = world.stub.mark()
     send_click(world, card, "Revoke Key", thread=card_thread, user=MEMBER)

@@ -2,7 +2,7 @@
 
 Nothing here reads ``body["message"]`` (Slack omits it for ephemeral messages): what a listener
 needs travels in the button's value, and everything that grants anything is checked again on
-the server (workspace, admin role, the key's state). The two buttons that change anything are
+the server (workspace, admin role, the key's state). The buttons that change anything are
 declared behind middleware, in order: what they are about (``key_confirmation``), who may
 (``require_admin``), once (``once``: a replay is refused), and while fresh (``fresh``); each refusal
 is recorded and answered by ``authz.deny``. A new button that changes anything is one listener plus
@@ -21,11 +21,12 @@ from storage import KeyNotFound, KeyStatus, Store
 from storage.errors import InvalidInput
 from storage.keys import check_reason
 from storage.revocation import Via
+from storage.rotation import DEFAULT_GRACE, GRACES
 from storage.timeutil import utcnow
 
 from ..logs import fields
 from . import blocks, render
-from .authz import Subject, deny_after_ack, require_admin
+from .authz import Subject, deny, deny_after_ack, require_admin
 from .context import Actor
 from .errors import guarded
 from .ids import ActionId, BlockId
@@ -45,15 +46,38 @@ def _first_action(body: dict) -> dict:
     return {}
 
 
-def _selected_reason(body: dict) -> str | None:
-    """The reason chosen in the card's select, from the interaction's ``state``."""
+def _state(body: dict, block_id: BlockId, action_id: ActionId) -> dict:
+    """One element's state in the card (``body["state"]["values"][block][action]``), or {}."""
     state = body.get("state")
     values = state.get("values") if isinstance(state, dict) else None
-    block = values.get(BlockId.REASON.value) if isinstance(values, dict) else None
-    element = block.get(ActionId.REASON.value) if isinstance(block, dict) else None
-    option = element.get("selected_option") if isinstance(element, dict) else None
+    block = values.get(block_id.value) if isinstance(values, dict) else None
+    element = block.get(action_id.value) if isinstance(block, dict) else None
+    return element if isinstance(element, dict) else {}
+
+
+def _selected(body: dict, block_id: BlockId, action_id: ActionId) -> str | None:
+    """The option chosen in a select of the card."""
+    option = _state(body, block_id, action_id).get("selected_option")
     value = option.get("value") if isinstance(option, dict) else None
     return value if isinstance(value, str) else None
+
+
+def _selected_reason(body: dict) -> str | None:
+    """The reason chosen in the card's select, from the interaction's ``state``."""
+    return _selected(body, BlockId.REASON, ActionId.REASON)
+
+
+def _note(body: dict) -> str | None:
+    """The card's optional note (masked and bounded by storage like every note); too long: cut."""
+    value = _state(body, BlockId.NOTE, ActionId.NOTE).get("value")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[: blocks.NOTE_MAX]
+
+
+def _admin(context: BoltContext) -> bool:
+    """Whether buttons that change anything are shown to this user."""
+    return context["actor"].sees_admin_buttons
 
 
 def _chosen_reason(*candidates: str | None) -> str | None:
@@ -73,7 +97,21 @@ def _show(context: BoltContext, response_url: str | None, answer: render.Answer)
     context["reply"].send(response_url, replace=True, text=answer.text, blocks=answer.blocks)
 
 
-# -- middleware: what a confirmation is about (before require_admin, so a denial names it) -------
+# -- middleware: what a click is about (before require_admin, so a denial names it) ---------------
+def key_click(context: BoltContext, body: dict, ack: Ack, next) -> BoltResponse | None:
+    """``Revoke`` and ``Rotate``: the key the button names, in ``context["value"]`` and ``["subject"]``;
+    a value we did not render, or a key that is gone, is answered as a stale button."""
+    try:
+        action = decode(KeyAction, _first_action(body).get("value"))
+        key = context["store"].keys.get(action.key_id)
+    except (BadValue, KeyNotFound):
+        context["after_ack"](lambda: _stale(context, body.get("response_url")))
+        return ack()
+    context["value"], context["subject"] = action, Subject(key=key)
+    return next()
+
+
+
 def key_confirmation(context: BoltContext, body: dict, ack: Ack, next) -> BoltResponse | None:
     """``Revoke Key``: its value and its key, in ``context["value"]`` and ``context["subject"]``."""
     try:
@@ -138,27 +176,59 @@ def _post_notice(store: Store, client, channel_id: str | None, text: str) -> Non
 
 
 # -- listeners --------------------------------------------------------------------------------
+def _in_place(body: dict) -> bool:
+    """A click on a public message (a leak warning) answers privately instead of replacing it."""
+    container = body.get("container")
+    return not (isinstance(container, dict) and container.get("is_ephemeral") is False)
+
+
 @guarded
 def open_confirmation(ack: Ack, body: dict, context: BoltContext) -> None:
-    """``Revoke`` on a row: show the confirmation (anyone may look; only admins may confirm)."""
+    """``Revoke`` on a row, card or leak warning (behind key_click, require_admin): the confirmation,
+    its reason preselected when the button carries one (a leak warning's: compromised)."""
     ack()
-    store: Store = context["store"]
+    action: KeyAction = context["value"]
+    key = context["subject"].key
     response_url = body.get("response_url")
-    try:
-        action = decode(KeyAction, _first_action(body).get("value"))
-        key = store.keys.get(action.key_id)
-    except (BadValue, KeyNotFound):
-        _stale(context, response_url)
-        return
-    # A click on a public message (a leak warning) opens the confirmation privately instead.
-    container = body.get("container")
-    in_place = not (isinstance(container, dict) and container.get("is_ephemeral") is False)
     if key.status_at(utcnow()) is KeyStatus.REVOKED:
-        context["reply"].send(response_url, replace=in_place, text="Already revoked",
+        context["reply"].send(response_url, replace=_in_place(body), text="Already revoked",
                               blocks=blocks.already_revoked(key, action.view))
         return
-    context["reply"].send(response_url, replace=in_place, text=f"Revoke {key.name}?",
-               blocks=blocks.confirm_revoke(key, action.view, reason=None, issued_at=int(time.time())))
+    context["reply"].send(response_url, replace=_in_place(body), text=f"Revoke {key.name}?",
+                          blocks=blocks.confirm_revoke(key, action.view, reason=_chosen_reason(action.reason),
+                                                       issued_at=int(time.time())))
+
+
+@guarded
+def open_rotation(ack: Ack, body: dict, context: BoltContext) -> None:
+    """``Rotate`` (behind key_click, require_admin): the rotation confirmation with its grace choice."""
+    ack()
+    action: KeyAction = context["value"]
+    key = context["subject"].key
+    response_url = body.get("response_url")
+    status = key.status_at(utcnow())
+    if status is not KeyStatus.ACTIVE or key.rotated_to is not None:
+        why = (f"it was already rotated; its replacement is `{key.rotated_to}`" if key.rotated_to and status is KeyStatus.ACTIVE
+               else f"it is {status.value}")
+        text = f":information_source: *{blocks.esc(key.name)}* `{key.masked}` cannot be rotated: {why}. Nothing changed."
+        context["reply"].send(response_url, replace=False, text="Not rotated", blocks=blocks.text_message(text))
+        return
+    context["reply"].send(response_url, replace=_in_place(body), text=f"Rotate {key.name}?",
+                          blocks=blocks.confirm_rotate(key, action.view, issued_at=int(time.time()),
+                                                       public_url_missing=not context.get("public_url")))
+
+
+@guarded
+def show_history(ack: Ack, body: dict, context: BoltContext) -> None:
+    """``History`` on a key card: that key's audit history."""
+    ack()
+    try:
+        view = decode(HistoryView, _first_action(body).get("value"))
+    except BadValue:
+        _stale(context, body.get("response_url"))
+        return
+    answer = render.history(context["store"], view)
+    context["reply"].send(body.get("response_url"), replace=_in_place(body), text=answer.text, blocks=answer.blocks)
 
 
 @guarded
@@ -169,7 +239,7 @@ def cancel(ack: Ack, body: dict, context: BoltContext) -> None:
         view = decode(KeyAction, _first_action(body).get("value")).view
     except BadValue:
         view = ListView()
-    _show(context, body.get("response_url"), render.key_list(context["store"], view))
+    _show(context, body.get("response_url"), render.key_list(context["store"], view, admin=_admin(context)))
 
 
 @guarded
@@ -181,7 +251,8 @@ def confirm(ack: Ack, body: dict, context: BoltContext, client) -> None:
     action: KeyAction = context["value"]
     key = context["subject"].key
     reason = _chosen_reason(_selected_reason(body), action.reason)
-    outcome = store.keys.revoke(key.id, actor=actor.user_id, via=Via.SLACK, reason=reason, context=actor.where)
+    outcome = store.keys.revoke(key.id, actor=actor.user_id, via=Via.SLACK, reason=reason, note=_note(body),
+                                context=actor.where)
     log.info(fields(event="revoke", key_id=key.id, actor=actor.user_id, reason=reason,
                     outcome="revoked" if outcome.revoked_now else "already_revoked"))
     response_url = body.get("response_url")
@@ -204,7 +275,7 @@ def confirm_owner(ack: Ack, body: dict, context: BoltContext, client) -> None:
     action: OwnerAction = context["value"]
     reason = _chosen_reason(_selected_reason(body))
     revoked = store.keys.revoke_owner(action.owner, up_to=action.up_to, actor=actor.user_id, via=Via.SLACK,
-                                      reason=reason, context=actor.where)
+                                      reason=reason, note=_note(body), context=actor.where)
     log.info(fields(event="revoke_owner", owner=action.owner, actor=actor.user_id, shown=action.count,
                     revoked=len(revoked)))
     context["reply"].send(body.get("response_url"), replace=True, text=f"Revoked {len(revoked)} keys of {action.owner}",
@@ -213,6 +284,39 @@ def confirm_owner(ack: Ack, body: dict, context: BoltContext, client) -> None:
         _post_notice(store, client, actor.channel_id,
                      f":no_entry: {len(revoked)} API keys of *{blocks.esc(action.owner)}* were revoked by "
                      f"<@{actor.user_id}>, reason: {blocks.reason_label(reason)}.")
+
+
+@guarded
+def confirm_rotation(ack: Ack, body: dict, context: BoltContext, client) -> None:
+    """``Rotate Key`` (behind key_confirmation, require_admin, once, fresh): the replacement now, the old
+    key ended after the grace chosen, and a one-time link to the new secret for this admin only."""
+    ack()
+    store: Store = context["store"]
+    actor: Actor = context["actor"]
+    action: KeyAction = context["value"]
+    key = context["subject"].key
+    public_url = context.get("public_url")
+    if not public_url:
+        deny(context, body, "the one-time link needs APIKEYS_PUBLIC_URL. " + blocks.PUBLIC_URL_MISSING.split(": ", 1)[1],
+             context["subject"])
+        return
+    grace = GRACES.get(_selected(body, BlockId.GRACE, ActionId.GRACE) or DEFAULT_GRACE, GRACES[DEFAULT_GRACE])
+
+    def seal(session, new_id: str, secret: str, now):
+        return store.reveals.seal(session, key_id=new_id, secret=secret, for_user=actor.user_id, now=now)
+
+    try:
+        rotated = store.keys.rotate(key.id, actor=actor.user_id, via=Via.SLACK, grace=grace, note=_note(body),
+                                    context=actor.where, seal=seal)
+    except InvalidInput as exc:  # revoked, expired or rotated since the card was shown
+        deny(context, body, str(exc), context["subject"])
+        return
+    log.info(fields(event="rotate", key_id=key.id, new_key_id=rotated.new.key.id, actor=actor.user_id,
+                    grace=int(grace.total_seconds())))
+    context["reply"].send(body.get("response_url"), replace=True, text=f"Rotated {key.name}",
+                          blocks=blocks.rotate_result(rotated.old, rotated.new.key, rotated.sealed.link(public_url),
+                                                      rotated.sealed.expires_at, action.view))
+    _post_notice(store, client, actor.channel_id, blocks.rotate_notice_text(rotated.old))
 
 
 @guarded
@@ -229,7 +333,8 @@ def page(ack: Ack, body: dict, context: BoltContext) -> None:
     except BadValue:
         view = ListView()
     store: Store = context["store"]
-    answer = render.history(store, view) if isinstance(view, HistoryView) else render.key_list(store, view)
+    answer = (render.history(store, view) if isinstance(view, HistoryView)
+              else render.key_list(store, view, admin=_admin(context)))
     _show(context, body.get("response_url"), answer)
 
 
@@ -240,13 +345,18 @@ def unknown_action(ack: Ack, body: dict, context: BoltContext) -> None:
 
 
 def register(app: App) -> None:
-    app.action(ActionId.REVOKE.value)(open_confirmation)
-    app.action(ActionId.CANCEL_REVOKE.value)(cancel)
+    # Opening a confirmation: admins only (the buttons are shown to admins only; a public leak warning's
+    # Revoke is refused to anyone else at once, naming the admins to ask).
+    app.action(ActionId.REVOKE.value, middleware=[key_click, require_admin])(open_confirmation)
+    app.action(ActionId.ROTATE.value, middleware=[key_click, require_admin])(open_rotation)
+    app.action(ActionId.pattern(ActionId.CANCEL_REVOKE, ActionId.CANCEL_ROTATE))(cancel)
+    app.action(ActionId.HISTORY.value)(show_history)
     # What changes anything: what it is about, who may, once, while fresh (each refusal is recorded).
     app.action(ActionId.CONFIRM_REVOKE.value, middleware=[key_confirmation, require_admin, once, fresh])(confirm)
     app.action(ActionId.CONFIRM_REVOKE_OWNER.value,
                middleware=[owner_confirmation, require_admin, once, fresh])(confirm_owner)
-    app.action(ActionId.REASON.value)(choose_reason)
+    app.action(ActionId.CONFIRM_ROTATE.value, middleware=[key_confirmation, require_admin, once, fresh])(confirm_rotation)
+    app.action(ActionId.pattern(ActionId.REASON, ActionId.GRACE, ActionId.NOTE))(choose_reason)
     app.action(ActionId.pattern(ActionId.PAGE_NEXT, ActionId.PAGE_PREV, ActionId.SHOW_LIST,
                                 ActionId.CANCEL_REVOKE_OWNER))(page)
     app.action(ActionId.pattern())(unknown_action)  # last: any other element

@@ -63,6 +63,7 @@ def create_app(settings: Settings, store: Store, *, client: WebClient | None = N
         context["store"] = store
         context["reply"] = replier
         context["after_ack"] = app.listener_runner.listener_executor.submit
+        context["public_url"] = settings.public_url  # one-time links to rotated keys' secrets
         context["actor"] = actor_from_body(body if isinstance(body, dict) else {}, own.team_id if own else None,
                                            store, own.enterprise_id if own else None)
         return next()

@@ -40,6 +40,7 @@ class Subject:
 
 def refused(why: str, verb: str = "Not done") -> Answer:
     """``:no_entry_sign: Not revoked: <Why>. Nothing changed.``"""
+    why = why.rstrip(". ")
     return message(f":no_entry_sign: {verb}: {why[0].upper() + why[1:]}. Nothing changed.")
 
 

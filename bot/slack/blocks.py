@@ -14,8 +14,10 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     ContextBlock,
     DividerBlock,
+    InputBlock,
     MarkdownTextObject,
     Option,
+    PlainTextInputElement,
     SectionBlock,
     StaticSelectElement,
     TextObject,
@@ -24,6 +26,8 @@ from slack_sdk.models.blocks import (
 from storage import ApiKey, AuditEvent, KeyStatus, RevokeReason
 from storage.admins import USER_ID_RE, AdminEntry
 from storage.keys import KeyPage
+from storage.owners import OwnerEntry
+from storage.rotation import DEFAULT_GRACE, GRACES
 from storage.timeutil import iso
 
 from ..logs import redact
@@ -106,29 +110,64 @@ def text_message(text: str) -> list[dict]:
 
 
 # -- the key list ---------------------------------------------------------------------------
+def state_line(key: ApiKey, now: datetime) -> str | None:
+    """What happened to a key, in one line: revoked (who, when, why), rotating (who, when, until when,
+    its replacement) or expired; None while it is simply active."""
+    status = key.status_at(now)
+    if status is KeyStatus.REVOKED:
+        line = (f":no_entry: Revoked by {who(key.revoked_by)} at {when(key.revoked_at)}"
+                f" ({reason_label(key.revoke_reason)})")
+        return line + (f" · replaced by `{key.rotated_to}`" if key.rotated_to else "")
+    if key.rotated_to is not None:
+        prefix = ":repeat: Rotated" if status is KeyStatus.ACTIVE else ":hourglass: Rotated"
+        ends = f"works until {when(key.expires_at)}" if status is KeyStatus.ACTIVE else f"ended {when(key.expires_at)}"
+        return f"{prefix} by {who(key.rotated_by)} at {when(key.rotated_at)} · {ends} · replaced by `{key.rotated_to}`"
+    if status is KeyStatus.EXPIRED:
+        return f":hourglass: Expired {when(key.expires_at)}"
+    return None
+
+
 def _key_line(key: ApiKey, now: datetime) -> str:
     status = key.status_at(now)
     lines = [f"*{esc(key.name)}*  `{key.masked}`"]
-    details = [f"Owner *{esc(key.owner)}*", f"created {when(key.created_at)}", f"last used {when(key.last_used_at)}"]
-    if key.expires_at is not None and status is KeyStatus.ACTIVE:
+    details = [f"Owner *{esc(key.owner)}*", f"`{key.id}`", f"created {when(key.created_at)}",
+               f"last used {when(key.last_used_at)}"]
+    if key.expires_at is not None and status is KeyStatus.ACTIVE and key.rotated_to is None:
         details.append(f"expires {when(key.expires_at)}")
     lines.append(" · ".join(details))
-    if status is KeyStatus.REVOKED:
-        lines.append(f":no_entry: Revoked {when(key.revoked_at)} by {who(key.revoked_by)}"
-                     f" · reason: {reason_label(key.revoke_reason)}")
-    elif status is KeyStatus.EXPIRED:
-        lines.append(f":hourglass: Expired {when(key.expires_at)}")
+    if (state := state_line(key, now)) is not None:
+        lines.append(state)
     return "\n".join(lines)
 
 
-def revoke_button(key: ApiKey, view: ListView) -> ButtonElement:
+def revoke_button(key: ApiKey, view: ListView, reason: str | None = None) -> ButtonElement:
     return ButtonElement(text="Revoke", action_id=ActionId.REVOKE.value,
-                         value=encode(KeyAction(key_id=key.id, view=view)))
+                         value=encode(KeyAction(key_id=key.id, view=view, reason=reason)))
 
 
-def key_row(key: ApiKey, view: ListView, now: datetime) -> SectionBlock:
-    accessory = revoke_button(key, view) if key.status_at(now) is KeyStatus.ACTIVE else None
+def rotate_button(key: ApiKey, view: ListView) -> ButtonElement:
+    return ButtonElement(text="Rotate", action_id=ActionId.ROTATE.value, value=encode(KeyAction(key_id=key.id, view=view)))
+
+
+def history_button(key: ApiKey) -> ButtonElement:
+    return ButtonElement(text="History", action_id=ActionId.HISTORY.value, value=encode(HistoryView(key_id=key.id)))
+
+
+def key_row(key: ApiKey, view: ListView, now: datetime, *, admin: bool) -> SectionBlock:
+    """A key's row; ``Revoke`` only for admins (buttons that change anything are shown to admins only)."""
+    accessory = revoke_button(key, view) if admin and key.status_at(now) is KeyStatus.ACTIVE else None
     return SectionBlock(block_id=f"key_{key.id}", text=MarkdownTextObject(text=_key_line(key, now)), accessory=accessory)
+
+
+def key_actions(key: ApiKey, view: ListView, now: datetime, *, admin: bool, history: bool = False) -> list[Block]:
+    """The buttons under a key's row or card: ``Rotate`` (admins, an active key not yet rotated) and,
+    on a card, ``History``."""
+    elements = []
+    if admin and key.status_at(now) is KeyStatus.ACTIVE and key.rotated_to is None:
+        elements.append(rotate_button(key, view))
+    if history:
+        elements.append(history_button(key))
+    return [ActionsBlock(block_id=f"keyactions_{key.id}", elements=elements)] if elements else []
 
 
 def _pager(prev_value: str | None, next_value: str | None) -> list[Block]:
@@ -140,7 +179,7 @@ def _pager(prev_value: str | None, next_value: str | None) -> list[Block]:
     return [ActionsBlock(block_id=BlockId.PAGER.value, elements=buttons)] if buttons else []
 
 
-def key_list(page: KeyPage, view: ListView, total: int, now: datetime) -> list[dict]:
+def key_list(page: KeyPage, view: ListView, total: int, now: datetime, *, admin: bool) -> list[dict]:
     title = f"*{STATUS_TITLES[view.status]}*" + (f" of *{esc(view.owner)}*" if view.owner else "")
     shown_total = f"{COUNT_CAP:,}+" if total > COUNT_CAP else f"{total:,}"
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{title} · {shown_total} in all"))]
@@ -149,7 +188,9 @@ def key_list(page: KeyPage, view: ListView, total: int, now: datetime) -> list[d
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"No keys to show. {hint}".strip())))
     else:
         blocks.append(DividerBlock())
-        blocks += [key_row(key, view, now) for key in page.items]
+        for key in page.items:
+            blocks.append(key_row(key, view, now, admin=admin))
+            blocks += key_actions(key, view, now, admin=admin)
         blocks.append(DividerBlock())
     blocks += _pager(
         encode(ListView(status=view.status, owner=view.owner, before=page.prev_cursor)) if page.prev_cursor else None,
@@ -176,6 +217,16 @@ def _reason_options() -> list[Option]:
     return [Option(value=r.value, label=r.label) for r in RevokeReason]
 
 
+NOTE_MAX = 500
+
+
+def note_input() -> InputBlock:
+    """The optional note of every confirmation (stored masked, like every note)."""
+    return InputBlock(block_id=BlockId.NOTE.value, label="Note (optional)", optional=True,
+                      element=PlainTextInputElement(action_id=ActionId.NOTE.value, max_length=NOTE_MAX,
+                                                    placeholder="What happened, a ticket, who was told"))
+
+
 def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at: int) -> list[dict]:
     options = _reason_options()
     initial = next((o for o in options if o.value == reason), None)
@@ -188,6 +239,7 @@ def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at
                  "on every server. *This cannot be undone.*")),
         SectionBlock(fields=_key_fields(key)),
         SectionBlock(block_id=BlockId.REASON.value, text=MarkdownTextObject(text="*Reason* (optional)"), accessory=select),
+        note_input(),
         ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
             ButtonElement(text="Cancel Revoke Key", action_id=ActionId.CANCEL_REVOKE.value,
                           value=encode(KeyAction(key_id=key.id, view=view))),
@@ -198,9 +250,61 @@ def confirm_revoke(key: ApiKey, view: ListView, *, reason: str | None, issued_at
     return serialise(blocks)
 
 
-def _back_to_list(view: ListView) -> ActionsBlock:
-    return ActionsBlock(elements=[ButtonElement(text="Back to keys", action_id=ActionId.SHOW_LIST.value,
-                                                value=encode(view))])
+def _grace_options() -> list[Option]:
+    return [Option(value=label, label=label) for label in GRACES]
+
+
+def confirm_rotate(key: ApiKey, view: ListView, *, issued_at: int, public_url_missing: bool = False) -> list[dict]:
+    """``Rotate``: the key, the grace period (default 24 hours), a note, ``Cancel Rotate Key`` / ``Rotate Key``."""
+    options = _grace_options()
+    select = StaticSelectElement(action_id=ActionId.GRACE.value, placeholder="Grace period", options=options,
+                                 initial_option=next(o for o in options if o.value == DEFAULT_GRACE))
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(
+            text=f":repeat: *Rotate {esc(key.name)}?*\nA replacement key is made now (same name, owner and lifetime). "
+                 "This key keeps working for the grace period you choose, then stops for good; `now` revokes it at "
+                 "once. You get the new key through a one-time link, never in Slack.")),
+        SectionBlock(fields=_key_fields(key)),
+        SectionBlock(block_id=BlockId.GRACE.value, text=MarkdownTextObject(text="*Old key keeps working for*"),
+                     accessory=select),
+        note_input(),
+    ]
+    if public_url_missing:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=PUBLIC_URL_MISSING)]))
+    blocks.append(ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
+        ButtonElement(text="Cancel Rotate Key", action_id=ActionId.CANCEL_ROTATE.value,
+                      value=encode(KeyAction(key_id=key.id, view=view))),
+        ButtonElement(text="Rotate Key", action_id=ActionId.CONFIRM_ROTATE.value, style="danger",
+                      value=encode(KeyAction(key_id=key.id, view=view, issued_at=issued_at))),
+    ]))
+    return serialise(blocks)
+
+
+PUBLIC_URL_MISSING = (":warning: Rotating from Slack needs `APIKEYS_PUBLIC_URL` (this server's public address, for the "
+                      "one-time link to the new key): an operator sets it and restarts the server. Until then, "
+                      "`apikeys rotate KEY_ID --actor NAME` on the command line prints the new key once.")
+
+
+def rotate_result(old: ApiKey, new: ApiKey, link: str, link_expires: datetime, view: ListView) -> list[dict]:
+    """The admin's ephemeral answer: what changed and the one-time link (never the secret)."""
+    ends = ("was revoked at once" if old.revoked_at is not None else f"keeps working until {when(old.expires_at)}")
+    return serialise([
+        SectionBlock(text=MarkdownTextObject(
+            text=f":white_check_mark: Rotated *{esc(old.name)}* (owner {esc(old.owner)}).\n"
+                 f"New key `{new.id}` `{new.masked}`; the old key `{old.masked}` {ends}.")),
+        SectionBlock(text=MarkdownTextObject(
+            text=f":closed_lock_with_key: <{link}|Open the new key> — a one-time link for you only: it shows the key "
+                 f"once, then never again, and expires {when(link_expires)} (15 minutes). Put the key in the "
+                 "service's secret store, deploy, and the old key can end.")),
+        _back_to_list(view, new),
+    ])
+
+
+def _back_to_list(view: ListView, key: ApiKey | None = None) -> ActionsBlock:
+    elements = [ButtonElement(text="Back to keys", action_id=ActionId.SHOW_LIST.value, value=encode(view))]
+    if key is not None:
+        elements.append(history_button(key))
+    return ActionsBlock(elements=elements)
 
 
 def revoke_result(key: ApiKey, view: ListView) -> list[dict]:
@@ -208,8 +312,10 @@ def revoke_result(key: ApiKey, view: ListView) -> list[dict]:
         SectionBlock(text=MarkdownTextObject(
             text=f":white_check_mark: Revoked *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}).\n"
                  f"By {who(key.revoked_by)} · {when(key.revoked_at)} · reason: {reason_label(key.revoke_reason)}\n"
-                 "Any use of this key is now refused as unauthorized.")),
-        _back_to_list(view),
+                 "Any use of this key is now refused as unauthorized. To replace it, create a new key for the "
+                 f"owner (`apikeys create --name {esc(key.name)} --owner {esc(key.owner)}`); next time, `Rotate` "
+                 "gives a replacement with a grace period.")),
+        _back_to_list(view, key),
     ])
 
 
@@ -218,8 +324,14 @@ def already_revoked(key: ApiKey, view: ListView) -> list[dict]:
         SectionBlock(text=MarkdownTextObject(
             text=f":information_source: *{esc(key.name)}* `{key.masked}` is already revoked "
                  f"({when(key.revoked_at)} by {who(key.revoked_by)}). Nothing changed.")),
-        _back_to_list(view),
+        _back_to_list(view, key),
     ])
+
+
+def rotate_notice_text(key: ApiKey) -> str:
+    ends = "was revoked at once" if key.revoked_at is not None else f"works until {when(key.expires_at)}"
+    return fit(f":repeat: API key *{esc(key.name)}* `{key.masked}` (owner {esc(key.owner)}) was rotated by "
+               f"{who(key.rotated_by)}: its replacement is `{key.rotated_to}`; the old key {ends}.")
 
 
 def revoke_notice_text(key: ApiKey) -> str:
@@ -228,7 +340,7 @@ def revoke_notice_text(key: ApiKey) -> str:
 
 
 # -- breach response: find, leak warnings, revoke by owner ------------------------------------
-def find_results(keys: Sequence[ApiKey], query: str, now: datetime, *, exact: bool) -> list[dict]:
+def find_results(keys: Sequence[ApiKey], query: str, now: datetime, *, exact: bool, admin: bool) -> list[dict]:
     """A pasted full key shows its card (``exact``); a fragment shows the matching keys."""
     view = ListView()
     if exact:
@@ -240,29 +352,38 @@ def find_results(keys: Sequence[ApiKey], query: str, now: datetime, *, exact: bo
             SectionBlock(text=MarkdownTextObject(
                 text=f"That is our key *{esc(key.name)}* `{key.masked}` — {headline}. "
                      "If it was pasted somewhere it should not be, revoke it and delete the message.")),
-            key_row(key, view, now),
+            key_row(key, view, now, admin=admin),
+            *key_actions(key, view, now, admin=admin, history=True),
         ]
         return serialise(blocks)
     if not keys:
         return text_message(f"No keys match “{esc(query)}”. Try a name, the last four characters, "
                             "a masked key like `apk_…a1b2`, or paste the whole key.")
     blocks = [SectionBlock(text=MarkdownTextObject(text=f"*Keys matching “{esc(query)}”* · {len(keys)} shown"))]
-    blocks += [key_row(key, view, now) for key in keys]
-    return serialise(blocks)
+    for key in keys:
+        blocks.append(key_row(key, view, now, admin=admin))
+        blocks += key_actions(key, view, now, admin=admin, history=True)
+    return serialise(blocks[:MAX_BLOCKS])
 
 
 def leak_warning(key: ApiKey, poster: str | None, now: datetime) -> tuple[str, list[dict]]:
+    """The warning in the leak's thread. Rendered again (``chat.update``) when the key is revoked or
+    rotated: then it says by whom, when and why, and has no live button."""
     status = key.status_at(now)
     by = f" posted by {who(poster)}" if poster else ""
-    if status is KeyStatus.ACTIVE:
+    live = status is KeyStatus.ACTIVE and key.rotated_to is None
+    if live:
         advice = "Anyone who can read this channel can use it. An admin should revoke it now, then delete the message."
+    elif (state := state_line(key, now)) is not None:
+        advice = f"{state}. Delete the message all the same."
     else:
         advice = f"It is already {status.value}, so it cannot be used; still, delete the message."
     text = (f":rotating_light: This message{by} contains the API key *{esc(key.name)}* `{key.masked}` "
             f"(owner *{esc(key.owner)}*). {advice}")
     blocks: list[Block] = [SectionBlock(
         text=MarkdownTextObject(text=text),
-        accessory=revoke_button(key, ListView()) if status is KeyStatus.ACTIVE else None,
+        # A leak's Revoke preselects the reason: compromised.
+        accessory=revoke_button(key, ListView(), reason=RevokeReason.COMPROMISED.value) if live else None,
     )]
     return fit(f"API key {key.name} ({key.masked}) was posted in this channel"), serialise(blocks)
 
@@ -282,6 +403,7 @@ def owner_confirm(owner: str, keys: Sequence[ApiKey], total: int, action: OwnerA
         SectionBlock(block_id=BlockId.REASON.value, text=MarkdownTextObject(text="*Reason* (optional)"),
                      accessory=StaticSelectElement(action_id=ActionId.REASON.value, placeholder="Choose a reason",
                                                    options=options)),
+        note_input(),
         ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
             ButtonElement(text="Cancel Revoke Key", action_id=ActionId.CANCEL_REVOKE_OWNER.value,
                           value=encode(ListView(owner=owner))),
@@ -305,12 +427,13 @@ def owner_result(owner: str, revoked: Sequence[ApiKey], shown: int, actor: str, 
 
 # -- help, admins, history --------------------------------------------------------------------
 HELP_LINES = [
-    ("/apikeys", "active keys, with a Revoke button on each"),
+    ("/apikeys", "active keys (admins: Revoke and Rotate on each)"),
     ("/apikeys revoked", "revoked keys"),
     ("/apikeys all", "every key, whatever its status"),
     ("/apikeys owner <owner>", "active keys of one owner"),
     ("/apikeys find <key or prefix>", "find a key from a pasted key, its last four characters or a name"),
-    ("/apikeys history [key id]", "recent audit events: who, what, when, why"),
+    ("/apikeys history [key id or name]", "recent audit events: who, what, when, why"),
+    ("/apikeys owners", "which channel is told about each owner's keys"),
     ("/apikeys revoke-owner <owner>", "revoke all active keys of an owner, after a confirmation (admins only)"),
     ("/apikeys admins", "who may revoke"),
     ("/apikeys admins add @user", "grant the admin role (admins only)"),
@@ -339,6 +462,15 @@ def admins_blocks(entries: Sequence[AdminEntry]) -> list[dict]:
     return text_message("*Admins* (may revoke keys and manage admins)\n" + "\n".join(lines))
 
 
+def owners_blocks(entries: Sequence[OwnerEntry]) -> list[dict]:
+    if not entries:
+        return text_message("No owner has a channel yet: revocations, rotations, leaks and expiries go to the audit "
+                            "channel only. An operator sets one with `apikeys owners set OWNER --channel C…`.")
+    lines = [f"• *{esc(e.owner)}* → <#{e.channel_id}> (set by {who(e.set_by)} {when(e.set_at)})" for e in entries]
+    return text_message("*Owners' channels* (told when one of their keys is revoked, rotated, leaked, used after "
+                        "revocation or about to expire)\n" + "\n".join(lines))
+
+
 def _event_line(event: AuditEvent) -> str:
     details = json.loads(event.details)
     subject = ""
@@ -351,6 +483,8 @@ def _event_line(event: AuditEvent) -> str:
         line += f" ({details['count']} keys)"
     if event.action == "key.revoked":
         line += f" · reason: {reason_label(details.get('reason'))}"
+    if event.action == "key.rotated":
+        line += f" → `{esc(details.get('new_key_id', ''))}` · grace: {esc(details.get('grace', ''))}"
     if details.get("why"):
         line += f" · {esc(details['why'])}"
     if details.get("note"):

@@ -76,7 +76,7 @@ def _replayed(store: Store, actor: Actor, what: str, details: dict) -> Answer | 
     return refused(why)
 
 
-def _find(store: Store, query: str) -> Answer:
+def _find(store: Store, query: str, admin: bool) -> Answer:
     """A pasted full key shows its card (never repeating it); a fragment shows matching keys."""
     if not query:
         return help_answer("Use `/apikeys find <key, masked key, last four characters or name>`.")
@@ -88,13 +88,13 @@ def _find(store: Store, query: str) -> Answer:
             message = ("That is a well-formed apikeys key, but not one this key store issued. "
                        "If it came from another environment, revoke it there.")
             return Answer(message, blocks.text_message(f":grey_question: {message}"))
-        return Answer(f"{key.name}: {key.status_at(now).value}", blocks.find_results([key], "", now, exact=True))
+        return Answer(f"{key.name}: {key.status_at(now).value}", blocks.find_results([key], "", now, exact=True, admin=admin))
     if looks_like_key(query):
         message = ("That looks like an apikeys key, but its checksum does not match: a typo or a truncated copy. "
                    "Paste the whole key, or search by its last four characters.")
         return Answer(message, blocks.text_message(f":grey_question: {message}"))
     keys = store.keys.search(query, limit=blocks.KEYS_PER_PAGE)
-    return Answer(f"{len(keys)} matching keys", blocks.find_results(keys, query[:80], now, exact=False))
+    return Answer(f"{len(keys)} matching keys", blocks.find_results(keys, query[:80], now, exact=False, admin=admin))
 
 
 def _revoke_owner(store: Store, owner: str) -> Answer:
@@ -131,9 +131,30 @@ def owner_to_revoke(text: object) -> str | None:
     return None
 
 
-def answer(store: Store, text: str) -> Answer:
+def _history(store: Store, rest: list[str]) -> Answer:
+    """``history``, ``history <key id>`` or ``history <name>`` (one key of that name, else which ids to use)."""
+    if not rest:
+        return render.history(store, HistoryView())
+    wanted = " ".join(rest)
+    if KEY_ID_RE.match(wanted):
+        return render.history(store, HistoryView(key_id=wanted))
+    if looks_like_key(wanted) or len(wanted) > 200:
+        return help_answer("Use `/apikeys history <key id or name>`; to look a pasted key up, `/apikeys find`.")
+    named = [k for k in store.keys.search(wanted, limit=50) if k.name == wanted]
+    if len(named) == 1:
+        return render.history(store, HistoryView(key_id=named[0].id))
+    if not named:
+        return help_answer(f"No key is named “{wanted[:80]}”. Use `/apikeys history <key id or name>` "
+                           "(`/apikeys find` finds keys by part of a name).")
+    ids = ", ".join(f"`{k.id}` ({k.status_at(utcnow()).value})" for k in named[:10])
+    return message(f"{len(named)} keys are named “{wanted[:80]}”: {ids}. Use `/apikeys history <key id>`.")
+
+
+def answer(store: Store, text: str, actor: Actor | None = None) -> Answer:
     """What ``/apikeys <text>`` shows, for everything anyone may ask. Unknown or malformed text gets
-    the help; a well-formed admin command never gets here (its own listener, behind require_admin)."""
+    the help; a well-formed admin command never gets here (its own listener, behind require_admin).
+    Buttons that change anything are shown to admins only."""
+    admin = actor is not None and actor.sees_admin_buttons
     text = (text or "").strip()
     if len(text) > MAX_TEXT:
         return help_answer("That command is too long.")
@@ -141,21 +162,27 @@ def answer(store: Store, text: str) -> Answer:
     verb = words[0].lower() if words else "list"
     rest = words[1:]
     if verb in ("list", "revoked", "all", "expired") and not rest:
-        return render.key_list(store, ListView(status="active" if verb == "list" else verb))
+        return render.key_list(store, ListView(status="active" if verb == "list" else verb), admin=admin)
     if verb == "owner":
         if len(rest) != 1 or not OWNER_RE.match(rest[0]) or looks_like_key(rest[0]):
             return help_answer("Use `/apikeys owner <owner>`, with the owner as one word (like payments-team).")
-        return render.key_list(store, ListView(status="active", owner=rest[0]))
+        return render.key_list(store, ListView(status="active", owner=rest[0]), admin=admin)
     if verb == "history":
-        if len(rest) > 1 or (rest and not KEY_ID_RE.match(rest[0])):
-            return help_answer("Use `/apikeys history` or `/apikeys history <key id>` (key ids look like key_…).")
-        return render.history(store, HistoryView(key_id=rest[0] if rest else None))
+        return _history(store, rest)
+    if verb == "owners" and not rest:
+        return Answer("Owners' channels", blocks.owners_blocks(store.owners.list()))
     if verb == "admins":
         return _admins(store, rest)
     if verb == "find":
-        return _find(store, text[len(words[0]):].strip())
+        return _find(store, text[len(words[0]):].strip(), admin)
     if verb == "revoke-owner":
         return help_answer("Use `/apikeys revoke-owner <owner>`, with the owner as one word.")
+    if verb in ("revoke", "rotate"):  # not commands: the buttons on a key's card are
+        how = f"`/apikeys find <key, name or last four>`, then `{verb.capitalize()}` on its card"
+        if not admin:
+            ask = actor.admins_to_ask() if actor is not None else "an admin"
+            return message(f":no_entry_sign: Only apikeys admins can {verb} keys; ask {ask}. Nothing changed.")
+        return help_answer(f"To {verb} a key: {how}.")
     if verb == "help" and not rest:
         return help_answer()
     return help_answer(f"I don't know “{redact(text[:80])}”.")
@@ -188,7 +215,7 @@ def revoke_owner(ack: Ack, command: dict, context: BoltContext) -> None:
 
 @guarded
 def apikeys(ack: Ack, command: dict, context: BoltContext) -> None:
-    _respond(ack, command, context, lambda: answer(context["store"], command.get("text", "")))
+    _respond(ack, command, context, lambda: answer(context["store"], command.get("text", ""), context["actor"]))
 
 
 def _text_matches(parse: Callable[[object], object]) -> Callable[[dict], bool]:

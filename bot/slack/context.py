@@ -64,8 +64,26 @@ class Actor:
             return ("Only members of this app's own workspace can do this; you are signed in from another "
                     "workspace (for example in a shared channel).")
         if not self.is_admin:
-            return "Only apikeys admins can do this. `/apikeys admins` lists them."
+            return f"Only apikeys admins can do this; ask {self.admins_to_ask()}."
         return None
+
+    @property
+    def sees_admin_buttons(self) -> bool:
+        """Whether lists and cards show this user the buttons that change anything (a presentation
+        choice only: every such button is still refused by ``require_admin`` to anyone else)."""
+        return self.refusal() is None
+
+    def admins_to_ask(self, shown: int = 5) -> str:
+        """The admins, as mentions (``<@U1>, <@U2> or <@U3>``), for a refusal to name."""
+        try:
+            ids = [entry.user_id for entry in self._store.admins.list()]
+        except Exception:  # the refusal matters more than the names
+            ids = []
+        if not ids:
+            return "an operator to add an admin (`apikeys admins add USER_ID`)"
+        mentions = [f"<@{user_id}>" for user_id in ids[:shown]]
+        more = f" (or one of {len(ids) - shown} more: `/apikeys admins`)" if len(ids) > shown else ""
+        return (", ".join(mentions[:-1]) + " or " + mentions[-1] if len(mentions) > 1 else mentions[0]) + more
 
 
 def _get(body: dict, *path: str) -> Any:

@@ -19,6 +19,12 @@ class ActionId(enum.StrEnum):
     SHOW_LIST = "apikeys.list"                # "Back to keys"
     CONFIRM_REVOKE_OWNER = "apikeys.revoke_owner.confirm"  # "Revoke N Keys"
     CANCEL_REVOKE_OWNER = "apikeys.revoke_owner.cancel"    # "Cancel Revoke Key" on the bulk card
+    ROTATE = "apikeys.rotate"                 # "Rotate" on a row or card: open the rotation confirmation
+    CANCEL_ROTATE = "apikeys.rotate.cancel"   # "Cancel Rotate Key"
+    CONFIRM_ROTATE = "apikeys.rotate.confirm"  # "Rotate Key": do it
+    GRACE = "apikeys.rotate.grace"            # the grace-period select
+    NOTE = "apikeys.note"                     # the optional note (a plain-text input)
+    HISTORY = "apikeys.history"               # "History" on a key card
 
     @classmethod
     def pattern(cls, *ids: ActionId) -> re.Pattern[str]:
@@ -37,10 +43,13 @@ class Refusal:
 
 
 _REVOKE = Refusal("Not revoked", Action.KEY_REVOKE_DENIED)
+_ROTATE = Refusal("Not rotated", Action.KEY_ROTATE_DENIED)
 _SHOW = Refusal("Not shown", Action.KEY_REVOKE_DENIED)  # a look at a key or a page, refused (another workspace)
 REFUSALS: dict[str, Refusal] = {
-    ActionId.CONFIRM_REVOKE: _REVOKE, ActionId.CONFIRM_REVOKE_OWNER: _REVOKE,
+    ActionId.CONFIRM_REVOKE: _REVOKE, ActionId.CONFIRM_REVOKE_OWNER: _REVOKE, ActionId.CONFIRM_ROTATE: _ROTATE,
     ActionId.REVOKE: Refusal("Not opened", Action.KEY_REVOKE_DENIED),
+    ActionId.ROTATE: Refusal("Not opened", Action.KEY_ROTATE_DENIED),
+    ActionId.CANCEL_ROTATE: _SHOW, ActionId.HISTORY: _SHOW,
     ActionId.PAGE_NEXT: _SHOW, ActionId.PAGE_PREV: _SHOW, ActionId.SHOW_LIST: _SHOW,
     ActionId.CANCEL_REVOKE: _SHOW, ActionId.CANCEL_REVOKE_OWNER: _SHOW,
 }
@@ -56,3 +65,5 @@ class BlockId(enum.StrEnum):
     REASON = "apikeys_reason"
     CONFIRM_ACTIONS = "apikeys_confirm_actions"
     PAGER = "apikeys_pager"
+    GRACE = "apikeys_grace"
+    NOTE = "apikeys_note"

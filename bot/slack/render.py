@@ -26,7 +26,7 @@ def help_answer(problem: str | None = None) -> Answer:
     return Answer("apikeys help", blocks.help_blocks(problem))
 
 
-def key_list(store: Store, view: ListView) -> Answer:
+def key_list(store: Store, view: ListView, *, admin: bool) -> Answer:
     """A page of the key list; a cursor that does not parse (an altered button) shows the first page."""
     now = utcnow()
     try:
@@ -36,7 +36,7 @@ def key_list(store: Store, view: ListView) -> Answer:
         view = view.first_page()
         page = store.keys.list_keys(status=view.status, owner=view.owner, limit=blocks.KEYS_PER_PAGE, now=now)
     total = store.keys.count_keys(status=view.status, owner=view.owner, now=now, cap=blocks.COUNT_CAP)
-    return Answer(f"{blocks.STATUS_TITLES[view.status]}", blocks.key_list(page, view, total, now))
+    return Answer(f"{blocks.STATUS_TITLES[view.status]}", blocks.key_list(page, view, total, now, admin=admin))
 
 
 def history(store: Store, view: HistoryView) -> Answer:
