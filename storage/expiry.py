@@ -70,7 +70,9 @@ class ExpiryDigest:
                 return None
             keys = list(session.execute(
                 select(ApiKey.id, ApiKey.owner, ApiKey.expires_at)
-                .where(active_at(now), ApiKey.expires_at.is_not(None), ApiKey.expires_at <= horizon)
+                # A rotated key ends on purpose, and its owners were told so at the rotation.
+                .where(active_at(now), ApiKey.expires_at.is_not(None), ApiKey.expires_at <= horizon,
+                       ApiKey.rotated_to.is_(None))
                 .order_by(ApiKey.expires_at, ApiKey.id)).all())
             channels = self.owners.channels(session, [owner for _, owner, _ in keys])
             notices: list[Notice] = []

@@ -18,9 +18,10 @@ from slack_sdk.models.blocks import (
 
 from storage import Action, ApiKey, AuditEvent
 from storage.keys import KEY_ID_RE
+from storage.timeutil import utcnow
 
 from ..witness import witness_text
-from .blocks import esc, fit, reason_label, serialise, when, who
+from .blocks import esc, fit, reason_label, serialise, state_line, when, who
 from .ids import ActionId
 from .values import KeyAction, ListView, encode
 
@@ -28,8 +29,10 @@ from .values import KeyAction, ListView, encode
 class _Post:
     """What every audit-channel renderer needs from one audited action (one or more entries)."""
 
-    def __init__(self, events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None):
+    def __init__(self, events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None,
+                 current: Mapping[str, ApiKey] | None = None):
         self.events = events
+        self.current = current or {}  # when the post is rendered again (chat.update): its keys as they are now
         self.first = events[0]
         self.details: dict = json.loads(self.first.details)
         d = self.details
@@ -61,7 +64,46 @@ def _post_revoked(p: _Post) -> str:
     return f":no_entry: *Key revoked*: {p.key_ref}\n{reason}{note}"
 
 
-def _post_revoke_denied(p: _Post) -> str:
+def _post_rotated(p: _Post) -> str:
+    """``key.rotated`` (with the replacement's ``key.created`` and, for a grace of now, ``key.revoked``)."""
+    d = p.details
+    if d.get("grace_seconds") == 0:
+        ends = "revoked at once (reason: Rotation)"
+    else:
+        ends = f"keeps working for {esc(d.get('grace', ''))}, until {when(_parse_iso(d.get('ends_at')))}"
+    note = f"\nNote: “{esc(d['note'])}”" if d.get("note") else ""
+    return (f":repeat: *Key rotated*: {p.key_ref}\nReplacement `{esc(d.get('new_key_id', ''))}` "
+            f"`{esc(d.get('new_key', ''))}` · the old key {ends}\n{p.by}{p.where}{p.via}{note}")
+
+
+def _post_refused(verb: str):
+    def render(p: _Post) -> str:
+        return _post_revoke_denied(p, verb)
+    return render
+
+
+def _post_secret_revealed(p: _Post) -> str:
+    d = p.details
+    return (f":eyes: *New key viewed*: the one-time link to {p.key_ref}, made for {who(d.get('link_for'))}, was "
+            f"opened; it shows nothing again · {when(p.first.at)}")
+
+
+def _post_reveal_expired(p: _Post) -> str:
+    d = p.details
+    return (f":hourglass: *One-time link expired unviewed*: {p.key_ref}, made for {who(d.get('link_for'))}; its "
+            f"secret is gone, so nobody has that key. Rotate it again for a new link · {when(p.first.at)}")
+
+
+def _post_owner_channel(p: _Post) -> str:
+    d = p.details
+    owner = esc(d.get("owner", ""))
+    if p.first.action == Action.OWNER_CHANNEL_REMOVED:
+        return f":mega: *Owner channel removed*: *{owner}* is no longer told in <#{esc(d.get('channel_id', ''))}>\n{p.by}"
+    was = f" (was <#{esc(d['previous_channel_id'])}>)" if d.get("previous_channel_id") else ""
+    return f":mega: *Owner channel set*: *{owner}* is told in <#{esc(d.get('channel_id', ''))}>{was}\n{p.by}"
+
+
+def _post_revoke_denied(p: _Post, verb: str = "Revoke") -> str:
     d = p.details
     if d.get("key"):
         target = p.key_ref
@@ -70,7 +112,7 @@ def _post_revoke_denied(p: _Post) -> str:
         target = f"all{count} active keys of *{esc(d['owner'])}*"
     else:
         target = f"`{esc(d.get('requested_key_id') or p.first.key_id or 'an unknown key')}`"
-    return (f":warning: *Revoke refused*: {who(p.first.actor)} tried to revoke {target}\n"
+    return (f":warning: *{verb} refused*: {who(p.first.actor)} tried to {verb.lower()} {target}\n"
             f"Why: {esc(d.get('why', 'not allowed'))} · {when(p.first.at)}{p.where}{_since_last_post(d)}")
 
 
@@ -104,8 +146,12 @@ def _post_leaked(p: _Post) -> str | tuple[str, list[Block]]:
     if "url" in d or "source" in d:
         return _post_public_leaks(p)
     poster = f" by {who(d['posted_by'])}" if d.get("posted_by") else ""
-    status = ("Still active: revoke it with `/apikeys find`" if d.get("status") == "active"
-              else "Status: " + esc(d.get("status", "")))
+    now_line = _now_line(p.current.get(p.first.key_id or ""), p.first.at)
+    if now_line is not None:
+        status = now_line
+    else:
+        status = ("Still active: revoke it with `/apikeys find`" if d.get("status") == "active"
+                  else "Status: " + esc(d.get("status", "")))
     return (f":rotating_light: *Key leaked*: {p.key_ref} was posted in <#{esc(d.get('channel_id', ''))}>{poster}\n"
             f"{status} · {when(p.first.at)}")
 
@@ -113,13 +159,24 @@ def _post_leaked(p: _Post) -> str | tuple[str, list[Block]]:
 PUBLIC_LEAKS_SHOWN = 20
 
 
-def _public_leak_row(event: AuditEvent) -> SectionBlock:
+def _now_line(key: ApiKey | None, at: datetime) -> str | None:
+    """What happened to the key since the post was first made (revoked, rotated), or None."""
+    if key is None or (key.revoked_at is None and key.rotated_to is None):
+        return None
+    return state_line(key, max(at, utcnow()))
+
+
+def _public_leak_row(event: AuditEvent, key: ApiKey | None = None) -> SectionBlock:
     d = json.loads(event.details)
     where = esc(d.get("url") or "an unstated place")[:300]
     if d.get("source"):
         where += f" ({esc(d['source'])[:100]})"
-    still_active = d.get("status") == "active" and not d.get("revoked") and bool(KEY_ID_RE.match(event.key_id or ""))
-    if d.get("revoked"):
+    now_line = _now_line(key, event.at)
+    still_active = (now_line is None and d.get("status") == "active" and not d.get("revoked")
+                    and bool(KEY_ID_RE.match(event.key_id or "")))
+    if now_line is not None and not d.get("revoked"):
+        state = now_line
+    elif d.get("revoked"):
         state = ":no_entry: revoked now, reason: Compromised"
     elif still_active:
         state = ":warning: *still active*"
@@ -142,15 +199,18 @@ def _post_public_leaks(p: _Post) -> tuple[str, list[Block]]:
     by = "by GitHub secret scanning" if p.first.actor == "github-secret-scanning" else f"reported by {who(p.first.actor)}"
     count = f"{len(leaked)} keys" if len(leaked) != 1 else "A key"
     revoked = sum(1 for d in details if d.get("revoked"))
-    active = sum(1 for d in details if d.get("status") == "active" and not d.get("revoked"))
+    live = [e for e, d in zip(leaked, details, strict=True) if d.get("status") == "active" and not d.get("revoked")]
+    active = sum(1 for e in live if _now_line(p.current.get(e.key_id or ""), e.at) is None)
+    since = len(live) - active
     summary = [f"{revoked} revoked now"] if revoked else []
+    summary += [f"{since} revoked or rotated since"] if since else []
     summary += [f"{active} still active"] if active else []
-    if len(details) - revoked - active:
-        summary.append(f"{len(details) - revoked - active} already revoked or expired")
+    if len(details) - revoked - active - since:
+        summary.append(f"{len(details) - revoked - active - since} already revoked or expired")
     headline = f":rotating_light: *{count} found in public* {by}"
     rows: list[Block] = [SectionBlock(text=MarkdownTextObject(
         text=f"{headline}\n{' · '.join(summary)} · {when(p.first.at)}"))]
-    rows += [_public_leak_row(e) for e in leaked[:PUBLIC_LEAKS_SHOWN]]
+    rows += [_public_leak_row(e, p.current.get(e.key_id or "")) for e in leaked[:PUBLIC_LEAKS_SHOWN]]
     if len(leaked) > PUBLIC_LEAKS_SHOWN:
         rows.append(SectionBlock(text=MarkdownTextObject(
             text=f"… and {len(leaked) - PUBLIC_LEAKS_SHOWN:,} more: `apikeys audit` lists every one")))
@@ -209,13 +269,22 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
     Action.TAMPER_DETECTED: _post_tamper,
     Action.SIGNING_STARTED: _post_signing_started,
     Action.KEY_REVOCATION_RESTORED: _post_revocation_restored,
+    Action.KEY_ROTATED: _post_rotated,
+    Action.KEY_ROTATE_DENIED: _post_refused("Rotate"),
+    Action.KEY_SECRET_REVEALED: _post_secret_revealed,
+    Action.KEY_REVEAL_EXPIRED: _post_reveal_expired,
+    Action.OWNER_CHANNEL_SET: _post_owner_channel,
+    Action.OWNER_CHANNEL_REMOVED: _post_owner_channel,
 }
 
 
-def audit_post(events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None) -> tuple[str, list[dict]]:
+def audit_post(events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None = None, *,
+               current: Mapping[str, ApiKey] | None = None) -> tuple[str, list[dict]]:
     """One audit-channel post for one audited action (which may cover several entries). ``keys``:
-    the keys of entries that name only a ``key_id`` (``keys_named_only_by_id``), by id."""
-    post = _Post(events, keys)
+    the keys of entries that name only a ``key_id`` (``keys_named_only_by_id``), by id. ``current``:
+    when a post is rendered again because a key it shows changed (``chat.update``), its keys as they
+    are now: a leak post then says who revoked or rotated the key, and has no live button for it."""
+    post = _Post(events, keys, current)
     rendered = AUDIT_POSTS.get(post.first.action, _post_other)(post)  # StrEnum keys: a stored string finds its renderer
     if isinstance(rendered, str):  # most posts are one section; a few bring their own blocks (and buttons)
         text, body = rendered.split("\n")[0], [SectionBlock(text=MarkdownTextObject(text=rendered))]
@@ -224,6 +293,18 @@ def audit_post(events: Sequence[AuditEvent], keys: Mapping[str, ApiKey] | None =
     last = events[-1]  # the post witnesses the log's position and head after the entries it reports
     witness = ContextBlock(elements=[MarkdownTextObject(text=witness_text(last.id, last.hash))])
     return fit(text), serialise([*body, witness])
+
+
+def live_keys(events: Sequence[AuditEvent]) -> list[str]:
+    """The keys a post shows as still active (a leak it reports): the posts to keep true when they change."""
+    out = []
+    for event in events:
+        if event.action != Action.KEY_LEAKED or not KEY_ID_RE.match(event.key_id or ""):
+            continue
+        details = json.loads(event.details)
+        if details.get("status") == "active" and not details.get("revoked"):
+            out.append(event.key_id)
+    return out
 
 
 def keys_named_only_by_id(events: Sequence[AuditEvent]) -> list[str]:

@@ -1,4 +1,6 @@
-"""Delivers queued audit-channel posts (the outbox) to Slack, in a background thread.
+"""Delivers queued posts (the outbox) to Slack, in a background thread: audit-channel posts, owners'
+channels, the expiry digest, direct messages, and ``chat.update`` of messages that must stay true
+(a leak warning or an audit post whose key was revoked or rotated since: ``storage.cards``).
 
 Every process that talks to Slack runs one. Rows are claimed with a lease, so each post goes
 out once even with several workers or replicas; a failure (5xx, 429, timeout, a channel the
@@ -19,15 +21,24 @@ from slack_sdk.errors import SlackApiError
 
 from storage import Store
 from storage.audit import AUDIT_TOPIC
+from storage.cards import CARD_TOPIC
+from storage.expiry import EXPIRY_TOPIC
+from storage.owners import OWNER_TOPIC
 from storage.timeutil import utcnow
 
 from .. import metrics
 from ..logs import fields, redact
-from . import audit_posts
+from . import audit_posts, blocks, owner_posts
 
 log = logging.getLogger("apikeys.delivery")
 
 CHANNEL_PROBLEMS = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action"}
+# chat.update errors that no retry can mend: the message was deleted, or is too old or not ours to edit.
+GONE = {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found", "is_archived"}
+
+
+class Nothing(Exception):
+    """Nothing left to post (a card whose message is gone, an owner post about no entry): done."""
 
 
 class Deliverer:
@@ -86,27 +97,82 @@ class Deliverer:
 
     def _deliver(self, item) -> None:
         try:
-            if item.topic == AUDIT_TOPIC:
-                events = self.store.audit.between(item.payload["first"], item.payload["last"])
-                if not events:
-                    raise ValueError("audit entries missing")
-                text, post_blocks = audit_posts.audit_post(events, self._keys(audit_posts.keys_named_only_by_id(events)))
+            if item.topic == CARD_TOPIC:
+                self._update_card(item)
             else:
-                text, post_blocks = item.payload.get("text", ""), item.payload.get("blocks")
-            self.client.chat_postMessage(channel=item.channel, text=redact(text), blocks=post_blocks, unfurl_links=False)
+                text, post_blocks = self._render(item)
+                response = self.client.chat_postMessage(channel=item.channel, text=redact(text), blocks=post_blocks,
+                                                        unfurl_links=False)
+                if item.topic == AUDIT_TOPIC:
+                    self._keep_live(item, response)
+        except Nothing:
+            pass
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
-            self._failed(item, error)
-            if error in CHANNEL_PROBLEMS:
-                log.error(fields(event="audit_channel_unusable", channel=item.channel, error=error,
-                                 action="invite the bot to the audit channel or fix APIKEYS_AUDIT_CHANNEL"))
-            return
+            if item.topic == CARD_TOPIC and error in GONE:  # the message is gone or frozen: nothing to keep true
+                log.info(fields(event="card_update", outbox_id=item.id, channel=item.channel, outcome=error))
+            else:
+                self._failed(item, error)
+                if error in CHANNEL_PROBLEMS:
+                    log.error(fields(event="audit_channel_unusable", channel=item.channel, error=error,
+                                     action="invite the bot to the channel or fix APIKEYS_AUDIT_CHANNEL / "
+                                            "apikeys owners set"))
+                return
         except Exception as exc:  # timeouts, connection errors, rendering problems
             self._failed(item, type(exc).__name__)
             return
         self.store.outbox.delivered(item.id, self.worker)
         metrics.audit_post("delivered")
-        log.info(fields(event="audit_post", outbox_id=item.id, channel=item.channel, outcome="delivered"))
+        log.info(fields(event="audit_post", outbox_id=item.id, channel=item.channel, topic=item.topic,
+                        outcome="delivered"))
+
+    def _render(self, item) -> tuple[str, list[dict] | None]:
+        payload = item.payload
+        if item.topic == AUDIT_TOPIC:
+            events = self.store.audit.between(payload["first"], payload["last"])
+            if not events:
+                raise ValueError("audit entries missing")
+            return audit_posts.audit_post(events, self._keys(audit_posts.keys_named_only_by_id(events)))
+        if item.topic == OWNER_TOPIC:
+            wanted = set(payload["ids"])
+            events = [e for e in self.store.audit.between(payload["first"], payload["last"]) if e.id in wanted]
+            text, post_blocks = owner_posts.owner_post(payload["owner"], events)
+        elif item.topic == EXPIRY_TOPIC:
+            items = [(key_id, days) for key_id, days in payload["keys"]]
+            text, post_blocks = owner_posts.expiry_post(items, self._keys([key_id for key_id, _ in items]), utcnow())
+        else:  # "text": a direct message or a notice, rendered when it was queued
+            return payload.get("text", ""), payload.get("blocks")
+        if not post_blocks:
+            raise Nothing()
+        return text, post_blocks
+
+    def _keep_live(self, item, response) -> None:
+        """An audit post that shows a key as still active (a leak) is kept true: remember where it is."""
+        try:  # the post is out: a failure here must not make it go out twice
+            key_ids = audit_posts.live_keys(self.store.audit.between(item.payload["first"], item.payload["last"]))
+            channel, ts = response.get("channel") or item.channel, response.get("ts")
+            if key_ids and ts:
+                self.store.cards.keep(key_ids, channel=channel, ts=ts, kind="audit",
+                                      context={"first": item.payload["first"], "last": item.payload["last"]})
+        except Exception as exc:
+            log.warning(fields(event="card_keep", outbox_id=item.id, outcome=type(exc).__name__))
+
+    def _update_card(self, item) -> None:
+        """Render a kept message again from what it shows now, and ``chat.update`` it in place."""
+        ref = self.store.cards.get(item.payload["ref"])
+        if ref is None:
+            raise Nothing()
+        key = self.store.keys.get(ref.key_id)
+        if ref.kind == "leak_warning":
+            text, new_blocks = blocks.leak_warning(key, ref.context.get("poster"), utcnow())
+        else:
+            events = self.store.audit.between(ref.context["first"], ref.context["last"])
+            if not events:
+                raise Nothing()
+            current = self._keys(audit_posts.live_keys(events))
+            text, new_blocks = audit_posts.audit_post(events, self._keys(audit_posts.keys_named_only_by_id(events)),
+                                                      current=current)
+        self.client.chat_update(channel=ref.channel, ts=ref.ts, text=redact(text), blocks=new_blocks)
 
     def _keys(self, key_ids: list[str]) -> dict:
         """The keys an entry names only by id (a restored revocation), for its post; best effort: a

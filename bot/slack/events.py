@@ -3,9 +3,11 @@
 When a message contains one of our keys (format and checksum first, then the digest lookup),
 the bot replies in the message's thread with a warning naming the key (masked) and its owner,
 with a ``Revoke`` button while it is active, and records ``key.leaked`` (which also alerts the
-audit channel). It never repeats the secret and never revokes by itself. Each (message, key)
-is handled once, so a retried event (``X-Slack-Retry-Num``) or an edit that adds nothing new
-gives no second warning; the receipt and the ``key.leaked`` entry are one transaction.
+audit channel and the owner's channel). The warning is kept true: once the key is revoked or
+rotated it is updated in place (``storage.cards``) to say by whom, with no live button. It never
+repeats the secret and never revokes by itself. Each (message, key) is handled once, so a retried
+event (``X-Slack-Retry-Num``) or an edit that adds nothing new gives no second warning; the
+receipt and the ``key.leaked`` entry are one transaction.
 
 Only this app's own messages are ignored: a key printed by a CI bot, a webhook or another app is
 a leak like any other. Everything a message shows is scanned: its text, its blocks, attachments
@@ -100,8 +102,11 @@ def warn_about_leaks(store: Store, event: dict, client, bot_user_id: str | None,
         log.warning(fields(event="key_leaked", key_id=key.id, channel=channel, posted_by=poster, status=status))
         text, warning = blocks.leak_warning(key, message.get("user"), now)
         try:
-            client.chat_postMessage(channel=channel, thread_ts=message.get("thread_ts") or ts,
-                                    text=text, blocks=warning, unfurl_links=False)
+            posted = client.chat_postMessage(channel=channel, thread_ts=message.get("thread_ts") or ts,
+                                             text=text, blocks=warning, unfurl_links=False)
+            if posted.get("ts"):  # kept true: when the key is revoked or rotated, the warning says so
+                store.cards.keep([key.id], channel=posted.get("channel") or channel, ts=posted["ts"],
+                                 kind="leak_warning", context={"poster": message.get("user")})
         except SlackApiError as exc:
             log.warning(fields(event="leak_warning", channel=channel, outcome=exc.response.get("error")))
         except Exception as exc:  # the audit record and its alert are already safe
