@@ -85,6 +85,30 @@ def _duration(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _grace(text: str):
+    """``now`` (or 0), a Slack choice (``24 hours``) or a duration (``90m``, ``2d``), at most 30 days."""
+    from storage.rotation import GRACES, MAX_GRACE
+
+    cleaned = text.strip().lower()
+    if cleaned in ("now", "0", "0s"):
+        return GRACES["now"]
+    if cleaned in GRACES:
+        return GRACES[cleaned]
+    grace = _duration(text)
+    if grace > MAX_GRACE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_GRACE.days} days, got {text!r}")
+    return grace
+
+
+def _channel(text: str) -> str:
+    from storage.owners import check_channel
+
+    try:
+        return check_channel(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -198,6 +222,41 @@ def build_parser() -> argparse.ArgumentParser:
                                     "TRUNCATE, no trigger changes); run as the owner")
     q.add_argument("role", metavar="ROLE", help="an existing login role that does not own the tables")
 
+    p = sub.add_parser("rotate", help="replace a key: a new key now, the old one ends after a grace period",
+                       epilog=_examples(
+                           "apikeys rotate key_3hX9bQ2mZ7pL4tV8w --actor alice   # the old key works 24 more hours",
+                           "apikeys rotate key_3hX9bQ2mZ7pL4tV8w --actor alice --grace 1h --json",
+                           "apikeys rotate - --actor alice --grace now   # paste the leaked key; it stops at once"))
+    p.add_argument("key_id", metavar="KEY_ID|KEY|-",
+                   help="the key's id, the key itself, or - to read the key (or id) from standard input")
+    p.add_argument("--actor", required=True, metavar="WHO", help="who is rotating (name, email or Slack user ID)")
+    p.add_argument("--grace", type=_grace, default="24 hours", metavar="DURATION",
+                   help="how long the old key keeps working: now, 1h, 24h (the default), 7d, … up to 30d")
+    p.add_argument("--note", metavar="TEXT")
+    p.add_argument("--json", action="store_true", help="print the old key, the new key (with its secret) and the grace")
+
+    p = sub.add_parser("owners", help="owners' channels: where an owner's people are told about their keys",
+                       epilog=_examples("apikeys owners set payments-team --channel C012AB3CD --actor alice",
+                                        "apikeys owners list", "apikeys owners remove payments-team --actor alice"))
+    owners = p.add_subparsers(dest="owners_command", metavar="set|list|remove", parser_class=_Parser)
+    owners.required = True
+    q = owners.add_parser("set", help="tell OWNER's channel when one of its keys is revoked, rotated, leaked, "
+                          "used after revocation or about to expire (audited)")
+    q.add_argument("owner", metavar="OWNER")
+    q.add_argument("--channel", required=True, type=_channel, metavar="CHANNEL_ID", help="like C012AB3CD (invite the bot)")
+    q.add_argument("--actor", default=None, help="who is doing this (default: cli:<login>)")
+    q = owners.add_parser("list", help="list owners' channels")
+    q.add_argument("--json", action="store_true")
+    q = owners.add_parser("remove", help="stop telling OWNER's channel (audited)")
+    q.add_argument("owner", metavar="OWNER")
+    q.add_argument("--actor", default=None, help="who is doing this (default: cli:<login>)")
+
+    p = sub.add_parser("notify", help="send notices now", epilog=_examples("apikeys notify expiring"))
+    notify = p.add_subparsers(dest="notify_command", metavar="expiring", parser_class=_Parser)
+    notify.required = True
+    notify.add_parser("expiring", help="the expiry digest now: keys ending within 14, 3 or 1 days, each told once "
+                      "per threshold (the server also sends it daily at APIKEYS_EXPIRY_DIGEST_HOUR)")
+
     p = sub.add_parser("admins", help="who holds the admin role", epilog=_examples(
         "apikeys admins list", "apikeys admins add U012AB3CD --actor alice", "apikeys admins remove U012AB3CD"))
     admins = p.add_subparsers(dest="admins_command", metavar="list|add|remove", parser_class=_Parser)
@@ -277,8 +336,8 @@ def cmd_list(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _key_to_revoke(store: Store, given: str, err: TextIO) -> str:
-    """The id of the key to revoke: ``given`` is its id, the key itself, or ``-`` (either, on stdin).
+def _key_to_revoke(store: Store, given: str, err: TextIO, verb: str = "revoke") -> str:
+    """The id of the key to revoke (or rotate): ``given`` is its id, the key itself, or ``-`` (either, on stdin).
     The likeliest input in a breach is the leaked key itself: it is looked up by digest, and no
     message ever repeats it."""
     on_stdin = given == "-"
@@ -290,17 +349,17 @@ def _key_to_revoke(store: Store, given: str, err: TextIO) -> str:
         return given.strip()
     found = find_keys_in_text(given)  # the key inside quotes, 'Bearer …', 'API_KEY=…', a pasted line
     if len(found) > 1:
-        raise UsageError(f"that holds {len(found)} keys; revoke them one at a time; nothing was revoked")
+        raise UsageError(f"that holds {len(found)} keys; {verb} them one at a time; nothing changed")
     if not found:
         raise UsageError("that looks like one of our keys, but its checksum does not match (a typo, or a "
-                         "truncated copy?); nothing was revoked")
+                         "truncated copy?); nothing changed")
     given = found[0]
     key = store.keys.find_by_secret(given)
     if key is None:
-        raise UsageError("that is one of our keys in shape, but no key we issued; nothing was revoked")
+        raise UsageError("that is one of our keys in shape, but no key we issued; nothing changed")
     if not on_stdin:
-        err.write("apikeys: warning: the key is now in your shell history and visible in 'ps' (it is being revoked, "
-                  "so that no longer matters); next time use 'apikeys revoke -' and paste it on standard input\n")
+        err.write("apikeys: warning: the key is now in your shell history and visible in 'ps' (once it is "
+                  f"{verb}d, that matters less); next time use 'apikeys {verb} -' and paste it on standard input\n")
     return key.id
 
 
@@ -316,6 +375,61 @@ def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
     else:
         out.write(f"{key.id} ({key.name}, {key.masked}) was already revoked at {iso(key.revoked_at)} "
                   f"by {key.revoked_by}; nothing changed.\n")
+    return EXIT_OK
+
+
+def cmd_rotate(store: Store, args, out: TextIO, err: TextIO) -> int:
+    from storage.rotation import grace_label
+
+    key_id = _key_to_revoke(store, args.key_id, err, verb="rotate")
+    rotated = store.keys.rotate(key_id, actor=args.actor, via=Via.CLI, grace=args.grace, note=args.note)
+    old, new = rotated.old, rotated.new
+    if args.json:
+        _json(out, {"old": key_to_dict(old, utcnow()), "new": new.shown(), "grace": grace_label(rotated.grace),
+                    "old_ends_at": iso(old.revoked_at or old.expires_at)})
+        return EXIT_OK
+    ends = ("was revoked at once (reason rotation)" if old.revoked_at is not None
+            else f"keeps working until {iso(old.expires_at)} ({grace_label(rotated.grace)})")
+    out.write(f"Rotated {old.id} ({old.name}, {old.masked}, owner {old.owner}) to {new.key.id}; the old key {ends}.\n")
+    out.write("Copy the new key now; it is shown only once:\n")
+    out.write(new.secret + "\n")
+    return EXIT_OK
+
+
+def cmd_owners(store: Store, args, out: TextIO, err: TextIO) -> int:
+    actor = getattr(args, "actor", None) or _cli_actor()
+    if args.owners_command == "list":
+        entries = store.owners.list()
+        if args.json:
+            _json(out, [{"owner": e.owner, "channel_id": e.channel_id, "set_by": e.set_by, "set_at": iso(e.set_at)}
+                        for e in entries])
+        elif not entries:
+            out.write("No owner has a channel; everything goes to the audit channel only. "
+                      "'apikeys owners set OWNER --channel C…' adds one.\n")
+        else:
+            _table(out, ("OWNER", "CHANNEL", "SET BY", "SET AT"),
+                   [(e.owner, e.channel_id, e.set_by, iso(e.set_at)) for e in entries])
+    elif args.owners_command == "set":
+        if store.owners.set(args.owner, args.channel, actor=actor):
+            out.write(f"{args.owner.strip()} is told in {args.channel} from now on (invite the bot there: /invite @apikeys).\n")
+        else:
+            out.write(f"{args.owner.strip()} is already told in {args.channel}; nothing changed.\n")
+    else:
+        store.owners.remove(args.owner, actor=actor)
+        out.write(f"{args.owner.strip()} is no longer told in its channel.\n")
+    return EXIT_OK
+
+
+def cmd_notify(store: Store, args, out: TextIO, err: TextIO) -> int:
+    notices = store.expiry.send()
+    if not notices:
+        out.write("Nothing to send: no active key ends within 14 days that was not told already for its threshold"
+                  + ("" if store.audit.notify_channel else
+                     " (and with no APIKEYS_AUDIT_CHANNEL, only keys whose owner has a channel are told)") + ".\n")
+        return EXIT_OK
+    channels = sorted({n.channel for n in notices})
+    out.write(f"Queued {len(notices)} expiry notice{'s' if len(notices) != 1 else ''} to {', '.join(channels)}; "
+              "the server's deliverer posts them (retried until Slack takes them).\n")
     return EXIT_OK
 
 
@@ -523,10 +637,10 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-WRITES = {"create", "revoke", "admins", "leak"}  # commands that may append to the audit log
+WRITES = {"create", "revoke", "admins", "leak", "rotate", "owners", "notify"}  # may append to the audit log
 COMMANDS = {
     "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
-    "admins": cmd_admins, "db": cmd_db,
+    "admins": cmd_admins, "db": cmd_db, "rotate": cmd_rotate, "owners": cmd_owners, "notify": cmd_notify,
 }
 
 
@@ -564,7 +678,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             migrate.require_head(store.db)
         if args.command == "audit":
             return cmd_audit(store, args, out, err, settings)
-        writes = args.command in WRITES and getattr(args, "admins_command", None) != "list"
+        writes = (args.command in WRITES and getattr(args, "admins_command", None) != "list"
+                  and getattr(args, "owners_command", None) != "list")
         if writes and settings.audit_signer is None and store.audit.signed_through() is not None:
             err.write("apikeys: warning: APIKEYS_AUDIT_SIGNING_KEY is not set here, so this audit entry is not signed; "
                       "'apikeys audit --verify' reports it until a signed entry follows (give the CLI the server's key)\n")
