@@ -5,6 +5,7 @@ Skipped, with the reason, where no browser is installed (.ci/run installs one)."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -163,13 +164,13 @@ def test_list_cancel_revoke_with_reason_and_a_member_refused(playground, browser
     wait(browser, lambda d: not buttons(d, "Revoke Key") and "Revoked" not in pane_text(d, "channel"),
          "max's view without ada's private messages")
     send(browser, "/apikeys")
-    wait(browser, lambda d: len(buttons(d, "Revoke")) == 10, "max's list")
-    buttons(browser, "Revoke")[0].click()
-    wait(browser, lambda d: buttons(d, "Revoke Key"), "max's confirmation")
-    buttons(browser, "Revoke Key")[0].click()
-    wait(browser, lambda d: "Only apikeys admins" in pane_text(d, "channel"), "the refusal")
+    wait(browser, lambda d: "Active API keys" in pane_text(d, "channel"), "max's list")
+    assert not buttons(browser, "Revoke") and not buttons(browser, "Rotate"), "a member is shown buttons that change"
+    send(browser, "/apikeys revoke-owner payments")
+    wait(browser, lambda d: "Only apikeys admins" in pane_text(d, "channel") and "@ada" in pane_text(d, "channel"),
+         "the refusal, naming the admin to ask")
     assert store.keys.count_keys(status="revoked") == 2  # the demo's revoked key and ada's
-    wait(browser, lambda d: "Revoke refused" in pane_text(d, "audit"), "the refusal in the audit channel")
+    wait(browser, lambda d: "Command refused" in pane_text(d, "audit"), "the refusal in the audit channel")
     store.close()
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -177,6 +178,56 @@ def test_list_cancel_revoke_with_reason_and_a_member_refused(playground, browser
     wait(browser, lambda d: "Compromised" in pane_text(d, "channel"), "ada's view")
     browser.save_screenshot(str(ARTIFACTS / "playground.png"))
     assert (ARTIFACTS / "playground.png").stat().st_size > 10_000
+
+
+def test_rotate_in_the_playground_and_open_the_new_key_once_through_its_link(playground, browser, database_url):
+    """Rotate from the list, the owner's channel told, then the one-time link opened in the browser:
+    the page decrypts the key (WebCrypto, the key in the #fragment), the key verifies VALID, and a
+    second visit shows nothing."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(playground + "/playground")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
+    send(browser, "/apikeys owner payments")
+    wait(browser, lambda d: len(buttons(d, "Rotate")) == 3, "the payments keys with Rotate")
+    buttons(browser, "Rotate")[0].click()
+    wait(browser, lambda d: buttons(d, "Cancel Rotate Key") and buttons(d, "Rotate Key"), "the rotation confirmation")
+    grace = Select(browser.find_element(By.CSS_SELECTOR, "#channel select.bk"))
+    assert [o.text for o in grace.options][1:] == ["now", "1 hour", "24 hours", "7 days"]
+    assert grace.first_selected_option.text == "24 hours"
+    grace.select_by_visible_text("1 hour")
+    browser.find_element(By.CSS_SELECTOR, "#channel input.bk").send_keys("INC-42: moving to the vault")
+    buttons(browser, "Rotate Key")[0].click()
+    wait(browser, lambda d: d.find_elements(By.LINK_TEXT, "Open the new key"), "the result with the one-time link")
+    link = browser.find_element(By.LINK_TEXT, "Open the new key").get_attribute("href")
+    assert "/reveal/" in link and "#" in link
+    wait(browser, lambda d: "Key rotated" in pane_text(d, "audit"), "the audit post")
+    wait(browser, lambda d: "was rotated" in pane_text(d, "owners") and "@ada" in pane_text(d, "owners"),
+         "the post in the owner's channel")
+
+    store = open_store(database_url)
+    [rotated] = [k for k in store.keys.list_keys(status="active", owner="payments", limit=10).items if k.rotated_to]
+    [entry] = [e for e in store.audit.recent(limit=50) if e.action == "key.rotated"]
+    details = json.loads(entry.details)
+    assert details["grace"] == "1 hour" and details["note"] == "INC-42: moving to the vault"
+
+    browser.get(link)
+    wait(browser, lambda d: d.find_elements(By.ID, "show"), "the reveal page")
+    assert "shown once" in browser.find_element(By.TAG_NAME, "body").text
+    browser.find_element(By.ID, "show").click()
+    wait(browser, lambda d: d.find_element(By.ID, "out").text.startswith("apk_"), "the decrypted key")
+    secret = browser.find_element(By.ID, "out").text
+    assert "#" not in browser.current_url, "the fragment stays in the address bar"
+    result = store.keys.verify(secret)
+    assert result.code.value == "VALID" and result.key_id == rotated.rotated_to
+
+    browser.get("about:blank")  # else the same URL but for its #fragment is not loaded again
+    browser.get(link)
+    wait(browser, lambda d: "Link used up" in d.find_element(By.TAG_NAME, "body").text, "the second visit")
+    assert secret not in browser.page_source and not browser.find_elements(By.ID, "show")
+    assert "secret_revealed" in " ".join(e.action for e in store.audit.recent(limit=50))
+    store.close()
 
 
 def test_leak_watch_in_the_playground(playground, browser, database_url):

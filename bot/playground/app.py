@@ -49,13 +49,13 @@ from .sender import SlackSender
 from .slackstub import ADMIN_USER, MEMBER_USER, OTHER_WORKSPACE_USER, SlackStub
 
 STATIC = Path(__file__).resolve().parent / "static"
-INCIDENT, AUDIT = "C0INCIDENT", "C0AUDIT"
+INCIDENT, AUDIT, PAYMENTS = "C0INCIDENT", "C0AUDIT", "C0PAYMENTS"  # PAYMENTS: the owner "payments"' channel
 USERS = [
     {"id": ADMIN_USER, "name": "ada", "label": "ada (admin)"},
     {"id": MEMBER_USER, "name": "max", "label": "max (member)"},
     {"id": OTHER_WORKSPACE_USER, "name": "eve", "label": "eve (admin of another workspace)"},
 ]
-CHANNELS = {INCIDENT: {"name": "incident"}, AUDIT: {"name": "apikeys-audit"}}
+CHANNELS = {INCIDENT: {"name": "incident"}, AUDIT: {"name": "apikeys-audit"}, PAYMENTS: {"name": "payments-team"}}
 _ts = itertools.count(1)
 
 
@@ -100,6 +100,12 @@ class Conversation:
                     self._add(channel=body.get("channel", ""), author="bot", blocks=body.get("blocks"),
                               text=body.get("text", ""), ephemeral_for=None, thread_ts=body.get("thread_ts"),
                               ts=(call.response or {}).get("ts"))
+                elif call.method_name == "chat.update" and call.ok:  # a card kept true: edited in place
+                    body = call.body
+                    for message in self.messages:
+                        if message["channel"] == body.get("channel") and message["ts"] == body.get("ts"):
+                            message.update(blocks=body.get("blocks"), text=body.get("text", ""))
+                            self.version += 1
                 elif call.method_name == "chat.postEphemeral" and call.ok:
                     body = call.body
                     self._add(channel=body.get("channel", ""), author="bot", blocks=body.get("blocks"),
@@ -147,7 +153,9 @@ class Conversation:
             url = self.stub.response_url("click")
             self.by_url[url] = message["id"]
             message["_clicker"] = user
-        state = {block: {action: {"type": "static_select", "selected_option": option}
+        # As Slack sends it: a select's chosen option, a text input's value (the page sends {type, value}).
+        state = {block: {action: (option if option.get("type") == "plain_text_input"
+                                  else {"type": "static_select", "selected_option": option})
                          for action, option in actions.items() if option}
                  for block, actions in raw_state.items()}
         kwargs: dict[str, Any] = dict(user=user, team=self._team(user), channel=message["channel"], response_url=url,
@@ -356,6 +364,8 @@ def seed(store) -> str | None:
         created[name] = store.keys.create(name=name, owner=owner, actor="playground", expires_in=lifetime)[0]
     store.keys.revoke(created["deploy-bot"].key.id, actor="playground", via="cli", reason="rotation",
                       note="replaced by deploy-bot-v2")
+    # The owner "payments" is told in #payments-team: revoke or rotate one of its keys to see the post.
+    store.owners.set("payments", PAYMENTS, actor="playground")
     return created["search-indexer"].secret
 
 
@@ -436,6 +446,13 @@ def foreign_rows(database_url: str) -> str | None:
         db.dispose()
 
 
+def _browser_host(host: str) -> str:
+    """The host a browser on this machine uses for ``host`` (a wildcard address means localhost)."""
+    if host in ("0.0.0.0", "::"):
+        return "localhost"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (for the stand-in, which the worker starts)."""
     with socket.socket() as s:
@@ -493,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         "SLACK_BOT_TOKEN": f"xoxb-{secrets.token_urlsafe(32)}", "SLACK_SIGNING_SECRET": secrets.token_urlsafe(32),
         "APIKEYS_ADMINS": f"{ADMIN_USER},{OTHER_WORKSPACE_USER}", "APIKEYS_AUDIT_CHANNEL": AUDIT,
         "SLACK_API_URL": f"http://127.0.0.1:{stub_port}/api/",
+        # Rotation's one-time links point at this server (GET /reveal/<token>), opened in the same browser.
+        "APIKEYS_PUBLIC_URL": f"http://{_browser_host(args.host.strip())}:{args.port}",
         # A signing key of its own (thrown away on exit): the audit channel shows its witness lines.
         "APIKEYS_AUDIT_SIGNING_KEY": checkpoints.generate()[0],
     }
@@ -502,11 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                        signer=settings.audit_signer)
     demo = seed(store) if foreign is None else None
     store.close()
-    host = settings.host
-    if host in ("0.0.0.0", "::"):
-        host = "localhost"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"
+    host = _browser_host(settings.host)
     print(f"\n  apikeys playground: open http://{host}:{args.port}/playground\n"
           f"  database: {_shown(database_url)}\n"
           + (f"  a demo key to paste into a message (leak watch) or /apikeys find: {demo}\n" if demo else "")

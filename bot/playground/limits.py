@@ -38,6 +38,9 @@ LIMITS: dict[str, int] = {
     "option.text": 75,
     "option.value": 150,
     "option.description": 75,
+    "input.label": 2_000,             # plain_text only
+    "input.placeholder": 150,
+    "input.max_length": 3_000,        # a plain-text input's max_length
 }
 _BUTTON_STYLES = frozenset({"primary", "danger"})
 
@@ -114,6 +117,11 @@ def _check_element(problems: list[str], where: str, element: Any, action_ids: se
         initial = element.get("initial_option")
         if initial is not None and initial not in options:
             problems.append(f"{where}.initial_option: not one of the options")
+    elif kind == "plain_text_input":
+        _check_text(problems, f"{where}.placeholder", element.get("placeholder"), "input.placeholder", required=False)
+        length = element.get("max_length")
+        if length is not None and (not isinstance(length, int) or not 1 <= length <= LIMITS["input.max_length"]):
+            problems.append(f"{where}.max_length: {length!r}, Slack allows 1 to {LIMITS['input.max_length']:,}")
 
 
 def _check_block(problems: list[str], where: str, block: Any, block_ids: set[str]) -> None:
@@ -158,6 +166,17 @@ def _check_block(problems: list[str], where: str, block: Any, block_ids: set[str
                 _check_text(problems, f"{where}.elements[{i}]", element, "text_object")
     elif kind == "header":
         _check_text(problems, f"{where}.text", block.get("text"), "header.text")
+    elif kind == "input":
+        label = block.get("label")
+        if not isinstance(label, Mapping) or label.get("type") != "plain_text":
+            problems.append(f"{where}.label: an input block needs a plain_text label")
+        else:
+            _check_text(problems, f"{where}.label", label, "input.label")
+        element = block.get("element")
+        if not isinstance(element, Mapping) or element.get("type") not in ("plain_text_input", "static_select"):
+            problems.append(f"{where}.element: an input block needs one input element")
+        else:
+            _check_element(problems, f"{where}.element", element, action_ids)
 
 
 def slack_limit_problems(payload: Any) -> list[str]:
@@ -169,7 +188,8 @@ def slack_limit_problems(payload: Any) -> list[str]:
     characters, at most 10 fields of at most 2,000; at most 10 context and 25 actions elements;
     action ids at most 255 characters and unique in their block; button text 1 to 75 characters,
     value at most 2,000, style primary or danger; static selects with 1 to 100 options whose text
-    is at most 75 characters and value at most 150 (``initial_option`` one of them); and the
+    is at most 75 characters and value at most 150 (``initial_option`` one of them); input blocks
+    with a plain_text label and a plain-text input (placeholder at most 150, max_length 1 to 3,000); and the
     message ``text`` at most 4,000 characters (what Slack recommends; it truncates at 40,000).
     The stub answers ``invalid_blocks`` when the blocks break a limit, as Slack does.
     """
