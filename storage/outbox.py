@@ -55,6 +55,9 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=2 ** min(attempts - 1, 16)), MAX_BACKOFF)
 
 
+SENDING_LEASE = timedelta(minutes=5)
+
+
 class Outbox:
     def __init__(self, db: Database):
         self.db = db
@@ -92,6 +95,18 @@ class Outbox:
                 .values(claimed_until=now + lease, claimed_by=worker)
             )
             return [Claimed(r.id, r.topic, r.channel, json.loads(r.payload), r.attempts) for r in rows]
+
+    def renew(self, message_id: int, worker: str, *, lease: timedelta = SENDING_LEASE) -> bool:
+        """Hold ``message_id`` for ``lease``, right before sending it (longer than any one send, retries and
+        429 waits included); False when the batch's lease ran out and another deliverer may have taken
+        it: then this one must not send it, or it would go out twice."""
+        now = utcnow()
+        with self.db.write() as session:
+            held = session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == message_id, OutboxMessage.claimed_by == worker,
+                                            OutboxMessage.claimed_until >= now, OutboxMessage.delivered_at.is_(None))
+                .values(claimed_until=now + lease).returning(OutboxMessage.id)).first()
+        return held is not None
 
     def delivered(self, message_id: int, worker: str) -> None:
         with self.db.write() as session:

@@ -450,3 +450,40 @@ def test_apikeys_notify_expiring_queues_the_digest_once(run_cli):
     first = run_cli("notify", "expiring")
     assert first.code == 0 and "Queued 1 expiry notice to C0PAYMENTS" in first.out
     assert "Nothing to send" in run_cli("notify", "expiring").out
+
+
+# ======================================================================= the outbox under a slow Slack
+
+
+def test_a_post_whose_lease_ran_out_is_left_to_the_deliverer_that_took_it(database_url: str):
+    """Deliverer A claims a batch; Slack is so slow on the first post that the lease runs out and B
+    takes the rest. A must not send what B now holds: each post goes out once."""
+    from bot.slack.delivery import Deliverer
+    from storage import open_store
+
+    from .helpers import RecordingClient
+
+    store = open_store(database_url, bootstrap_admins=[ADMIN], notify_channel="C0AUDIT")
+    try:
+        with freeze_time("2030-01-01 10:00:00") as frozen:
+            for name in ("one", "two", "three"):
+                seed(store, name)
+            b_client = RecordingClient()
+            b = Deliverer(store, b_client)
+
+            class Slow(RecordingClient):
+                def chat_postMessage(self, **kwargs):  # noqa: N802
+                    if not self.posts:
+                        frozen.tick(timedelta(seconds=61))  # the lease of A's batch runs out …
+                        while b.deliver_due():  # … and B takes what is left
+                            pass
+                    return super().chat_postMessage(**kwargs)
+
+            a_client = Slow()
+            a = Deliverer(store, a_client)
+            assert a.deliver_due()
+            texts = [p["text"] for p in a_client.posts + b_client.posts]
+            assert len(texts) == 3 and len(set(texts)) == 3, texts
+            assert len(a_client.posts) == 1 and len(b_client.posts) == 2
+    finally:
+        store.close()

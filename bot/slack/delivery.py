@@ -92,6 +92,11 @@ class Deliverer:
         for item in claimed:
             if self._stop.is_set():
                 break
+            # A batch can outlive its lease (Slack slow, 429s): another deliverer may then have taken
+            # the rest, so each post is held again just before it is sent, or left to that one.
+            if not self.store.outbox.renew(item.id, self.worker):
+                log.info(fields(event="audit_post", outbox_id=item.id, outcome="lease_lost"))
+                continue
             self._deliver(item)
         return bool(claimed)
 
