@@ -284,6 +284,7 @@ def render_all(text: str, *, name: str, owner: str, actor: str, note: str, keys:
         "key_list (revoked, expired, rotating)": blocks.key_list(KeyPage([revoked, expired, rotating], None, None), view,
                                                                  total=3, now=NOW, admin=True),
         "confirm_rotate": blocks.confirm_rotate(active[0], view, issued_at=1, public_url_missing=True),
+        "confirm_rotate (leaked)": blocks.confirm_rotate(active[0], view, issued_at=1, leaked=True),
         "rotate_result": blocks.rotate_result(rotating, active[0], "https://apikeys.example.com/reveal/" + "t" * 32
                                               + "#" + "k" * 43, NOW, view),
         "rotate_notice_text": blocks.rotate_notice_text(rotating),

@@ -487,3 +487,34 @@ def test_a_post_whose_lease_ran_out_is_left_to_the_deliverer_that_took_it(databa
             assert len(a_client.posts) == 1 and len(b_client.posts) == 2
     finally:
         store.close()
+
+
+def test_a_grace_this_app_did_not_offer_is_refused_and_changes_nothing(rotating: World, store: Store):
+    key = seed(store, "billing-api")
+    card, thread = open_rotation(rotating, key)
+    answer = click(rotating, card, "Rotate Key", thread=thread, state=rotation_state(card, "30 days"))
+    assert "Not rotated" in shown(answer)
+    rotating.settle()
+    assert store.keys.get(key.id).rotated_to is None and events(store, "key.rotate_denied")
+
+
+def test_rotating_a_key_found_leaked_preselects_now_and_says_why(rotating: World, store: Store):
+    key = seed(store, "billing-api")
+    mark = rotating.stub.mark()
+    rotating.sender.event({"type": "message", "channel": GENERAL, "user": MEMBER, "text": f"key {key.secret}",
+                           "ts": "1700000400.000400"})
+    wait_audit_post(rotating.stub, "Key leaked", since=mark)
+    card, _ = open_rotation(rotating, key)
+    [grace] = [b["accessory"] for b in card["blocks"] if b.get("block_id") == "apikeys_grace"]
+    assert grace["initial_option"]["value"] == "now" and "found leaked" in shown(card)
+
+
+def test_when_the_card_cannot_be_answered_the_link_goes_to_the_admin_directly(rotating: World, store: Store):
+    key = seed(store, "billing-api")
+    card, thread = open_rotation(rotating, key)
+    rotating.stub.fail_next("response", status=404, times=3)  # the response_url is gone
+    mark = rotating.stub.mark()
+    send_click(rotating, card, "Rotate Key", thread=thread, state=rotation_state(card, "1 hour"))
+    direct = rotating.stub.wait_for_api("chat.postMessage", lambda c: c.body["channel"] == ADMIN, since=mark)
+    _, _, secret = open_link(rotating, direct.body)
+    assert store.keys.verify(secret).code.value == "VALID"

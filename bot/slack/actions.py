@@ -17,7 +17,7 @@ import time
 from slack_bolt import Ack, App, BoltContext, BoltResponse
 from slack_sdk.errors import SlackApiError
 
-from storage import KeyNotFound, KeyStatus, Store
+from storage import Action, KeyNotFound, KeyStatus, Store
 from storage.errors import InvalidInput
 from storage.keys import check_reason
 from storage.revocation import Via
@@ -213,9 +213,10 @@ def open_rotation(ack: Ack, body: dict, context: BoltContext) -> None:
         text = f":information_source: *{blocks.esc(key.name)}* `{key.masked}` cannot be rotated: {why}. Nothing changed."
         context["reply"].send(response_url, replace=False, text="Not rotated", blocks=blocks.text_message(text))
         return
+    leaked = any(e.action == Action.KEY_LEAKED for e in context["store"].audit.recent(limit=200, key_id=key.id))
     context["reply"].send(response_url, replace=_in_place(body), text=f"Rotate {key.name}?",
                           blocks=blocks.confirm_rotate(key, action.view, issued_at=int(time.time()),
-                                                       public_url_missing=not context.get("public_url")))
+                                                       public_url_missing=not context.get("public_url"), leaked=leaked))
 
 
 @guarded
@@ -296,11 +297,15 @@ def confirm_rotation(ack: Ack, body: dict, context: BoltContext, client) -> None
     action: KeyAction = context["value"]
     key = context["subject"].key
     public_url = context.get("public_url")
-    if not public_url:
-        deny(context, body, "the one-time link needs APIKEYS_PUBLIC_URL. " + blocks.PUBLIC_URL_MISSING.split(": ", 1)[1],
-             context["subject"])
+    if not public_url:  # a setting missing, not a refusal: said, nothing changed
+        context["reply"].send(body.get("response_url"), replace=False, text="Not rotated",
+                              blocks=blocks.text_message(f"{blocks.PUBLIC_URL_MISSING} Not rotated; nothing changed."))
         return
-    grace = GRACES.get(_selected(body, BlockId.GRACE, ActionId.GRACE) or DEFAULT_GRACE, GRACES[DEFAULT_GRACE])
+    chosen = _selected(body, BlockId.GRACE, ActionId.GRACE) or DEFAULT_GRACE
+    if chosen not in GRACES:  # not a choice this app offered
+        deny(context, body, NOT_RENDERED, context["subject"])
+        return
+    grace = GRACES[chosen]
 
     def seal(session, new_id: str, secret: str, now):
         return store.reveals.seal(session, key_id=new_id, secret=secret, for_user=actor.user_id, now=now)
@@ -313,10 +318,22 @@ def confirm_rotation(ack: Ack, body: dict, context: BoltContext, client) -> None
         return
     log.info(fields(event="rotate", key_id=key.id, new_key_id=rotated.new.key.id, actor=actor.user_id,
                     grace=int(grace.total_seconds())))
-    context["reply"].send(body.get("response_url"), replace=True, text=f"Rotated {key.name}",
-                          blocks=blocks.rotate_result(rotated.old, rotated.new.key, rotated.sealed.link(public_url),
-                                                      rotated.sealed.expires_at, action.view))
+    result = blocks.rotate_result(rotated.old, rotated.new.key, rotated.sealed.link(public_url),
+                                  rotated.sealed.expires_at, action.view)
+    if not context["reply"].send(body.get("response_url"), replace=True, text=f"Rotated {key.name}", blocks=result):
+        _link_directly(client, actor.user_id, key.name, result)
     _post_notice(store, client, actor.channel_id, blocks.rotate_notice_text(rotated.old))
+
+
+def _link_directly(client, user_id: str, name: str, result: list[dict]) -> None:
+    """The card could not be answered (its response_url failed): the link must still reach the admin,
+    or nobody holds the new key. Sent straight to them, never through the outbox (which is stored)."""
+    try:
+        client.chat_postMessage(channel=user_id, text=f"Rotated {name}", blocks=result, unfurl_links=False)
+        log.warning(fields(event="rotate_link", user=user_id, outcome="sent_by_direct_message"))
+    except Exception as exc:
+        log.error(fields(event="rotate_link", user=user_id, outcome="undelivered", error=type(exc).__name__,
+                         action="the link expires unviewed in 15 minutes and the admin is told; rotate again"))
 
 
 @guarded

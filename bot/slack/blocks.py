@@ -254,11 +254,14 @@ def _grace_options() -> list[Option]:
     return [Option(value=label, label=label) for label in GRACES]
 
 
-def confirm_rotate(key: ApiKey, view: ListView, *, issued_at: int, public_url_missing: bool = False) -> list[dict]:
-    """``Rotate``: the key, the grace period (default 24 hours), a note, ``Cancel Rotate Key`` / ``Rotate Key``."""
+def confirm_rotate(key: ApiKey, view: ListView, *, issued_at: int, public_url_missing: bool = False,
+                   leaked: bool = False) -> list[dict]:
+    """``Rotate``: the key, the grace period (default 24 hours; ``now`` for a key found leaked), a note,
+    ``Cancel Rotate Key`` / ``Rotate Key``."""
     options = _grace_options()
+    initial = "now" if leaked else DEFAULT_GRACE
     select = StaticSelectElement(action_id=ActionId.GRACE.value, placeholder="Grace period", options=options,
-                                 initial_option=next(o for o in options if o.value == DEFAULT_GRACE))
+                                 initial_option=next(o for o in options if o.value == initial))
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(
             text=f":repeat: *Rotate {esc(key.name)}?*\nA replacement key is made now (same name, owner and lifetime). "
@@ -269,6 +272,10 @@ def confirm_rotate(key: ApiKey, view: ListView, *, issued_at: int, public_url_mi
                      accessory=select),
         note_input(),
     ]
+    if leaked:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=(
+            ":rotating_light: This key was found leaked: whoever saw it can use it for as long as the grace "
+            "period lasts, so `now` is chosen. Choose a grace only if you know it was not copied."))]))
     if public_url_missing:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=PUBLIC_URL_MISSING)]))
     blocks.append(ActionsBlock(block_id=BlockId.CONFIRM_ACTIONS.value, elements=[
@@ -293,9 +300,10 @@ def rotate_result(old: ApiKey, new: ApiKey, link: str, link_expires: datetime, v
             text=f":white_check_mark: Rotated *{esc(old.name)}* (owner {esc(old.owner)}).\n"
                  f"New key `{new.id}` `{new.masked}`; the old key `{old.masked}` {ends}.")),
         SectionBlock(text=MarkdownTextObject(
-            text=f":closed_lock_with_key: <{link}|Open the new key> — a one-time link for you only: it shows the key "
-                 f"once, then never again, and expires {when(link_expires)} (15 minutes). Put the key in the "
-                 "service's secret store, deploy, and the old key can end.")),
+            text=f":closed_lock_with_key: <{link}|Open the new key> — a one-time link: it shows the key once, to "
+                 f"whoever opens it first, then never again, and expires {when(link_expires)} (15 minutes). Open it "
+                 "yourself and do not forward it; put the key in the service's secret store, deploy, and the old "
+                 "key can end.")),
         _back_to_list(view, new),
     ])
 

@@ -42,10 +42,12 @@ def _rotated(event: AuditEvent, d: dict) -> str:
         ends = f"The old key keeps working until {when(_parse_iso(d.get('ends_at')))} ({esc(d.get('grace', ''))})."
     note = f" Note: “{esc(d['note'])}”." if d.get("note") else ""
     holder = who(event.actor)
+    how = ("it was printed once on their command line" if d.get("via") == "cli"
+           else "through a one-time link made for them")
     return (f":repeat: {_key(d)} was *rotated* by {holder} {when(event.at)}. Its replacement is "
             f"`{esc(d.get('new_key_id', ''))}` `{esc(d.get('new_key', ''))}`. {ends}{note}\n*What now:* {holder} "
-            "holds the new key (a one-time link only they can open): get it from them through your secret store, "
-            "deploy it, and check that nothing still uses the old one.")
+            f"holds the new key ({how}): get it from them through your secret store, deploy it, and check that "
+            "nothing still uses the old one.")
 
 
 def _leaked(event: AuditEvent, d: dict) -> str:
