@@ -212,6 +212,11 @@ def test_rotate_in_the_playground_and_open_the_new_key_once_through_its_link(pla
     details = json.loads(entry.details)
     assert details["grace"] == "1 hour" and details["note"] == "INC-42: moving to the vault"
 
+    browser.get(link[:-6])  # a link cut short: said so, and nothing is used up
+    wait(browser, lambda d: d.find_elements(By.ID, "show"), "the reveal page")
+    browser.find_element(By.ID, "show").click()
+    wait(browser, lambda d: "damaged" in d.find_element(By.ID, "note").text, "the damaged link, told")
+    browser.get("about:blank")
     browser.get(link)
     wait(browser, lambda d: d.find_elements(By.ID, "show"), "the reveal page")
     assert "shown once" in browser.find_element(By.TAG_NAME, "body").text

@@ -49,6 +49,16 @@ if (!fragment) {
 }
 button.addEventListener("click", async () => {
   button.disabled = true;
+  let key;
+  try {  // the key first: a link cut short must not use up the only copy
+    const raw = b64(fragment);
+    if (raw.length !== 32) throw new Error("length");
+    key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
+  } catch (error) {
+    note.textContent = "This link is damaged: the part after # was cut short or changed. Nothing was used up: " +
+                       "open the whole link from Slack.";
+    return;
+  }
   note.textContent = "Opening…";
   try {
     const answer = await fetch(location.pathname, {method: "POST", headers: {"X-Apikeys-Reveal": "1"},
@@ -56,7 +66,6 @@ button.addEventListener("click", async () => {
     const body = await answer.json();
     if (!answer.ok) { note.textContent = body.error; return; }
     const raw = b64(body.ciphertext);
-    const key = await crypto.subtle.importKey("raw", b64(fragment), "AES-GCM", false, ["decrypt"]);
     const plain = await crypto.subtle.decrypt({name: "AES-GCM", iv: raw.slice(0, 12)}, key, raw.slice(12));
     out.textContent = new TextDecoder().decode(plain);
     out.hidden = false;
