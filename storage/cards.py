@@ -77,7 +77,11 @@ class Cards:
                                  context=json.dumps(context, sort_keys=True), created_at=utcnow())
                 session.add(ref)
                 session.flush()
-                if _changed(session.get(ApiKey, key_id)):
+                # Read under a share lock (PostgreSQL): a revocation committing meanwhile either waits for
+                # this reference (and queues its update) or is seen here; never neither.
+                key = session.get(ApiKey, key_id, with_for_update={"read": True} if self.db.dialect == "postgresql"
+                                  else None)
+                if _changed(key):
                     self._enqueue(session, ref.id, key_id, channel)
                     queued += 1
         return queued
@@ -98,9 +102,14 @@ class Cards:
         self.audit.outbox.enqueue(session, topic=CARD_TOPIC, channel=channel, payload={"ref": ref_id, "key_id": key_id})
 
     def _update_cards(self, session: Session, appended: Sequence[Appended]) -> None:
+        """One update per message (a GitHub alert's post may show twenty keys revoked together): the
+        message is rendered again from all it shows."""
         key_ids = sorted({e.key_id for e in appended if e.action in UPDATED_BY and e.key_id})
+        queued: set[tuple[str, str]] = set()
         for start in range(0, len(key_ids), 500):
-            for ref_id, key_id, channel in session.execute(
-                    select(MessageRef.id, MessageRef.key_id, MessageRef.channel)
+            for ref_id, key_id, channel, ts in session.execute(
+                    select(MessageRef.id, MessageRef.key_id, MessageRef.channel, MessageRef.ts)
                     .where(MessageRef.key_id.in_(key_ids[start:start + 500])).order_by(MessageRef.id)):
-                self._enqueue(session, ref_id, key_id, channel)
+                if (channel, ts) not in queued:
+                    queued.add((channel, ts))
+                    self._enqueue(session, ref_id, key_id, channel)

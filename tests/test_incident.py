@@ -518,3 +518,55 @@ def test_when_the_card_cannot_be_answered_the_link_goes_to_the_admin_directly(ro
     direct = rotating.stub.wait_for_api("chat.postMessage", lambda c: c.body["channel"] == ADMIN, since=mark)
     _, _, secret = open_link(rotating, direct.body)
     assert store.keys.verify(secret).code.value == "VALID"
+
+
+def test_a_post_showing_several_keys_revoked_together_is_updated_once(world: World, store: Store):
+    keys = [seed(store, f"svc-{i}") for i in range(3)]
+    mark = world.stub.mark()
+    world.app_store.leaks.report([Match(token=k.secret, url=f"https://github.com/acme/app/blob/main/{i}.env")
+                                  for i, k in enumerate(keys)], actor="ops", policy="alert", via="cli")
+    post = wait_audit_post(world.stub, "found in public", since=mark)
+    wait_until(lambda: all(store.cards.of_key(k.id) for k in keys), "the post's references kept")
+    from storage.keys import encode_cursor
+
+    newest = world.app_store.keys.list_keys(status="active", owner="payments", limit=1).items[0]
+    mark = world.stub.mark()
+    world.app_store.keys.revoke_owner("payments", up_to=encode_cursor(newest), actor="alice", via="cli")
+    updated = world.stub.wait_for_api("chat.update", lambda c: c.body["ts"] == post.response["ts"], since=mark)
+    assert not find_buttons(updated.body, "Revoke") and "3 revoked or rotated since" in shown(updated.body)
+    wait_until(lambda: all(r.delivered_at is not None for r in _outbox(store)), "every post done")
+    assert len(world.stub.api_calls("chat.update")) == 1
+
+
+def test_a_card_update_that_keeps_failing_or_names_nothing_is_given_up(database_url: str):
+    from slack_sdk.errors import SlackApiError
+    from sqlalchemy import update
+
+    from bot.slack.delivery import CARD_ATTEMPTS, Deliverer
+    from storage import open_store
+    from storage.outbox import OutboxMessage
+
+    class Refusing:
+        calls = 0
+
+        def chat_update(self, **kwargs):
+            Refusing.calls += 1
+            raise SlackApiError("no", {"ok": False, "error": "not_in_channel"})
+
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    try:
+        key = seed(store, "billing-api")
+        store.cards.keep([key.id], channel=GENERAL, ts="1700000500.000500", kind="leak_warning", context={})
+        with store.db.write() as session:
+            store.outbox.enqueue(session, topic="card", channel=GENERAL, payload={"ref": 10**9, "key_id": key.id})
+        store.keys.revoke(key.id, actor="alice", via="cli")
+        deliverer = Deliverer(store, Refusing())
+        deliverer.deliver_due()  # the reference to nothing: done; the real one: failed once
+        assert [(r.payload, r.delivered_at is None) for r in _outbox(store)][0][1] is False
+        with store.db.write() as session:  # it has failed all but once already
+            session.execute(update(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
+                            .values(attempts=CARD_ATTEMPTS - 1, next_attempt_at=OutboxMessage.created_at))
+        deliverer.deliver_due()
+        assert all(r.delivered_at is not None for r in _outbox(store)) and Refusing.calls == 2
+    finally:
+        store.close()

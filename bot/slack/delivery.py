@@ -19,7 +19,7 @@ import uuid
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from storage import Store
+from storage import KeyNotFound, Store
 from storage.audit import AUDIT_TOPIC
 from storage.cards import CARD_TOPIC
 from storage.expiry import EXPIRY_TOPIC
@@ -35,6 +35,7 @@ log = logging.getLogger("apikeys.delivery")
 CHANNEL_PROBLEMS = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action"}
 # chat.update errors that no retry can mend: the message was deleted, or is too old or not ours to edit.
 GONE = {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found", "is_archived"}
+CARD_ATTEMPTS = 10  # a card update failing otherwise is given up after this many tries (about 30 minutes)
 
 
 class Nothing(Exception):
@@ -114,8 +115,10 @@ class Deliverer:
             pass
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
-            if item.topic == CARD_TOPIC and error in GONE:  # the message is gone or frozen: nothing to keep true
-                log.info(fields(event="card_update", outbox_id=item.id, channel=item.channel, outcome=error))
+            if item.topic == CARD_TOPIC and (error in GONE or item.attempts + 1 >= CARD_ATTEMPTS):
+                # the message is gone or frozen, or keeps failing: nothing more to keep true
+                log.warning(fields(event="card_update", outbox_id=item.id, channel=item.channel, outcome=error,
+                                   attempts=item.attempts + 1))
             else:
                 self._failed(item, error)
                 if error in CHANNEL_PROBLEMS:
@@ -164,10 +167,13 @@ class Deliverer:
 
     def _update_card(self, item) -> None:
         """Render a kept message again from what it shows now, and ``chat.update`` it in place."""
-        ref = self.store.cards.get(item.payload["ref"])
+        ref = self.store.cards.get(item.payload.get("ref")) if isinstance(item.payload.get("ref"), int) else None
         if ref is None:
             raise Nothing()
-        key = self.store.keys.get(ref.key_id)
+        try:
+            key = self.store.keys.get(ref.key_id)
+        except KeyNotFound:  # keys are never deleted; a reference to no key is nothing to update
+            raise Nothing() from None
         if ref.kind == "leak_warning":
             text, new_blocks = blocks.leak_warning(key, ref.context.get("poster"), utcnow())
         else:
