@@ -632,6 +632,12 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
                   "the audit log are not guarded; find out who did it ('apikeys audit --verify'), then run "
                   "'apikeys db upgrade' as the owning role to put them back\n")
         return EXIT_NEGATIVE
+    missing = grants.missing_privileges(store.db)
+    if missing:
+        role = grants.current_role(store.db)
+        out.write(f"revision {current}, but the role {role} lacks {', '.join(missing)}: the server refuses to start "
+                  f"like this; as the tables' owner run 'apikeys db grant {role}'\n")
+        return EXIT_NEGATIVE
     out.write(f"revision {current}; up to date; all {integrity.trigger_count(store.db)} permanence triggers present "
               "and enabled\n")
     return EXIT_OK

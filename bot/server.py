@@ -157,6 +157,27 @@ def main() -> int:
     return run_server(settings)
 
 
+def _runtime_privileges(settings: Settings, owner, store) -> str | None:
+    """A migration can add a table the runtime role was never granted: every revocation would then fail.
+    With the owner's URL (DATABASE_MIGRATION_URL) the start grants it, as 'apikeys db grant' would;
+    without it the server refuses to start, naming what is missing. Returns what was granted, if anything."""
+    missing = grants.missing_privileges(store.db)
+    if not missing:
+        return None
+    role = grants.current_role(store.db)
+    if not settings.database_migration_url or grants.current_role(owner.db) == role:
+        raise StorageError(f"the database role {role} lacks {', '.join(missing[:4])}"
+                           f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}, so keys could not be "
+                           f"revoked or checked: as the tables' owner run 'apikeys db grant {role}' (after every "
+                           "upgrade), or set DATABASE_MIGRATION_URL so that the start grants it")
+    grants.grant_runtime(owner.db, role)
+    still = grants.missing_privileges(store.db)
+    if still:
+        raise StorageError(f"the database role {role} still lacks {', '.join(still)} after 'apikeys db grant {role}'")
+    return (f"granted the runtime role {role} what the new schema needs ({', '.join(missing)}), "
+            "as 'apikeys db grant' does")
+
+
 def run_server(settings: Settings, wrap=None) -> int:
     """Apply migrations, then serve until SIGTERM/SIGINT. ``wrap(app, settings) -> app``, when
     given, is applied to the application in each worker after ``create_app``."""
@@ -171,12 +192,15 @@ def run_server(settings: Settings, wrap=None) -> int:
     try:
         # Migrations as the owning role when one is given (DATABASE_MIGRATION_URL); the workers use DATABASE_URL.
         owner = open_store(settings.database_migration_url or settings.database_url, create_schema=True)
-        owner.close()
-        store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False)
         try:
-            too_strong = grants.owner_warning(store.db)
+            store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False)
+            try:
+                too_strong = grants.owner_warning(store.db)
+                granted = _runtime_privileges(settings, owner, store)
+            finally:
+                store.close()
         finally:
-            store.close()
+            owner.close()
         if settings.socket_mode:
             from .slack.socket import SocketModeProcess
 
@@ -195,6 +219,8 @@ def run_server(settings: Settings, wrap=None) -> int:
         return 2
     if too_strong:
         log.warning("%s", too_strong)
+    if granted:
+        log.info("%s", granted)
     if not settings.slack_enabled:
         log.info("Slack is off (SLACK_BOT_TOKEN is not set); serving the key API only")
     if settings.audit_signer is None:

@@ -12,6 +12,7 @@ import re
 
 from sqlalchemy import text
 
+from . import migrate
 from .db import Database
 from .errors import InvalidInput
 
@@ -26,6 +27,10 @@ RUNTIME_PRIVILEGES = {
     "outbox": ("SELECT", "INSERT", "UPDATE"),
     "receipts": ("SELECT", "INSERT"),
     "revoked_key_uses": ("SELECT", "INSERT", "UPDATE"),
+    "owner_channels": ("SELECT", "INSERT", "UPDATE", "DELETE"),  # an owner's channel is set, moved and cleared
+    "message_refs": ("SELECT", "INSERT"),  # the cards to keep true: recorded, read
+    "reveals": ("SELECT", "INSERT", "UPDATE"),  # a one-time link: sealed, then its ciphertext cleared (viewed, expired)
+    "expiry_notices": ("SELECT", "INSERT"),  # which warnings were sent: claimed once
     "alembic_version": ("SELECT",),
 }
 _ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -44,6 +49,9 @@ def grant_runtime(db: Database, role: str) -> list[str]:
     if not _ROLE_RE.match(role or ""):
         raise InvalidInput("ROLE must be a PostgreSQL role name (letters, digits and underscores)")
     with db.write() as session:
+        # Replicas starting together grant at once: they queue on the migrations' lock (PostgreSQL would
+        # otherwise fail one GRANT with "tuple concurrently updated").
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": migrate.LOCK_ID})
         found = session.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
         if found is None:
             raise InvalidInput(f"there is no PostgreSQL role {role}: create it first (CREATE ROLE {role} LOGIN "
@@ -72,6 +80,37 @@ def grant_runtime(db: Database, role: str) -> list[str]:
         for statement in statements:
             session.execute(text(statement))
     return statements
+
+
+def current_role(db: Database) -> str | None:
+    """The PostgreSQL role this connection runs as (None on SQLite)."""
+    if db.dialect != "postgresql":
+        return None
+    with db.read() as session:
+        return session.execute(text("SELECT current_user")).scalar()
+
+
+def missing_privileges(db: Database) -> list[str]:
+    """What this connection's role lacks of RUNTIME_PRIVILEGES on the tables that exist, as
+    ``"SELECT on owner_channels"``; empty on SQLite, for an owner, and once ``grant_runtime`` ran
+    after the newest migration. A table a migration added is missing until it is granted again."""
+    if db.dialect != "postgresql":
+        return []
+    with db.read() as session:
+        present = set(session.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(:t)"),
+            {"t": list(RUNTIME_PRIVILEGES)}).scalars())
+        missing = []
+        for table, privileges in RUNTIME_PRIVILEGES.items():
+            if table not in present:
+                continue
+            for privilege in privileges:
+                allowed = session.execute(text(
+                    "SELECT has_table_privilege(current_user, quote_ident(current_schema()) || '.' || quote_ident(:t), "
+                    ":p)"), {"t": table, "p": privilege}).scalar()
+                if not allowed:
+                    missing.append(f"{privilege} on {table}")
+    return missing
 
 
 def owner_warning(db: Database) -> str | None:

@@ -4,9 +4,10 @@ needs, and that role cannot disable a trigger, drop one, truncate or rewrite the
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -52,6 +53,20 @@ def test_the_runtime_role_does_everything_the_server_does(runtime_role, database
         store.admins.add("UREAL0002", actor=ADMIN)
         store.admins.remove("UREAL0001", actor=ADMIN)
         assert store.outbox.backlog()[0] >= 1
+        # the incident workflow: owners' channels, rotation with a one-time link, cards kept true, the expiry digest
+        assert store.owners.set("ops", "C0OPS", actor=ADMIN)
+        assert store.owners.set("ops", "C0OPS2", actor=ADMIN)
+        other = store.keys.create(name="svc2", owner="ops", actor=ADMIN, expires_in=timedelta(days=5))[0]
+        assert store.cards.keep([other.key.id], channel="C0INC", ts="1.000001", kind="list", context={}) >= 0
+        seal = lambda session, key_id, secret, now: store.reveals.seal(  # noqa: E731
+            session, key_id=key_id, secret=secret, for_user=ADMIN, now=now)
+        rotated = store.keys.rotate(other.key.id, actor=ADMIN, via="cli", grace=timedelta(hours=1), seal=seal)
+        assert store.reveals.look(rotated.sealed.token).state == "sealed"
+        assert store.reveals.open(rotated.sealed.token).state == "opened"
+        assert store.cards.of_key(other.key.id)
+        store.expiry.send()
+        store.reveals.sweep()
+        store.owners.remove("ops", actor=ADMIN)
         outcome = SelfCheck(store.db, store.audit, public_key=signer.public_raw).run()
         assert outcome.findings == []
         assert grants.owner_warning(store.db) is None
@@ -114,8 +129,53 @@ def test_the_server_warns_when_its_role_owns_the_tables_and_not_as_the_runtime_r
         server.stop()
 
 
+def test_every_table_the_server_creates_has_its_runtime_privileges(store):
+    """A table added without its line in RUNTIME_PRIVILEGES would be denied to the runtime role in production."""
+    tables = set(inspect(store.db.write_engine).get_table_names())
+    assert tables - set(grants.RUNTIME_PRIVILEGES) == set()
+
+
 def test_grant_on_sqlite_says_what_to_do_instead(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     open_store(url).close()
     result = cli_runner(url)("db", "grant", "someone")
     assert result.code == 2 and "for PostgreSQL" in result.err
+
+
+def _as_if_a_migration_added_a_table(database_url: str, role: str) -> None:
+    """What an upgrade leaves behind: a table the runtime role was never granted."""
+    owner = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text(f"REVOKE ALL ON TABLE owner_channels FROM {role}"))
+    owner.dispose()
+
+
+def test_a_runtime_role_missing_a_new_table_stops_the_start_and_db_status_names_it(runtime_role, database_url,
+                                                                                    tmp_path):
+    role, url = runtime_role
+    assert cli_runner(database_url)("db", "grant", role).code == 0
+    _as_if_a_migration_added_a_table(database_url, role)
+    status = cli_runner(url)("db", "status")
+    assert status.code == 1 and f"the role {role} lacks SELECT on owner_channels" in status.out, status.out
+    server = start_server(url, tmp_path, wait=False)
+    assert server.proc.wait(timeout=60) == 2
+    assert f"cannot start: the database role {role} lacks SELECT on owner_channels" in server.log()
+    assert f"apikeys db grant {role}" in server.log()
+
+
+def test_with_the_owners_url_the_start_grants_what_a_migration_added(runtime_role, database_url, tmp_path):
+    role, url = runtime_role
+    assert cli_runner(database_url)("db", "grant", role).code == 0
+    _as_if_a_migration_added_a_table(database_url, role)
+    server = start_server(url, tmp_path, {"DATABASE_MIGRATION_URL": database_url})
+    try:
+        assert f"granted the runtime role {role} what the new schema needs (SELECT on owner_channels" in server.log()
+    finally:
+        server.stop()
+    store = open_store(url, create_schema=False)
+    try:
+        assert grants.missing_privileges(store.db) == []
+        assert store.owners.set("ops", "C0OPS", actor=ADMIN)
+    finally:
+        store.close()
+    assert cli_runner(url)("db", "status").code == 0
