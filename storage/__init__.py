@@ -22,6 +22,7 @@ from .owners import OwnerService
 from .receipts import Receipts
 from .reveals import RevealService
 from .revocation import Revocation, Via
+from .tokens import TokenService
 
 DEFAULT_DATABASE_URL = "sqlite:///apikeys.db"
 
@@ -39,6 +40,7 @@ class Store:
     cards: Cards
     reveals: RevealService
     expiry: ExpiryDigest
+    tokens: TokenService
 
     def close(self) -> None:
         self.db.dispose()
@@ -58,7 +60,8 @@ def open_store(
     owners = OwnerService(db, audit)
     return Store(db=db, keys=keys, audit=audit, admins=AdminService(db, audit, bootstrap_admins),
                  outbox=audit.outbox, receipts=audit.receipts, leaks=LeakService(db, audit, keys), owners=owners,
-                 cards=Cards(db, audit), reveals=RevealService(db, audit), expiry=ExpiryDigest(db, audit, owners))
+                 cards=Cards(db, audit), reveals=RevealService(db, audit), expiry=ExpiryDigest(db, audit, owners),
+                 tokens=TokenService(db, audit))
 
 
 __all__ = [

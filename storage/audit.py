@@ -57,6 +57,8 @@ class Action(enum.StrEnum):
     KEY_USED_AFTER_REVOKE = "key.used_after_revoke"
     ADMIN_ADDED = "admin.added"
     ADMIN_REMOVED = "admin.removed"
+    TOKEN_CREATED = "token.created"  # an admin token of the management API (key_id holds the token's id)
+    TOKEN_REVOKED = "token.revoked"
     COMMAND_DENIED = "command.denied"  # a state-changing slash command refused (a replayed request)
     # What apikeys found that someone else did to its tables (an entry it did not write, a guard
     # trigger gone, a revocation undone): the alert, in the log it protects.

@@ -9,6 +9,7 @@ transaction tries to upgrade. PostgreSQL uses ordinary transactions plus row loc
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import sqlite3
@@ -208,6 +209,8 @@ class Database:
             raise InvalidInput(f"DATABASE_URL is not a valid database URL ({exc})") from None
         self.url = url
         self.dialect = parsed.get_backend_name()
+        self._joined: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+            f"apikeys_transaction_{id(self)}", default=None)
         # SQLite file databases: one connection per thread for ``fetch_one`` (see there).
         self._sqlite_path: str | None = None
         self._local = threading.local()
@@ -234,8 +237,23 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
+        joined = self._joined.get()
+        if joined is not None:  # inside ``transaction()``: one commit for everything
+            yield joined
+            return
         with self._session(self.write_engine) as session:
             yield session
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction that every ``write()`` inside it joins: a service's change and what
+        the caller records beside it (an idempotent write's first answer) commit together or not at all."""
+        with self._session(self.write_engine) as session:
+            token = self._joined.set(session)
+            try:
+                yield session
+            finally:
+                self._joined.reset(token)
 
     @contextlib.contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Session]:

@@ -9,6 +9,10 @@ class InvalidInput(StorageError):
     """The caller's input is not acceptable; nothing was changed."""
 
 
+class KeyStateConflict(InvalidInput):
+    """The key is not in a state that allows this (rotating a revoked or already rotated key)."""
+
+
 class KeyNotFound(StorageError):
     def __init__(self, key_id: str):
         super().__init__(f"no key with id {key_id!r}")

@@ -37,6 +37,8 @@ TRIGGERS = {
     "sqlite": {
         "api_keys": ("api_keys_digest_immutable", "api_keys_id_immutable", "api_keys_insert_new_only",
                      "api_keys_never_deleted", "api_keys_never_replaced", "api_keys_revocation_permanent"),
+        "api_tokens": ("api_tokens_immutable", "api_tokens_insert_new_only", "api_tokens_never_deleted",
+                       "api_tokens_never_replaced", "api_tokens_revocation_permanent"),
         "audit_checkpoints": ("audit_checkpoints_append_only_delete", "audit_checkpoints_append_only_update",
                               "audit_checkpoints_at_the_head"),
         "audit_events": ("audit_events_append_only_delete", "audit_events_append_only_insert",
@@ -45,6 +47,7 @@ TRIGGERS = {
     },
     "postgresql": {
         "api_keys": ("api_keys_guard", "api_keys_insert_new_only", "api_keys_never_truncated"),
+        "api_tokens": ("api_tokens_guard", "api_tokens_never_truncated"),
         "audit_checkpoints": ("audit_checkpoints_append_only", "audit_checkpoints_at_the_head",
                               "audit_checkpoints_never_truncated"),
         "audit_events": ("audit_events_append_only", "audit_events_append_only_insert", "audit_events_never_truncated"),
@@ -309,7 +312,23 @@ def restore_revocations(db: Database, audit: AuditLog) -> list[tuple[str, int]]:
 
 def table_problems(db: Database, *, limit: int = 20) -> list[Problem]:
     """Rows that skipped or contradict the log, at most ``limit`` of each kind, oldest first."""
-    return [*_keys_without_creation(db, limit), *_revocations_not_in_table(db, limit), *_admins_without_grant(db, limit)]
+    return [*_keys_without_creation(db, limit), *_revocations_not_in_table(db, limit), *_admins_without_grant(db, limit),
+            *_tokens_without_creation(db, limit)]
+
+
+def _tokens_without_creation(db: Database, limit: int) -> Iterator[Problem]:
+    """An admin token inserted with SQL: refused by every route already (``TokenService.authenticate``
+    asks for its entry), and named here so that someone finds out who inserted it."""
+    from .tokens import ApiToken
+
+    created = exists().where(AuditEvent.key_id == ApiToken.id, AuditEvent.action == Action.TOKEN_CREATED.value)
+    with db.read() as session:
+        rows = session.execute(select(ApiToken.id, ApiToken.prefix, ApiToken.last4).where(~created)
+                               .order_by(ApiToken.id).limit(limit)).all()
+    for token_id, prefix, last4 in rows:
+        yield Problem(f"token {token_id} ({mask(prefix, last4)})",
+                      "has no token.created entry in the audit log: the row was inserted outside apikeys (the "
+                      f"management API refuses it; 'apikeys tokens revoke {token_id} --actor WHO' ends it)")
 
 
 def _keys_without_creation(db: Database, limit: int) -> Iterator[Problem]:

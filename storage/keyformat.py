@@ -59,6 +59,28 @@ def generate_secret() -> str:
     return body + _checksum(body)
 
 
+TOKEN_PREFIX = "apkt"  # admin tokens of the management API: the same shape with their own prefix
+TOKEN_LENGTH = len(TOKEN_PREFIX) + 1 + RANDOM_CHARS + CHECKSUM_CHARS
+_TOKEN_BODY_LENGTH = TOKEN_LENGTH - CHECKSUM_CHARS
+
+
+def generate_token() -> str:
+    body = f"{TOKEN_PREFIX}_{b62encode(int.from_bytes(os.urandom(RANDOM_BYTES), 'big'), RANDOM_CHARS)}"
+    return body + _checksum(body)
+
+
+def is_well_formed_token(candidate: object) -> bool:
+    """``is_well_formed`` for an admin token (``apkt_``): a key is never a token, nor the reverse."""
+    if not isinstance(candidate, str) or len(candidate) != TOKEN_LENGTH or not candidate.startswith(TOKEN_PREFIX + "_"):
+        return False
+    tail = candidate[len(TOKEN_PREFIX) + 1:]
+    if not (tail.isascii() and tail.isalnum()):
+        return False
+    check = candidate[_TOKEN_BODY_LENGTH:]
+    value = (_PAIR_VALUES[check[:2]] * 3844 + _PAIR_VALUES[check[2:4]]) * 3844 + _PAIR_VALUES[check[4:]]
+    return value == zlib.crc32(candidate[:_TOKEN_BODY_LENGTH].encode("ascii"))
+
+
 def is_well_formed(candidate: object) -> bool:
     """True when ``candidate`` has our shape and a correct checksum. No database involved.
 

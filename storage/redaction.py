@@ -17,14 +17,16 @@ import re
 import urllib.parse
 from typing import Any
 
-from .keyformat import KEY_PREFIX, MASK_ELLIPSIS
+from .keyformat import KEY_PREFIX, MASK_ELLIPSIS, TOKEN_PREFIX
 
-KEY_LIKE_RE = re.compile(rf"{KEY_PREFIX}_[0-9A-Za-z]{{8,}}")
+# Keys (apk_) and the management API's admin tokens (apkt_) alike.
+KEY_LIKE_RE = re.compile(rf"({KEY_PREFIX}|{TOKEN_PREFIX})_[0-9A-Za-z]{{8,}}")
 _MARKER = f"{KEY_PREFIX}_"
+_TOKEN_MARKER = f"{TOKEN_PREFIX}_"
 
 
 def _masked(match: re.Match) -> str:
-    return f"{KEY_PREFIX}_{MASK_ELLIPSIS}{match.group(0)[-4:]}[redacted]"
+    return f"{match.group(1)}_{MASK_ELLIPSIS}{match.group(0)[-4:]}[redacted]"
 
 
 def _decoded(text: str) -> str | None:
@@ -38,7 +40,7 @@ def _decoded(text: str) -> str | None:
         if step == decoded:
             break
         decoded = step
-    if decoded != text and _MARKER in decoded and KEY_LIKE_RE.search(decoded):
+    if decoded != text and (_MARKER in decoded or _TOKEN_MARKER in decoded) and KEY_LIKE_RE.search(decoded):
         return decoded
     return None
 
@@ -50,13 +52,14 @@ def redact(text: str) -> str:
     decoded = _decoded(text)
     if decoded is not None:
         text = decoded
-    elif _MARKER not in text:
+    elif _MARKER not in text and _TOKEN_MARKER not in text:
         return text
     return KEY_LIKE_RE.sub(_masked, text)
 
 
 def looks_like_key(text: str) -> bool:
-    return (_MARKER in text and KEY_LIKE_RE.search(text) is not None) or _decoded(text) is not None
+    return (((_MARKER in text or _TOKEN_MARKER in text) and KEY_LIKE_RE.search(text) is not None)
+            or _decoded(text) is not None)
 
 
 def _encodable(text: str) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, select, update
 
 from .audit import Action, AuditEvent, EventInput
-from .errors import InvalidInput, KeyNotFound
+from .errors import InvalidInput, KeyNotFound, KeyStateConflict
 from .models import ApiKey, KeyStatus, RevokeReason
 from .newkeys import CreatedKey, _require_key_id_shape, new_key_id, new_key_row
 from .revocation import Revocation, Via, active_at, revoke_rows
@@ -48,6 +48,22 @@ def grace_label(grace: timedelta) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} seconds"
+
+
+def parse_grace(text: str) -> timedelta:
+    """``now`` (or 0), a Slack choice (``24 hours``) or a duration (``90m``, ``2d``), at most ``MAX_GRACE``:
+    the command line's ``--grace`` and the management API's ``grace`` alike."""
+    from .timeutil import parse_duration
+
+    cleaned = (text or "").strip().lower()
+    if cleaned in ("now", "0", "0s"):
+        return GRACES["now"]
+    if cleaned in GRACES:
+        return GRACES[cleaned]
+    grace = parse_duration(text)
+    if grace > MAX_GRACE:
+        raise InvalidInput(f"a grace period is at most {MAX_GRACE.days} days, got {text!r}")
+    return grace
 
 
 def check_grace(grace: object) -> timedelta:
@@ -82,9 +98,9 @@ def rotate(keys: KeyService, key_id: str, *, actor: str, via: Via | str, grace: 
             raise KeyNotFound(key_id)
         status = old.status_at(now)
         if status is not KeyStatus.ACTIVE:
-            raise InvalidInput(f"{key_id} is {status.value}; only an active key can be rotated")
+            raise KeyStateConflict(f"{key_id} is {status.value}; only an active key can be rotated")
         if old.rotated_to is not None:
-            raise InvalidInput(f"{key_id} was already rotated (its replacement is {old.rotated_to}); "
+            raise KeyStateConflict(f"{key_id} was already rotated (its replacement is {old.rotated_to}); "
                                "rotate the replacement instead")
         lifetime = old.expires_at - old.created_at if old.expires_at is not None else None
         new_id = new_key_id()
@@ -101,7 +117,7 @@ def rotate(keys: KeyService, key_id: str, *, actor: str, via: Via | str, grace: 
             won = list(session.scalars(update(ApiKey).where(where, ApiKey.revoked_at.is_(None))
                                        .values(**marks, expires_at=ends_at).returning(ApiKey.id)))
         if not won:  # another rotation or revocation got there first: roll back the replacement too
-            raise InvalidInput(f"{key_id} was rotated or revoked meanwhile; nothing changed")
+            raise KeyStateConflict(f"{key_id} was rotated or revoked meanwhile; nothing changed")
         old = session.get(ApiKey, old.id, populate_existing=True)
         new = CreatedKey(row, secret)
         rotated = EventInput(actor=revocation.actor, action=Action.KEY_ROTATED, key_id=old.id, details={
