@@ -21,7 +21,7 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 ROUTE_KEY = "apikeys.route"  # environ: the label of the route that answered (the metrics' series)
 
 STATUS_TEXT = {
-    200: "200 OK", 204: "204 No Content", 400: "400 Bad Request", 401: "401 Unauthorized",
+    200: "200 OK", 201: "201 Created", 204: "204 No Content", 400: "400 Bad Request", 401: "401 Unauthorized",
     404: "404 Not Found", 405: "405 Method Not Allowed", 408: "408 Request Timeout", 411: "411 Length Required",
     413: "413 Payload Too Large", 415: "415 Unsupported Media Type", 500: "500 Internal Server Error",
     403: "403 Forbidden", 410: "410 Gone", 409: "409 Conflict", 422: "422 Unprocessable Content",

@@ -13,7 +13,8 @@ from .. import github, metrics
 from ..logs import fields
 from ..wsgi import CLOSE, ROUTE_KEY, BodyGate, BodyTimeout, HttpError, WSGIApp, respond
 from . import openapi
-from .routes import RouteTable
+from .problems import Problem, respond_problem
+from .routes import PATH_PARAMS, RouteTable
 from .table import ROUTES
 
 log = logging.getLogger("apikeys.http")
@@ -58,11 +59,14 @@ class KeyApiApp:
                 self.body_gate.done(timed)  # a body left unread, or an error while reading it
 
     def _dispatch(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
+        route = None
         try:
-            route = self.routes.find(path)
+            params: dict[str, str] = {}
+            route = self.routes.find(path, params)
             if route is None:
                 raise HttpError(404, f"no route {path}")
             environ[ROUTE_KEY] = route.label
+            environ[PATH_PARAMS] = params
             if route.off is not None and (off := route.off(self)) is not None:
                 raise HttpError(404, off)
             method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -70,9 +74,14 @@ class KeyApiApp:
                 raise HttpError(405, f"use {' or '.join(route.methods)}", allow=route.methods)
             return route.handler(self, environ, start_response)
         except HttpError as exc:
+            if route is not None and route.problems:
+                return respond_problem(start_response, exc)
             return respond(start_response, exc.status, {"error": exc.message}, exc.headers)
         except DatabaseUnavailable as exc:
             self._complain_unavailable(path, exc)
+            if route is not None and route.problems:
+                return respond_problem(start_response, Problem(503, "the key store is unavailable; try again",
+                                                               headers=[("Retry-After", "5")]))
             return respond(start_response, 503, {"code": UNAVAILABLE, "error": "the key store is unavailable; try again"},
                            [("Retry-After", "5")])
         except BodyTimeout:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import auth, github, keys, operations
+from . import auth, github, keys, manage, operations
 from .routes import RouteTable
 from .schema import model_schema
 
-FAMILIES = (keys, auth, github, operations)
+FAMILIES = (keys, manage, auth, github, operations)
 
 
 def build(table: RouteTable) -> dict[str, Any]:
@@ -42,11 +42,13 @@ def build(table: RouteTable) -> dict[str, Any]:
         "info": {
             "title": "apikeys-bot key API",
             "version": "1",
-            "description": "Verify keys, forward auth for reverse proxies, leak reports from GitHub, and the routes "
-                           "operators need. Errors are JSON `{\"error\": \"...\"}`; a request the server cannot parse "
-                           "is answered 400 by the HTTP server itself.",
+            "description": "Verify keys, forward auth for reverse proxies, leak reports from GitHub, the management "
+                           "API (keys listed, created, revoked and rotated with an admin token) and the routes "
+                           "operators need. Errors are JSON `{\"error\": \"...\"}`, and RFC 9457 problem details "
+                           "(`application/problem+json`) on the management routes; a request the server cannot "
+                           "parse is answered 400 by the HTTP server itself.",
         },
-        "tags": [{"name": "key API"}, {"name": "leaks"}, {"name": "operations"}],
+        "tags": [{"name": "key API"}, {"name": "management"}, {"name": "leaks"}, {"name": "operations"}],
         "paths": paths,
         "components": {"securitySchemes": security, "schemas": schemas},
     }

@@ -8,6 +8,7 @@ purpose says why (``undocumented``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,21 @@ class Route:
     prefix_operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # those, as "{path}/{path}"
     off: Callable[[KeyApiApp], str | None] | None = None  # why this server does not serve it (a 404), or None
     undocumented: str | None = None              # why it is not in the OpenAPI document
+    problems: bool = False                       # its errors are RFC 9457 problem details (the management API)
+
+    @property
+    def template(self) -> bool:
+        """A path with parameters (``/v1/keys/{id}``): each ``{name}`` is one path segment."""
+        return "{" in self.path
+
+
+PATH_PARAMS = "apikeys.path_params"  # the environ key of a templated route's parameters, by name
+
+
+def _compiled(path: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", path)
+    pattern = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
+    return re.compile(f"^{pattern}$")
 
 
 class RouteTable:
@@ -42,12 +58,21 @@ class RouteTable:
             if route.path in self._exact:
                 raise ValueError(f"route {route.path} is declared twice")
             self._exact[route.path] = route
+        self._templates = tuple((_compiled(route.path), route) for route in self.routes if route.template)
         self._prefixes = tuple((route.path + "/", route) for route in self.routes if route.prefix)
 
-    def find(self, path: str) -> Route | None:
+    def find(self, path: str, params: dict[str, str] | None = None) -> Route | None:
+        """The route of ``path``: an exact one first (``/v1/keys/verify`` before ``/v1/keys/{id}``), then
+        a templated one (its parameters put in ``params``), then a prefix route."""
         route = self._exact.get(path)
-        if route is not None:
+        if route is not None and not route.template:
             return route
+        for pattern, candidate in self._templates:
+            matched = pattern.match(path)
+            if matched is not None:
+                if params is not None:
+                    params.update(matched.groupdict())
+                return candidate
         for prefix, candidate in self._prefixes:
             if path.startswith(prefix):
                 return candidate

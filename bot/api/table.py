@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import auth, github, keys, operations, reveal, slack
+from . import auth, github, keys, manage, operations, reveal, slack
 from .routes import RouteTable
 
-ROUTES = RouteTable([*keys.ROUTES, *auth.ROUTES, *github.ROUTES, *operations.ROUTES, *reveal.ROUTES, *slack.ROUTES])
+ROUTES = RouteTable([*keys.ROUTES, *manage.ROUTES, *auth.ROUTES, *github.ROUTES, *operations.ROUTES, *reveal.ROUTES,
+                     *slack.ROUTES])

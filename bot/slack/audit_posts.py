@@ -231,6 +231,17 @@ def _post_admin(verb: str):
     return render
 
 
+def _post_token(verb: str):
+    """An admin token of the management API created or revoked: its name, masked token and scopes."""
+    def render(p: _Post) -> str:
+        d = p.details
+        scopes = ", ".join(f"`{esc(str(s))}`" for s in d.get("scopes") or [])
+        expires = f" · expires {when(_parse_iso(d.get('expires_at')))}" if d.get("expires_at") else ""
+        return (f":key: *Admin token {verb}*: *{esc(str(d.get('name', '')))}* `{esc(str(d.get('token', '')))}` "
+                f"(`{esc(p.first.key_id or '')}`) · scopes {scopes or 'none'}{expires}\n{p.by}")
+    return render
+
+
 def _post_tamper(p: _Post) -> str:
     """Someone other than apikeys changed its tables: what was found, and where to look."""
     problem = esc(str(p.details.get("problem", "an unexplained change")))[:2500]
@@ -275,6 +286,8 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
     Action.KEY_REVEAL_EXPIRED: _post_reveal_expired,
     Action.OWNER_CHANNEL_SET: _post_owner_channel,
     Action.OWNER_CHANNEL_REMOVED: _post_owner_channel,
+    Action.TOKEN_CREATED: _post_token("created"),
+    Action.TOKEN_REVOKED: _post_token("revoked"),
 }
 
 

@@ -1,0 +1,429 @@
+"""The management API: keys listed, read, created, revoked and rotated by automation (CI, Terraform,
+scripts) with an admin token (``Authorization: Bearer apkt_…``, from ``apikeys tokens create``).
+
+Every change goes through the storage services Slack and the command line use (one rule for names,
+owners, reasons and masking; the change and its audit entry in one transaction; the audit channel
+and the owners' channels told), with the actor ``token:<name>`` and ``via`` ``api``. Writes take an
+``Idempotency-Key`` (the first answer is kept in the same transaction as the change, so a retry
+answers it again and changes nothing; a secret is never kept, so it is answered as already shown)
+and are limited to 60 a minute per token, counted in the database so that replicas share the count.
+Errors are RFC 9457 problem details (``bot.api.problems``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from storage import InvalidInput, KeyNotFound, Via
+from storage.errors import KeyStateConflict
+from storage.keys import decode_cursor, key_to_dict
+from storage.rotation import DEFAULT_GRACE, GRACES, parse_grace
+from storage.timeutil import iso, parse_duration
+from storage.tokens import (
+    SCOPES,
+    WRITES_PER_MINUTE,
+    Caller,
+    IdempotencyMismatch,
+    RateLimited,
+    TokenDenied,
+    check_idempotency_key,
+)
+
+from ..logs import fields
+from ..wsgi import read_body, respond
+from .problems import PROBLEM_SCHEMA, Problem, problem
+from .routes import PATH_PARAMS, Route
+from .schema import EXAMPLE_KEY, EXAMPLE_KEY_ID, KEY_ID, RETRY_AFTER, TIME, ref
+
+if TYPE_CHECKING:
+    from .app import KeyApiApp
+
+log = logging.getLogger("apikeys.manage")
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+REALM = 'Bearer realm="apikeys"'
+REPLAYED = "Idempotent-Replayed"
+SHOWN_ONCE = "already shown: the first answer to this Idempotency-Key carried it, and a secret is never kept"
+
+
+# -- request bodies -------------------------------------------------------------------------
+class CreateKey(BaseModel):
+    """``POST /v1/keys``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
+        "examples": [{"name": "billing-api", "owner": "payments", "expires_in": "90d"}]})
+    name: str = Field(description="1-80 characters; never a key.")
+    owner: str = Field(description="The team or person: letters, digits and . _ @ + - (like payments-team).")
+    expires_in: str | int | None = Field(default=None, description="A lifetime: `90d`, `12h`, `30m`, or seconds. "
+                                                                   "Absent: the key never expires.")
+
+
+class RevokeKey(BaseModel):
+    """``POST /v1/keys/{id}/revoke`` (the body may be empty)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
+        "examples": [{"reason": "compromised", "note": "found in a public gist"}]})
+    reason: str | None = Field(default=None, description="compromised, rotation, decommissioned or other.")
+    note: str | None = Field(default=None, description="At most 500 characters; a key in it is masked.")
+
+
+class RotateKey(BaseModel):
+    """``POST /v1/keys/{id}/rotate`` (the body may be empty: a grace of 24 hours)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [{"grace": "1 hour"}]})
+    grace: str | int | None = Field(default=None, description=(
+        f"How long the old key keeps working: {', '.join(GRACES)}, a duration (`90m`, `2d`) or seconds; at most 30 "
+        f"days. Absent: {DEFAULT_GRACE}. `now` revokes it at once (reason rotation)."))
+
+
+# -- authentication and scopes ----------------------------------------------------------------
+def _caller(app: KeyApiApp, environ: dict, scope: str) -> Caller:
+    header = environ.get("HTTP_AUTHORIZATION") or ""
+    scheme, _, presented = header.strip().partition(" ")
+    if not header:
+        presented = None
+    elif scheme.lower() != "bearer":
+        raise Problem(401, "use Authorization: Bearer apkt_… (an admin token)", code="token_missing",
+                      headers=[("WWW-Authenticate", REALM)])
+    try:
+        caller = app.store.tokens.authenticate(presented.strip() if presented else presented)
+    except TokenDenied as denied:
+        log.info(fields(event="manage.denied", path=environ.get("PATH_INFO"), reason=denied.reason))
+        challenge = REALM if denied.reason == "missing" else f'{REALM}, error="invalid_token"'
+        raise Problem(401, str(denied), code=f"token_{denied.reason}", headers=[("WWW-Authenticate", challenge)]) from None
+    if scope not in caller.scopes:
+        raise Problem(403, f"token {caller.name} lacks the scope {scope} (it has {', '.join(sorted(caller.scopes))})",
+                      code="scope_missing", required_scope=scope,
+                      headers=[("WWW-Authenticate", f'{REALM}, error="insufficient_scope", scope="{scope}"')])
+    return caller
+
+
+def _key_id(environ: dict) -> str:
+    return environ[PATH_PARAMS]["id"]
+
+
+# -- bodies, answers ---------------------------------------------------------------------------
+def _json_body(environ: dict, model: type[BaseModel], *, optional: bool) -> tuple[BaseModel, Any]:
+    raw = read_body(environ)
+    if not raw.strip() and optional:
+        parsed: Any = {}
+    else:
+        try:
+            parsed = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise Problem(400, "the body must be a JSON object", code="not_json") from None
+    if not isinstance(parsed, dict):
+        raise Problem(400, "the body must be a JSON object", code="not_json")
+    try:
+        return model.model_validate(parsed), parsed
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                  for e in exc.errors(include_url=False, include_input=False)]
+        raise Problem(422, f"{errors[0]['field']}: {errors[0]['message']}", errors=errors) from None
+
+
+def key_out(key) -> dict[str, Any]:
+    """A key as the management API shows it: never the secret, never its digest."""
+    return {**key_to_dict(key), "revoke_note": key.revoke_note, "rotated_to": key.rotated_to,
+            "rotated_at": iso(key.rotated_at)}
+
+
+def _duration(value: str | int | None, what: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        if value <= 0:
+            raise InvalidInput(f"{what} in seconds must be more than 0")
+        return timedelta(seconds=value)
+    return parse_duration(value)
+
+
+def _grace(value: str | int | None) -> timedelta:
+    if value is None:
+        return GRACES[DEFAULT_GRACE]
+    if isinstance(value, int):
+        return parse_grace(f"{value}s") if value > 0 else GRACES["now"]
+    return parse_grace(value)
+
+
+def _request_hash(environ: dict, parsed: Any) -> str:
+    material = json.dumps([environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), parsed], sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+class _Raced(Exception):
+    """Another request with the same Idempotency-Key committed first."""
+
+
+def _write(app: KeyApiApp, environ: dict, start_response, caller: Caller, parsed: Any,
+           change: Callable[[], tuple[int, dict[str, Any]]]) -> list[bytes]:
+    """Run ``change`` (which raises a ``Problem`` to refuse) in one transaction with the token's write
+    budget and, with an ``Idempotency-Key``, the first answer it gives."""
+    key = environ.get("HTTP_IDEMPOTENCY_KEY")
+    if key is not None:
+        try:
+            key = check_idempotency_key(key)
+        except InvalidInput as exc:
+            raise Problem(400, str(exc), code="idempotency_key_invalid") from None
+    request_hash = _request_hash(environ, parsed)
+    tokens = app.store.tokens
+    for attempt in (1, 2):
+        try:
+            with app.store.db.transaction() as session:
+                if key is not None:
+                    remembered = tokens.remembered(session, caller.id, key, request_hash)
+                    if remembered is not None:
+                        return respond(start_response, remembered.status, remembered.body, [(REPLAYED, "true")])
+                tokens.spend_write(session, caller.id)
+                status, body = change()
+                if key is not None:
+                    kept = {**body, "key": None, "key_shown": SHOWN_ONCE} if "key" in body else body
+                    try:
+                        tokens.remember(session, caller.id, key, request_hash, status, kept)
+                    except IntegrityError:
+                        raise _Raced() from None
+            return respond(start_response, status, body)
+        except _Raced:
+            if attempt == 2:
+                raise Problem(409, "another request with this Idempotency-Key is being answered; retry it",
+                              code="idempotency_key_in_use") from None
+        except IdempotencyMismatch as exc:
+            raise Problem(422, str(exc), code="idempotency_key_reused") from None
+        except RateLimited as exc:
+            raise Problem(429, str(exc), code="rate_limited", headers=[("Retry-After", str(exc.retry_after))]) from None
+        except KeyNotFound:
+            raise Problem(404, f"no key {_key_id(environ)}", code="key_not_found") from None
+        except KeyStateConflict as exc:
+            raise Problem(409, str(exc), code="key_state") from None
+        except InvalidInput as exc:
+            raise Problem(422, str(exc)) from None
+    raise AssertionError("unreachable")
+
+
+# -- the routes -------------------------------------------------------------------------------
+def _cursor_out(cursor: str | None) -> str | None:
+    return base64.urlsafe_b64encode(cursor.encode("ascii")).decode("ascii").rstrip("=") if cursor else None
+
+
+def _cursor_in(text: str) -> str:
+    try:
+        cursor = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True).decode("ascii")
+        decode_cursor(cursor)
+        return cursor
+    except (binascii.Error, ValueError, UnicodeDecodeError, InvalidInput):
+        raise Problem(400, "invalid cursor: pass next_cursor from the previous page as it is", code="cursor_invalid") from None
+
+
+def _query(environ: dict) -> dict[str, str]:
+    try:
+        parsed = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True, strict_parsing=False,
+                          errors="strict", max_num_fields=20)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "the query string cannot be read", code="bad_query") from None
+    return {name: values[-1] for name, values in parsed.items()}
+
+
+def keys_collection(app: KeyApiApp, environ: dict, start_response) -> list[bytes]:
+    if environ.get("REQUEST_METHOD", "GET").upper() == "POST":
+        return create_key(app, environ, start_response)
+    _caller(app, environ, "keys:read")
+    query = _query(environ)
+    limit_text = query.get("limit", str(DEFAULT_LIMIT))
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIMIT:
+        raise Problem(400, f"limit is a number from 1 to {MAX_LIMIT}", code="limit_invalid")
+    owner = query.get("owner")
+    try:
+        page = app.store.keys.list_keys(status=query.get("status", "all"), owner=owner, limit=int(limit_text),
+                                        after=_cursor_in(query["cursor"]) if query.get("cursor") else None)
+    except InvalidInput as exc:
+        raise Problem(400, str(exc), code="query_invalid") from None
+    return respond(start_response, 200, {"items": [key_out(k) for k in page.items],
+                                         "next_cursor": _cursor_out(page.next_cursor)})
+
+
+def create_key(app: KeyApiApp, environ: dict, start_response) -> list[bytes]:
+    caller = _caller(app, environ, "keys:write")
+    request, parsed = _json_body(environ, CreateKey, optional=False)
+
+    def change() -> tuple[int, dict[str, Any]]:
+        created = app.store.keys.create(name=request.name, owner=request.owner, actor=caller.actor,
+                                        expires_in=_duration(request.expires_in, "expires_in"))[0]
+        return 201, {**key_out(created.key), "key": created.secret}
+
+    return _write(app, environ, start_response, caller, parsed, change)
+
+
+def get_key(app: KeyApiApp, environ: dict, start_response) -> list[bytes]:
+    _caller(app, environ, "keys:read")
+    try:
+        key = app.store.keys.get(_key_id(environ))
+    except KeyNotFound:
+        raise Problem(404, f"no key {_key_id(environ)}", code="key_not_found") from None
+    return respond(start_response, 200, key_out(key))
+
+
+def revoke_key(app: KeyApiApp, environ: dict, start_response) -> list[bytes]:
+    caller = _caller(app, environ, "keys:revoke")
+    request, parsed = _json_body(environ, RevokeKey, optional=True)
+
+    def change() -> tuple[int, dict[str, Any]]:
+        outcome = app.store.keys.revoke(_key_id(environ), actor=caller.actor, via=Via.API, reason=request.reason,
+                                        note=request.note, context={"token_id": caller.id})
+        if not outcome.revoked_now:
+            raise Problem(409, f"{outcome.key.id} was already revoked (by {outcome.key.revoked_by})",
+                          code="already_revoked", key=key_out(outcome.key))
+        return 200, key_out(outcome.key)
+
+    return _write(app, environ, start_response, caller, parsed, change)
+
+
+def rotate_key(app: KeyApiApp, environ: dict, start_response) -> list[bytes]:
+    caller = _caller(app, environ, "keys:write")
+    request, parsed = _json_body(environ, RotateKey, optional=True)
+
+    def change() -> tuple[int, dict[str, Any]]:
+        rotated = app.store.keys.rotate(_key_id(environ), actor=caller.actor, via=Via.API, grace=_grace(request.grace),
+                                        context={"token_id": caller.id})
+        return 201, {**key_out(rotated.new.key), "key": rotated.new.secret, "replaces": key_out(rotated.old)}
+
+    return _write(app, environ, start_response, caller, parsed, change)
+
+
+# -- the OpenAPI operations -------------------------------------------------------------------
+SECURITY = {"adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "`Authorization: Bearer apkt_…`: an admin token from `apikeys tokens "
+                                          f"create` with the scopes an operation names ({', '.join(SCOPES)})."}}
+
+_KEY_PROPERTIES = {
+    "id": KEY_ID, "name": {"type": "string"}, "owner": {"type": "string"}, "prefix": {"type": "string"},
+    "masked": {"type": "string", "examples": ["apk_…9Qf3"]},
+    "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
+    "created_at": TIME, "created_by": {"type": "string"}, "expires_at": TIME, "last_used_at": TIME,
+    "revoked_at": TIME, "revoked_by": {"type": ["string", "null"]}, "revoke_reason": {"type": ["string", "null"]},
+    "revoke_note": {"type": ["string", "null"]}, "rotated_to": {"type": ["string", "null"]}, "rotated_at": TIME,
+}
+_EXAMPLE = {"id": EXAMPLE_KEY_ID, "name": "billing-api", "owner": "payments", "prefix": "apk",
+            "masked": "apk_…0yQV", "status": "active", "created_at": "2026-12-07T10:00:00Z",
+            "created_by": "token:terraform", "expires_at": None, "last_used_at": None, "revoked_at": None,
+            "revoked_by": None, "revoke_reason": None, "revoke_note": None, "rotated_to": None, "rotated_at": None}
+SCHEMAS = {
+    "Problem": PROBLEM_SCHEMA,
+    "Key": {"type": "object", "required": list(_KEY_PROPERTIES), "properties": _KEY_PROPERTIES,
+            "description": "A key: never its secret."},
+    "KeyPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+        "items": {"type": "array", "items": ref("Key")},
+        "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the "
+                                                                   "last."}}},
+    "NewKey": {"type": "object", "required": [*_KEY_PROPERTIES, "key"], "properties": {
+        **_KEY_PROPERTIES,
+        "key": {"type": ["string", "null"], "description": "The secret: in the first answer only (a replay of the "
+                                                          "same Idempotency-Key answers null and `key_shown`)."},
+        "key_shown": {"type": "string"},
+        "replaces": ref("Key")}},
+}
+MODELS = (CreateKey, RevokeKey, RotateKey)
+
+_AUTH = [{"adminToken": []}]
+_KEY_PARAM = {"name": "id", "in": "path", "required": True, "schema": KEY_ID}
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                "description": "The same key with the same body within 24 hours answers the first answer again "
+                               "(header `Idempotent-Replayed: true`) and changes nothing; another body 422.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}}
+_JSON = "application/json"
+
+
+def _ok(description: str, schema: str, example: dict | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": ref(schema)}
+    if example is not None:
+        content["example"] = example
+    return {"description": description, "content": {_JSON: content}}
+
+
+def _errors(*statuses: int, scope: str) -> dict[str, Any]:
+    catalogue = {
+        400: problem("The body is not a JSON object, or a query value or header cannot be used.", 400,
+                     "the body must be a JSON object", "not_json"),
+        401: problem("No admin token, or one that is unknown, revoked or expired (an `apk_` key is not one).", 401,
+                     "unknown token", "token_unknown", headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
+        403: problem(f"The token lacks the scope `{scope}`.", 403, f"token ci lacks the scope {scope}", "scope_missing",
+                     headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
+        404: problem("No such key.", 404, f"no key {EXAMPLE_KEY_ID}", "key_not_found"),
+        409: problem("The key's state forbids it (already revoked; rotated or not active).", 409,
+                     f"{EXAMPLE_KEY_ID} was already revoked (by U0ADMIN)", "already_revoked"),
+        413: problem("The body is larger than 64 KiB.", 413, "request body larger than 65536 bytes", "too_large"),
+        422: problem("A field is missing or invalid, or the Idempotency-Key was used for another request.", 422,
+                     "name: Field required", "invalid"),
+        429: problem(f"More than {WRITES_PER_MINUTE} writes this minute with this token.", 429,
+                     f"at most {WRITES_PER_MINUTE} writes a minute per token; try again in 12 s", "rate_limited",
+                     headers=RETRY_AFTER),
+        503: problem("The key store cannot be reached; try again.", 503, "the key store is unavailable; try again",
+                     "unavailable", headers=RETRY_AFTER),
+    }
+    return {str(status): catalogue[status] for status in statuses}
+
+
+def _body(model: str, required: bool) -> dict[str, Any]:
+    return {"required": required, "content": {_JSON: {"schema": ref(model)}}}
+
+
+LIST = {
+    "operationId": "listKeys", "tags": ["management"], "summary": "List keys", "security": _AUTH,
+    "description": "Newest first, paged by cursor. Scope `keys:read`.",
+    "parameters": [
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["all", "active", "revoked", "expired"],
+                                                    "default": "all"}},
+        {"name": "owner", "in": "query", "schema": {"type": "string"}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                   "default": DEFAULT_LIMIT}},
+    ],
+    "responses": {"200": _ok("A page of keys.", "KeyPage"), **_errors(400, 401, 403, 503, scope="keys:read")},
+}
+CREATE = {
+    "operationId": "createKey", "tags": ["management"], "summary": "Create a key", "security": _AUTH,
+    "description": "Scope `keys:write`. The answer carries the secret once.",
+    "parameters": [_IDEMPOTENCY], "requestBody": _body("CreateKey", True),
+    "responses": {"201": _ok("The new key and its secret.", "NewKey", {**_EXAMPLE, "key": EXAMPLE_KEY}),
+                  **_errors(400, 401, 403, 413, 422, 429, 503, scope="keys:write")},
+}
+GET = {
+    "operationId": "getKey", "tags": ["management"], "summary": "One key", "security": _AUTH,
+    "description": "Scope `keys:read`.", "parameters": [_KEY_PARAM],
+    "responses": {"200": _ok("The key.", "Key", _EXAMPLE), **_errors(401, 403, 404, 503, scope="keys:read")},
+}
+REVOKE = {
+    "operationId": "revokeKey", "tags": ["management"], "summary": "Revoke a key", "security": _AUTH,
+    "description": "Scope `keys:revoke`. At once, on every replica, for good.",
+    "parameters": [_KEY_PARAM, _IDEMPOTENCY], "requestBody": _body("RevokeKey", False),
+    "responses": {"200": _ok("The key, revoked.", "Key"),
+                  **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503, scope="keys:revoke")},
+}
+ROTATE = {
+    "operationId": "rotateKey", "tags": ["management"], "summary": "Rotate a key", "security": _AUTH,
+    "description": "Scope `keys:write`. A replacement with the same name, owner and lifetime; the old key keeps "
+                   "working for the grace period.",
+    "parameters": [_KEY_PARAM, _IDEMPOTENCY], "requestBody": _body("RotateKey", False),
+    "responses": {"201": _ok("The replacement and its secret, and the old key as it is now.", "NewKey"),
+                  **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503, scope="keys:write")},
+}
+
+ROUTES = [
+    Route("/v1/keys", ("GET", "POST"), keys_collection, "keys", operations={"get": LIST, "post": CREATE},
+          problems=True),
+    Route("/v1/keys/{id}", ("GET",), get_key, "key", operations={"get": GET}, problems=True),
+    Route("/v1/keys/{id}/revoke", ("POST",), revoke_key, "key_revoke", operations={"post": REVOKE}, problems=True),
+    Route("/v1/keys/{id}/rotate", ("POST",), rotate_key, "key_rotate", operations={"post": ROTATE}, problems=True),
+]
