@@ -85,19 +85,32 @@ def _duration(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _scopes(text: str):
+    from storage.tokens import check_scopes
+
+    try:
+        return check_scopes(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _token_id(text: str):
+    from storage.tokens import check_token_id
+
+    try:
+        return check_token_id(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _grace(text: str):
     """``now`` (or 0), a Slack choice (``24 hours``) or a duration (``90m``, ``2d``), at most 30 days."""
-    from storage.rotation import GRACES, MAX_GRACE
+    from storage.rotation import parse_grace
 
-    cleaned = text.strip().lower()
-    if cleaned in ("now", "0", "0s"):
-        return GRACES["now"]
-    if cleaned in GRACES:
-        return GRACES[cleaned]
-    grace = _duration(text)
-    if grace > MAX_GRACE:
-        raise argparse.ArgumentTypeError(f"at most {MAX_GRACE.days} days, got {text!r}")
-    return grace
+    try:
+        return parse_grace(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _channel(text: str) -> str:
@@ -256,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     notify.required = True
     notify.add_parser("expiring", help="the expiry digest now: keys ending within 14, 3 or 1 days, each told once "
                       "per threshold (the server also sends it daily at APIKEYS_EXPIRY_DIGEST_HOUR)")
+
+    p = sub.add_parser("tokens", help="admin tokens for the management API (apkt_…): created, listed, revoked here only",
+                       epilog=_examples(
+                           "apikeys tokens create --name terraform --scope keys:read,keys:write --expires-in 90d "
+                           "--actor alice",
+                           "apikeys tokens list", "apikeys tokens revoke tok_3hX9bQ2mZ7pL4tV8w --actor alice"))
+    tokens = p.add_subparsers(dest="tokens_command", metavar="create|list|revoke", parser_class=_Parser)
+    tokens.required = True
+    q = tokens.add_parser("create", help="a new admin token, printed once on stdout (audited)", epilog=_examples(
+        "apikeys tokens create --name ci-deploy --scope keys:read,keys:revoke --actor alice",
+        "apikeys tokens create --name terraform --scope keys:read,keys:write --expires-in 30d --actor alice --json"))
+    q.add_argument("--name", required=True, help="letters, digits and . _ - ; the audit log names it token:NAME")
+    q.add_argument("--scope", required=True, metavar="SCOPE[,SCOPE]", type=_scopes,
+                   help="keys:read (list, get), keys:write (create, rotate), keys:revoke")
+    q.add_argument("--expires-in", metavar="DURATION", type=_duration, help="lifetime such as 30d (default 90d, at "
+                   "most 366d)")
+    q.add_argument("--actor", required=True, help="who is creating it")
+    q.add_argument("--json", action="store_true", help="print id, name, scopes, token and expiry as JSON")
+    q = tokens.add_parser("list", help="tokens, never their secrets")
+    q.add_argument("--json", action="store_true")
+    q = tokens.add_parser("revoke", help="revoke a token for good (audited)")
+    q.add_argument("token_id", metavar="TOKEN_ID", type=_token_id, help="like tok_3hX9bQ2mZ7pL4tV8w ('tokens list')")
+    q.add_argument("--actor", required=True, help="who is revoking it")
 
     p = sub.add_parser("admins", help="who holds the admin role", epilog=_examples(
         "apikeys admins list", "apikeys admins add U012AB3CD --actor alice", "apikeys admins remove U012AB3CD"))
@@ -601,6 +637,39 @@ def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_tokens(store: Store, args, out: TextIO, err: TextIO) -> int:
+    if args.tokens_command == "create":
+        token, secret = store.tokens.create(name=args.name, scopes=args.scope, actor=args.actor,
+                                            expires_in=args.expires_in)
+        if args.json:
+            _json(out, {"id": token.id, "name": token.name, "scopes": list(token.scope_list), "token": secret,
+                        "masked": token.masked, "expires_at": iso(token.expires_at)})
+        else:
+            out.write(f"Created admin token {token.id} ({token.name}: {', '.join(token.scope_list)}; expires "
+                      f"{iso(token.expires_at)}).\nCopy it now; it is shown only once:\n{secret}\n")
+        return EXIT_OK
+    if args.tokens_command == "list":
+        now = utcnow()
+        tokens = store.tokens.list()
+        if args.json:
+            _json(out, [t.to_dict(now) for t in tokens])
+        elif not tokens:
+            out.write("No admin tokens. Create one with 'apikeys tokens create --name NAME --scope keys:read --actor "
+                      "WHO'.\n")
+        else:
+            _table(out, ("ID", "NAME", "SCOPES", "TOKEN", "STATUS", "CREATED", "EXPIRES", "LAST USED"),
+                   [(t.id, t.name, ",".join(t.scope_list), t.masked, t.status_at(now), iso(t.created_at),
+                     iso(t.expires_at), iso(t.last_used_at) or "never") for t in tokens])
+        return EXIT_OK
+    token, revoked_now = store.tokens.revoke(args.token_id, actor=args.actor)
+    if revoked_now:
+        out.write(f"Revoked admin token {token.id} ({token.name}, {token.masked}): every request with it is now 401.\n")
+    else:
+        out.write(f"{token.id} ({token.name}) was already revoked at {iso(token.revoked_at)} by {token.revoked_by}; "
+                  "nothing changed.\n")
+    return EXIT_OK
+
+
 def cmd_keygen(args, out: TextIO) -> int:
     """A new audit signing key; only the public key goes to stdout (the private one to --out)."""
     _, public = checkpoints.generate(Path(args.out))
@@ -643,10 +712,11 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-WRITES = {"create", "revoke", "admins", "leak", "rotate", "owners", "notify"}  # may append to the audit log
+WRITES = {"create", "revoke", "admins", "leak", "rotate", "owners", "notify", "tokens"}  # may append to the audit log
 COMMANDS = {
     "create": cmd_create, "list": cmd_list, "revoke": cmd_revoke, "verify": cmd_verify,
     "admins": cmd_admins, "db": cmd_db, "rotate": cmd_rotate, "owners": cmd_owners, "notify": cmd_notify,
+    "tokens": cmd_tokens,
 }
 
 
@@ -685,7 +755,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         if args.command == "audit":
             return cmd_audit(store, args, out, err, settings)
         writes = (args.command in WRITES and getattr(args, "admins_command", None) != "list"
-                  and getattr(args, "owners_command", None) != "list")
+                  and getattr(args, "owners_command", None) != "list" and getattr(args, "tokens_command", None) != "list")
         if writes and settings.audit_signer is None and store.audit.signed_through() is not None:
             err.write("apikeys: warning: APIKEYS_AUDIT_SIGNING_KEY is not set here, so this audit entry is not signed; "
                       "'apikeys audit --verify' reports it until a signed entry follows (give the CLI the server's key)\n")
