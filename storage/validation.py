@@ -8,7 +8,6 @@ key masked (``redaction.redact``), so that a revocation typed in a hurry still g
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from .errors import InvalidInput
 from .models import RevokeReason
@@ -22,8 +21,26 @@ KEY_ID_RE = re.compile(r"^key_[0-9A-Za-z]{17}$")
 STATUSES = ("active", "revoked", "expired", "all")
 
 
+# What free text may not hold: control characters (Cc) and format characters (Cf: the invisible ones
+# and the bidirectional overrides that make a log line read other than it is), as one regex character
+# class (Unicode 14.0, Python 3.11's), so that the management API's JSON Schema patterns say exactly what
+# these checks accept; ``tests/test_manage.py`` recomputes it from ``unicodedata``. Private-use and
+# unassigned code points are harmless text and pass.
+# The Basic Multilingual Plane's part is written \\uXXXX, which JSON Schema's (ECMA-262), Python's and
+# pydantic's regex dialects read alike; the few astral format characters are checked here only.
+FORBIDDEN_BMP = (
+    "\\x00-\\x1f\\x7f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u180e\\u200b-\\u200f"
+    "\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb"
+)
+FORBIDDEN_CHARS = FORBIDDEN_BMP + (
+    "\\U000110bd\\U000110cd\\U00013430-\\U00013438\\U0001bca0-\\U0001bca3\\U0001d173-\\U0001d17a\\U000e0001"
+    "\\U000e0020-\\U000e007f"
+)
+_FORBIDDEN_RE = re.compile(f"[{FORBIDDEN_CHARS}]")
+
+
 def _no_control_chars(value: str, what: str) -> str:
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
+    if _FORBIDDEN_RE.search(value):
         raise InvalidInput(f"{what} must not contain control characters")
     return value
 

@@ -193,10 +193,13 @@ def test_rotate_in_the_playground_and_open_the_new_key_once_through_its_link(pla
     wait(browser, lambda d: len(buttons(d, "Rotate")) == 3, "the payments keys with Rotate")
     buttons(browser, "Rotate")[0].click()
     wait(browser, lambda d: buttons(d, "Cancel Rotate Key") and buttons(d, "Rotate Key"), "the rotation confirmation")
-    grace = Select(browser.find_element(By.CSS_SELECTOR, "#channel select.bk"))
-    assert [o.text for o in grace.options][1:] == ["now", "1 hour", "24 hours", "7 days"]
-    assert grace.first_selected_option.text == "24 hours"
-    grace.select_by_visible_text("1 hour")
+    def grace():
+        return Select(browser.find_element(By.CSS_SELECTOR, "#channel select.bk"))
+
+    wait(browser, lambda d: [o.text for o in grace().options][1:] == ["now", "1 hour", "24 hours", "7 days"]
+         and grace().first_selected_option.text == "24 hours", "the grace choices, 24 hours preselected")
+    wait(browser, lambda d: grace().select_by_visible_text("1 hour") or grace().first_selected_option.text == "1 hour",
+         "1 hour chosen")
     browser.find_element(By.CSS_SELECTOR, "#channel input.bk").send_keys("INC-42: moving to the vault")
     buttons(browser, "Rotate Key")[0].click()
     wait(browser, lambda d: d.find_elements(By.LINK_TEXT, "Open the new key"), "the result with the one-time link")

@@ -12,22 +12,21 @@ Errors are RFC 9457 problem details (``bot.api.problems``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from storage import InvalidInput, KeyNotFound, Via
 from storage.errors import KeyStateConflict
-from storage.keys import decode_cursor, key_to_dict
+from storage.keys import check_owner, decode_cursor, key_to_dict
 from storage.rotation import DEFAULT_GRACE, GRACES, parse_grace
 from storage.timeutil import iso, parse_duration
 from storage.tokens import (
@@ -39,6 +38,7 @@ from storage.tokens import (
     TokenDenied,
     check_idempotency_key,
 )
+from storage.validation import FORBIDDEN_BMP
 
 from ..logs import fields
 from ..wsgi import read_body, respond
@@ -59,15 +59,54 @@ SHOWN_ONCE = "already shown: the first answer to this Idempotency-Key carried it
 
 
 # -- request bodies -------------------------------------------------------------------------
+# What the API takes for a lifetime and a grace: the JSON Schema says exactly which strings, so that a
+# request the document calls valid is one the server accepts.
+LIFETIME = r"^(([1-9][0-9]{0,2}|[12][0-9]{3}|3[0-5][0-9]{2}|36[0-5][0-9]|3660)d|[1-9][0-9]{0,3}h|[1-9][0-9]{0,5}m)$"
+MAX_LIFETIME_SECONDS = 3660 * 86400
+GRACE = r"^(now|1 hour|24 hours|7 days|([1-9]|[12][0-9]|30)d|([1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9]|720)h|[1-9][0-9]{0,3}m)$"
+MAX_GRACE_SECONDS = 30 * 86400
+NAME = rf"^[^\s{FORBIDDEN_BMP}]([^{FORBIDDEN_BMP}]{{0,78}}[^\s{FORBIDDEN_BMP}])?$"
+_NOTE_FORBIDDEN = FORBIDDEN_BMP.replace(r"\x00-\x1f", r"\x00-\x09\x0b-\x1f", 1)  # a note may break lines
+NOTE = rf"^[^{_NOTE_FORBIDDEN}]*$"
+OWNER = r"^[A-Za-z0-9][A-Za-z0-9._@+\-]{0,99}$"
+
+
+# What a field that takes one of several shapes wants, said once (pydantic would list each shape's complaint).
+FIELD_HELP = {
+    "expires_in": "a lifetime like 90d, 12h or 30m (at most 3660d), or whole seconds from 1 to 316224000",
+    "grace": "now, 1 hour, 24 hours, 7 days, a duration like 90m, 12h or 2d (at most 30d), or whole seconds from 0 "
+             "to 2592000",
+    "note": "text of at most 500 characters, without control characters",
+    "name": "1-80 characters without control characters, not starting or ending with a space",
+}
+
+
+def _whole(value: Any) -> Any:
+    """JSON's integers: 60 and 60.0 alike, never true or false."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of seconds")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Lifetime = Annotated[str, Field(pattern=LIFETIME)]
+LifetimeSeconds = Annotated[int, Field(ge=1, le=MAX_LIFETIME_SECONDS), BeforeValidator(_whole)]
+Grace = Annotated[str, Field(pattern=GRACE)]
+GraceSeconds = Annotated[int, Field(ge=0, le=MAX_GRACE_SECONDS), BeforeValidator(_whole)]
+
+
 class CreateKey(BaseModel):
     """``POST /v1/keys``."""
 
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"name": "billing-api", "owner": "payments", "expires_in": "90d"}]})
-    name: str = Field(description="1-80 characters; never a key.")
-    owner: str = Field(description="The team or person: letters, digits and . _ @ + - (like payments-team).")
-    expires_in: str | int | None = Field(default=None, description="A lifetime: `90d`, `12h`, `30m`, or seconds. "
-                                                                   "Absent: the key never expires.")
+    name: Annotated[str, Field(pattern=NAME, description="1-80 characters; never a key.")]
+    owner: Annotated[str, Field(pattern=OWNER, description="The team or person: letters, digits and . _ @ + - "
+                                                           "(like payments-team).")]
+    expires_in: Lifetime | LifetimeSeconds | None = Field(
+        default=None, description="A lifetime: `90d`, `12h`, `30m`, or seconds; at most 3660 days. Absent: the key "
+                                  "never expires.")
 
 
 class RevokeKey(BaseModel):
@@ -75,17 +114,19 @@ class RevokeKey(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"reason": "compromised", "note": "found in a public gist"}]})
-    reason: str | None = Field(default=None, description="compromised, rotation, decommissioned or other.")
-    note: str | None = Field(default=None, description="At most 500 characters; a key in it is masked.")
+    reason: Literal["compromised", "rotation", "decommissioned", "other"] | None = None
+    note: Annotated[str, Field(max_length=500, pattern=NOTE)] | None = Field(
+        default=None, description="At most 500 characters; a key in it is masked.")
 
 
 class RotateKey(BaseModel):
     """``POST /v1/keys/{id}/rotate`` (the body may be empty: a grace of 24 hours)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [{"grace": "1 hour"}]})
-    grace: str | int | None = Field(default=None, description=(
-        f"How long the old key keeps working: {', '.join(GRACES)}, a duration (`90m`, `2d`) or seconds; at most 30 "
-        f"days. Absent: {DEFAULT_GRACE}. `now` revokes it at once (reason rotation)."))
+    grace: Grace | GraceSeconds | None = Field(
+        default=None, description=(
+            f"How long the old key keeps working: {', '.join(GRACES)}, a duration (`90m`, `12h`, `2d`) or seconds; at "
+            f"most 30 days. Absent: {DEFAULT_GRACE}. `now` (or 0) revokes it at once (reason rotation)."))
 
 
 # -- authentication and scopes ----------------------------------------------------------------
@@ -129,9 +170,13 @@ def _json_body(environ: dict, model: type[BaseModel], *, optional: bool) -> tupl
     try:
         return model.model_validate(parsed), parsed
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-                  for e in exc.errors(include_url=False, include_input=False)]
-        raise Problem(422, f"{errors[0]['field']}: {errors[0]['message']}", errors=errors) from None
+        errors: dict[str, str] = {}
+        for error in exc.errors(include_url=False, include_input=False):
+            field = str(error["loc"][0]) if error["loc"] else "body"
+            if field not in errors:
+                errors[field] = FIELD_HELP.get(field, error["msg"]) if len(error["loc"]) > 1 else error["msg"]
+        listed = [{"field": field, "message": message} for field, message in errors.items()]
+        raise Problem(422, f"{listed[0]['field']}: {listed[0]['message']}", errors=listed) from None
 
 
 def key_out(key) -> dict[str, Any]:
@@ -214,17 +259,24 @@ def _write(app: KeyApiApp, environ: dict, start_response, caller: Caller, parsed
 
 
 # -- the routes -------------------------------------------------------------------------------
+CURSOR = r"^[0-9]{1,16}\.key_[0-9A-Za-z]{17}$"  # microseconds since 1970 and a key id: every such value pages
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _cursor_out(cursor: str | None) -> str | None:
-    return base64.urlsafe_b64encode(cursor.encode("ascii")).decode("ascii").rstrip("=") if cursor else None
+    """The store's cursor as the API shows it (``<µs since 1970>.<key id>``): pass it back as it is."""
+    if cursor is None:
+        return None
+    at, key_id = decode_cursor(cursor)
+    return f"{(at - _EPOCH) // timedelta(microseconds=1)}.{key_id}"
 
 
 def _cursor_in(text: str) -> str:
-    try:
-        cursor = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True).decode("ascii")
-        decode_cursor(cursor)
-        return cursor
-    except (binascii.Error, ValueError, UnicodeDecodeError, InvalidInput):
-        raise Problem(400, "invalid cursor: pass next_cursor from the previous page as it is", code="cursor_invalid") from None
+    if not re.match(CURSOR, text):
+        raise Problem(400, "invalid cursor: pass next_cursor from the previous page as it is", code="cursor_invalid")
+    micros, key_id = text.split(".", 1)
+    at = _EPOCH + timedelta(microseconds=int(micros))
+    return f"{at.strftime('%Y%m%d%H%M%S%f')}.{key_id}"
 
 
 def _query(environ: dict) -> dict[str, str]:
@@ -246,8 +298,10 @@ def keys_collection(app: KeyApiApp, environ: dict, start_response) -> list[bytes
         raise Problem(400, f"limit is a number from 1 to {MAX_LIMIT}", code="limit_invalid")
     owner = query.get("owner")
     try:
+        if owner is not None:
+            check_owner(owner)
         page = app.store.keys.list_keys(status=query.get("status", "all"), owner=owner, limit=int(limit_text),
-                                        after=_cursor_in(query["cursor"]) if query.get("cursor") else None)
+                                        after=_cursor_in(query["cursor"]) if "cursor" in query else None)
     except InvalidInput as exc:
         raise Problem(400, str(exc), code="query_invalid") from None
     return respond(start_response, 200, {"items": [key_out(k) for k in page.items],
@@ -385,8 +439,9 @@ LIST = {
     "parameters": [
         {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["all", "active", "revoked", "expired"],
                                                     "default": "all"}},
-        {"name": "owner", "in": "query", "schema": {"type": "string"}},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {"name": "owner", "in": "query", "schema": {"type": "string", "pattern": OWNER}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": CURSOR},
+         "description": "`next_cursor` of the previous page, as it is."},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                                                    "default": DEFAULT_LIMIT}},
     ],
