@@ -3,10 +3,12 @@ with 100,000 of them (keyset paging: as fast on page 1,000 as on page 1, and as 
 
 One run, one machine, ratios within the run (wrk as the load generator, medians of rounds):
 
-* ``GET /v1/keys/{id}`` with an admin token (bearer check: one indexed lookup by digest, then one
-  read by primary key) vs ``GET /v1/auth`` with a key (one indexed lookup), same server;
-* ``GET /v1/keys?limit=50``: 100,000 keys vs 10 keys, first page, and page 1,000 of 100,000 (a cursor
-  halfway down).
+* the bearer check alone, in process: ``TokenService.authenticate`` vs ``KeyService.verify`` (each one
+  indexed lookup by digest and a constant-time compare);
+* ``GET /v1/keys/{id}`` with an admin token (the bearer check, then one read by primary key) vs
+  ``GET /v1/auth`` with a key, same server;
+* ``GET /v1/keys?limit=50``: 100,000 keys vs 100 keys (both pages full), first page, and page 1,000
+  of 100,000 (a cursor halfway down).
 
     .venv/bin/python -m bench.manage_api [--seconds 3] [--rounds 3]
 """
@@ -18,6 +20,7 @@ import json
 import shutil
 import statistics
 import sys
+import time
 import urllib.request
 
 from storage import open_store
@@ -49,6 +52,18 @@ def _cursor_halfway(base: str, token: str, keys: int) -> str:
     return cursor
 
 
+def _per_call(call, n: int = 20_000) -> float:
+    """Median over 5 rounds of ``n`` calls, in microseconds."""
+    call()
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(n):
+            call()
+        rounds.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=3)
@@ -58,7 +73,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
 
-    few = _seed("few.db", 10)
+    few = _seed("few.db", 100)
     many = _seed("many.db", args.keys)
     results: dict[str, list[float]] = {}
 
@@ -68,7 +83,7 @@ def main() -> None:
     with running(few[0], workers=2) as (_stub, server):
         bearer = {"Authorization": f"Bearer {few[1]}"}
         for _ in range(args.rounds):
-            measure("list, 10 keys", server.url + "/v1/keys?limit=50", bearer)
+            measure("list, 100 keys", server.url + "/v1/keys?limit=50", bearer)
     with running(many[0], workers=2) as (_stub, server):
         url, token, secret, key_id = many
         bearer = {"Authorization": f"Bearer {token}"}
@@ -79,13 +94,21 @@ def main() -> None:
             measure(f"list, {args.keys:,} keys", server.url + "/v1/keys?limit=50", bearer)
             measure(f"list, {args.keys:,} keys, halfway", server.url + f"/v1/keys?limit=50&cursor={halfway}", bearer)
 
+    store = open_store(many[0])
+    try:
+        per_call = {"token": _per_call(lambda: store.tokens.authenticate(many[1])),
+                    "key": _per_call(lambda: store.keys.verify(many[2]))}
+    finally:
+        store.close()
     median = {label: statistics.median(values) for label, values in results.items()}
     print(f"machine: {machine()}; 2 workers, wrk -t2 -c16, {args.rounds} rounds of {args.seconds} s, medians")
     for label, value in median.items():
         print(f"  {label:34s} {value:9,.0f} req/s   (rounds: {', '.join(f'{v:,.0f}' for v in results[label])})")
     lists = f"list, {args.keys:,} keys"
+    print(f"bearer check in process: token {per_call['token']:.1f} us, key {per_call['key']:.1f} us: "
+          f"{per_call['key'] / per_call['token']:.2f}x the key check's speed")
     print(f"token check + read vs /v1/auth:            {median['get, a token'] / median['auth, a key']:.2f}x")
-    print(f"list, {args.keys:,} vs 10 keys (page 1):   {median[lists] / median['list, 10 keys']:.2f}x")
+    print(f"list, {args.keys:,} vs 100 keys (page 1):  {median[lists] / median['list, 100 keys']:.2f}x")
     print(f"list, halfway vs page 1 ({args.keys:,}):   {median[lists + ', halfway'] / median[lists]:.2f}x")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import configure_mappers
 
 from . import keyformat
 from .audit import AuditEvent, AuditLog
@@ -150,12 +151,13 @@ _VERIFY_COLUMNS = tuple(ApiKey.__table__.c[name] for name in (
 
 
 class _VerifyRead:
-    def __init__(self, dialect):
-        by_digest = ApiKey.__table__.c.digest == bindparam("digest")  # timing: an index lookup; then digests_equal
-        compiled = select(*_VERIFY_COLUMNS).where(by_digest).compile(dialect=dialect)
+    def __init__(self, dialect, columns=_VERIFY_COLUMNS, by: str = "digest"):
+        self.columns = columns
+        by_digest = ApiKey.__table__.c[by] == bindparam("digest")  # timing: an index lookup; then digests_equal
+        compiled = select(*columns).where(by_digest).compile(dialect=dialect)
         self.sql = str(compiled)
         self.positional = compiled.positional
-        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in _VERIFY_COLUMNS]
+        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
         self.processed = [(i, process) for i, process in enumerate(processors) if process is not None]
 
     def params(self, digest: str):
@@ -188,6 +190,9 @@ class KeyService:
         self.revoked_uses = RevokedUseCounter(db, audit)
         # The hot path: one indexed SELECT, prebuilt, on a bare DBAPI connection (Database.fetch_one).
         self._verify = _VerifyRead(db.read_engine.dialect)
+        # ``get``: one row by primary key, prebuilt the same way (the management API reads keys by id on every GET).
+        self._by_id = _VerifyRead(db.read_engine.dialect, tuple(ApiKey.__table__.c), by="id")
+        configure_mappers()  # models built with model_construct need the mapped attributes set up first
         self._bulk: BulkInsert | None = None
         self._recently_touched: dict[str, datetime] = {}  # key id -> when its last use was recorded, as far as we know
         self._last_write_complaint = -60.0
@@ -229,12 +234,15 @@ class KeyService:
 
     # -- read -----------------------------------------------------------------------------
     def get(self, key_id: str) -> ApiKey:
+        """One key by id, read committed (outside any open ``Database.transaction``)."""
         _require_key_id_shape(key_id)
-        with self.db.read() as session:
-            key = session.get(ApiKey, key_id)
-        if key is None:
+        found = self.db.fetch_one(self._by_id.sql, self._by_id.params(key_id))
+        if found is None:
             raise KeyNotFound(key_id)
-        return key
+        values = list(found)
+        for i, process in self._by_id.processed:
+            values[i] = process(values[i])
+        return ApiKey.model_construct(**{c.name: v for c, v in zip(self._by_id.columns, values, strict=True)})
 
     def list_keys(
         self, *, status: str = "active", owner: str | None = None, limit: int = 20,

@@ -28,7 +28,7 @@ from storage import InvalidInput, KeyNotFound, Via
 from storage.errors import KeyStateConflict
 from storage.keys import check_owner, decode_cursor, key_to_dict
 from storage.rotation import DEFAULT_GRACE, GRACES, parse_grace
-from storage.timeutil import iso, parse_duration
+from storage.timeutil import iso, parse_duration, utcnow
 from storage.tokens import (
     SCOPES,
     WRITES_PER_MINUTE,
@@ -179,9 +179,9 @@ def _json_body(environ: dict, model: type[BaseModel], *, optional: bool) -> tupl
         raise Problem(422, f"{listed[0]['field']}: {listed[0]['message']}", errors=listed) from None
 
 
-def key_out(key) -> dict[str, Any]:
+def key_out(key, now: datetime | None = None) -> dict[str, Any]:
     """A key as the management API shows it: never the secret, never its digest."""
-    return {**key_to_dict(key), "revoke_note": key.revoke_note, "rotated_to": key.rotated_to,
+    return {**key_to_dict(key, now), "revoke_note": key.revoke_note, "rotated_to": key.rotated_to,
             "rotated_at": iso(key.rotated_at)}
 
 
@@ -304,7 +304,8 @@ def keys_collection(app: KeyApiApp, environ: dict, start_response) -> list[bytes
                                         after=_cursor_in(query["cursor"]) if "cursor" in query else None)
     except InvalidInput as exc:
         raise Problem(400, str(exc), code="query_invalid") from None
-    return respond(start_response, 200, {"items": [key_out(k) for k in page.items],
+    now = utcnow()
+    return respond(start_response, 200, {"items": [key_out(k, now) for k in page.items],
                                          "next_cursor": _cursor_out(page.next_cursor)})
 
 
