@@ -246,9 +246,10 @@ class KeyService:
 
     def list_keys(
         self, *, status: str = "active", owner: str | None = None, limit: int = 20,
-        after: str | None = None, before: str | None = None, now: datetime | None = None,
+        after: str | None = None, before: str | None = None, now: datetime | None = None, with_prev: bool = True,
     ) -> KeyPage:
-        """Newest first, keyset-paged: ``after``/``before`` take the cursors of a previous page."""
+        """Newest first, keyset-paged: ``after``/``before`` take the cursors of a previous page.
+        ``with_prev=False``: no ``prev_cursor`` (one query fewer, for callers that only page forward)."""
         check_status(status)
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
@@ -280,7 +281,7 @@ class KeyService:
                 ))
                 has_next = len(rows) > limit
                 items = rows[:limit]
-                has_prev = bool(items) and after is not None and session.scalar(
+                has_prev = with_prev and bool(items) and after is not None and session.scalar(
                     select(exists().where(*conditions, order_key > (items[0].created_at, items[0].id)))
                 )
         return KeyPage(

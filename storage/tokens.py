@@ -207,8 +207,9 @@ class _AuthRead:
     def params(self, digest: str):
         return (digest,) if self.positional else {"digest": digest}
 
-    def row(self, found: tuple) -> tuple:
-        return tuple(p(v) if p is not None else v for p, v in zip(self.processors, found, strict=True))
+    def value(self, found: tuple, index: int):
+        process = self.processors[index]
+        return process(found[index]) if process is not None else found[index]
 
 
 class TokenService:
@@ -217,7 +218,8 @@ class TokenService:
         self.audit = audit
         self._read = _AuthRead(db.read_engine.dialect)
         self._vouched: set[str] = set()  # token ids whose token.created entry this process has seen
-        self._touched: dict[str, datetime] = {}
+        self._touched: dict[str, datetime] = {}  # when this process last recorded (or saw) a token's use
+        self._expiries: dict[str, datetime] = {}
         self._last_complaint = -60.0
 
     # -- the command line's ---------------------------------------------------------------
@@ -283,10 +285,17 @@ class TokenService:
         found = self.db.fetch_one(self._read.sql, self._read.params(wanted))
         if found is None or not keyformat.digests_equal(found[3], wanted):
             raise TokenDenied("unknown", "unknown token")
-        token_id, name, scopes, _, expires_at, revoked_at, last_used_at = self._read.row(found)
-        now = utcnow()
-        if revoked_at is not None:
+        token_id, name, scopes = found[0], found[1], found[2]
+        if found[5] is not None:  # revoked_at, read on every request: a revocation counts from the next one
             raise TokenDenied("revoked", f"token {token_id} was revoked")
+        now = utcnow()
+        # A token's expiry never changes (the triggers), so its parsed value is kept once read.
+        expires_at = self._expiries.get(token_id)
+        if expires_at is None:
+            expires_at = self._read.value(found, 4)
+            if len(self._expiries) >= 10_000:
+                self._expiries.clear()
+            self._expiries[token_id] = expires_at
         if now >= expires_at:
             raise TokenDenied("expired", f"token {token_id} expired at {iso(expires_at)}")
         if token_id not in self._vouched:
@@ -298,12 +307,16 @@ class TokenService:
                             "apikeys; refused", token_id)
                 raise TokenDenied("unvouched", "unknown token")
             self._vouched.add(token_id)
-        self._touch(token_id, last_used_at, now)
+        self._touch(token_id, found, now)
         return Caller(id=token_id, name=name, scopes=frozenset(s for s in scopes.split(",") if s))
 
-    def _touch(self, token_id: str, last_used_at: datetime | None, now: datetime) -> None:
-        recorded = self._touched.get(token_id) or last_used_at
+    def _touch(self, token_id: str, found: tuple, now: datetime) -> None:
+        """Record the token's use at most once a minute (its stored last use read only when that may be due)."""
+        recorded = self._touched.get(token_id)
+        if recorded is None or now - recorded >= LAST_USED_RESOLUTION:
+            recorded = self._read.value(found, 6)
         if recorded is not None and now - recorded < LAST_USED_RESOLUTION:
+            self._touched[token_id] = recorded
             return
         if len(self._touched) >= 10_000:
             self._touched.clear()

@@ -445,3 +445,20 @@ def test_a_lifetime_is_what_the_document_says(api, token, expires_in, status):
     assert answer[0] == status, answer[2]
     if status == 422:
         assert answer[2]["errors"][0]["field"] == "expires_in" and "lifetime like 90d" in answer[2]["detail"]
+
+
+def test_a_tokens_last_use_is_recorded_once_a_minute(replicas):
+    one, _ = replicas
+    store = one.app.store
+    with freeze_time("2026-12-07 10:00:00") as clock:
+        made, secret = store.tokens.create(name="ci", scopes=ALL, actor="alice")
+        assert store.tokens.list()[0].last_used_at is None
+        call(one, "GET", "/v1/keys", secret)
+        first = store.tokens.list()[0].last_used_at
+        assert first is not None and first.isoformat().startswith("2026-12-07T10:00:00")
+        clock.tick(timedelta(seconds=30))
+        call(one, "GET", "/v1/keys", secret)
+        assert store.tokens.list()[0].last_used_at == first
+        clock.tick(timedelta(seconds=31))
+        call(one, "GET", "/v1/keys", secret)
+        assert store.tokens.list()[0].last_used_at.isoformat().startswith("2026-12-07T10:01:01")

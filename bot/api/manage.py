@@ -301,7 +301,8 @@ def keys_collection(app: KeyApiApp, environ: dict, start_response) -> list[bytes
         if owner is not None:
             check_owner(owner)
         page = app.store.keys.list_keys(status=query.get("status", "all"), owner=owner, limit=int(limit_text),
-                                        after=_cursor_in(query["cursor"]) if "cursor" in query else None)
+                                        after=_cursor_in(query["cursor"]) if "cursor" in query else None,
+                                        with_prev=False)
     except InvalidInput as exc:
         raise Problem(400, str(exc), code="query_invalid") from None
     now = utcnow()
