@@ -316,28 +316,29 @@ def table_problems(db: Database, *, limit: int = 20) -> list[Problem]:
             *_tokens_without_creation(db, limit)]
 
 
+def _uncreated(db: Database, model, action: Action, limit: int) -> list[tuple[str, str]]:
+    """The rows of ``model`` (a key or a token) with no ``action`` entry naming them: ``(id, masked)``."""
+    created = exists().where(AuditEvent.key_id == model.id, AuditEvent.action == action.value)
+    with db.read() as session:
+        rows = session.execute(select(model.id, model.prefix, model.last4).where(~created)
+                               .order_by(model.id).limit(limit)).all()
+    return [(row_id, mask(prefix, last4)) for row_id, prefix, last4 in rows]
+
+
 def _tokens_without_creation(db: Database, limit: int) -> Iterator[Problem]:
     """An admin token inserted with SQL: refused by every route already (``TokenService.authenticate``
     asks for its entry), and named here so that someone finds out who inserted it."""
     from .tokens import ApiToken
 
-    created = exists().where(AuditEvent.key_id == ApiToken.id, AuditEvent.action == Action.TOKEN_CREATED.value)
-    with db.read() as session:
-        rows = session.execute(select(ApiToken.id, ApiToken.prefix, ApiToken.last4).where(~created)
-                               .order_by(ApiToken.id).limit(limit)).all()
-    for token_id, prefix, last4 in rows:
-        yield Problem(f"token {token_id} ({mask(prefix, last4)})",
+    for token_id, masked in _uncreated(db, ApiToken, Action.TOKEN_CREATED, limit):
+        yield Problem(f"token {token_id} ({masked})",
                       "has no token.created entry in the audit log: the row was inserted outside apikeys (the "
                       f"management API refuses it; 'apikeys tokens revoke {token_id} --actor WHO' ends it)")
 
 
 def _keys_without_creation(db: Database, limit: int) -> Iterator[Problem]:
-    created = exists().where(AuditEvent.key_id == ApiKey.id, AuditEvent.action == Action.KEY_CREATED.value)
-    with db.read() as session:
-        rows = session.execute(select(ApiKey.id, ApiKey.prefix, ApiKey.last4).where(~created)
-                               .order_by(ApiKey.id).limit(limit)).all()
-    for key_id, prefix, last4 in rows:
-        yield Problem(f"key {key_id} ({mask(prefix, last4)})",
+    for key_id, masked in _uncreated(db, ApiKey, Action.KEY_CREATED, limit):
+        yield Problem(f"key {key_id} ({masked})",
                       "has no key.created entry in the audit log: the row was inserted outside apikeys, and the key "
                       f"verifies until it is revoked ('apikeys revoke {key_id} --actor WHO --reason compromised')")
 
