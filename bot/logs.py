@@ -36,7 +36,7 @@ class RedactingFormatter(logging.Formatter):
     arguments and tracebacks alike); also caches the timestamp text per second (formatting time is the
     largest part of a log line's cost, and the key API logs one line per request)."""
 
-    _marker = f"{KEY_PREFIX}_"
+    _marker = KEY_PREFIX  # "apk": keys (apk_) and admin tokens (apkt_) alike
     _cached: tuple[int, str] = (-1, "")  # (second, its text): one attribute, so threads never see half an update
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802

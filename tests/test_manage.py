@@ -462,3 +462,25 @@ def test_a_tokens_last_use_is_recorded_once_a_minute(replicas):
         clock.tick(timedelta(seconds=31))
         call(one, "GET", "/v1/keys", secret)
         assert store.tokens.list()[0].last_used_at.isoformat().startswith("2026-12-07T10:01:01")
+
+
+def test_an_admin_token_is_masked_wherever_text_is_kept_or_logged(api, token, shared):
+    """A token pasted into a revocation's note, a key name or a log line is a token still: masked (or refused)."""
+    import logging
+
+    from bot import logs
+    from storage.redaction import redact
+
+    secret = token()
+    assert redact(f"oops {secret}") == f"oops apkt_…{secret[-4:]}[redacted]"
+    key = new_key(api, secret)
+    call(api, "POST", f"/v1/keys/{key['id']}/revoke", secret, {"reason": "other", "note": f"pasted {secret}"})
+    with shared.db.read() as session:
+        kept = repr(session.execute(text("SELECT * FROM api_keys")).all()) + repr(
+            session.execute(text("SELECT * FROM audit_events")).all())
+    assert secret not in kept and f"apkt_…{secret[-4:]}[redacted]" in kept
+    status, _, body = call(api, "POST", "/v1/keys", secret, {"name": f"svc {secret}", "owner": "qa"})
+    assert status == 422 and secret not in json.dumps(body)
+    record = logging.LogRecord("apikeys.test", logging.INFO, __file__, 1, "token %s", (secret,), None)
+    assert secret not in logs.RedactingFormatter().format(record)
+    assert secret not in api.log()
