@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import re
 import signal
 import sys
 import time
@@ -31,7 +32,7 @@ from storage import (
 )
 from storage.audit import event_to_dict
 from storage.errors import CorruptEntry
-from storage.keyformat import find_keys_in_text, is_well_formed
+from storage.keyformat import TOKEN_PREFIX, find_keys_in_text, is_well_formed
 from storage.keys import KeyService, key_to_dict
 from storage.leaks import Match
 from storage.redaction import looks_like_key, redact
@@ -381,6 +382,7 @@ def _key_to_revoke(store: Store, given: str, err: TextIO, verb: str = "revoke") 
         given = sys.stdin.readline().strip()
         if not given:
             raise UsageError("nothing on standard input (paste the key or its id)")
+    _not_a_token(given)
     if not looks_like_key(given):
         return given.strip()
     found = find_keys_in_text(given)  # the key inside quotes, 'Bearer …', 'API_KEY=…', a pasted line
@@ -479,9 +481,22 @@ def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if result.valid else EXIT_NEGATIVE
 
 
+TOKEN_IN_TEXT_RE = re.compile(rf"{TOKEN_PREFIX}_[0-9A-Za-z]{{8,}}")
+
+
+def _not_a_token(given: str) -> None:
+    """An admin token (apkt_…) given where a key belongs is said to be one, never echoed."""
+    if TOKEN_IN_TEXT_RE.search(given or ""):
+        raise UsageError("that is an admin token of the management API, not a key: to end it, 'apikeys tokens "
+                         "revoke TOKEN_ID --actor WHO' (ids in 'apikeys tokens list'); nothing changed")
+
+
 def _read_key(args, err: TextIO, command: str) -> str:
     if args.key == "-":
-        return sys.stdin.readline().strip()
+        key = sys.stdin.readline().strip()
+        _not_a_token(key)
+        return key
+    _not_a_token(args.key)
     err.write("apikeys: warning: the key is now in your shell history and visible in 'ps'; "
               f"next time use 'apikeys {command} -' and paste it on standard input\n")
     return args.key.strip()
@@ -745,7 +760,9 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         settings = Settings.from_env(env)
         # Only `apikeys db upgrade` (and the server's start) changes the schema: a CLI of another
         # release pointed at production must never apply DDL on the side.
-        as_owner = args.command == "db" and args.db_command in ("upgrade", "grant")
+        # An admin token is made as the tables' owner too: the runtime role cannot insert one (least privilege).
+        as_owner = ((args.command == "db" and args.db_command in ("upgrade", "grant"))
+                    or (args.command == "tokens" and args.tokens_command == "create"))
         url = (settings.database_migration_url or settings.database_url) if as_owner else settings.database_url
         store = open_store(url, bootstrap_admins=settings.admins,
                            notify_channel=settings.audit_channel, signer=settings.audit_signer,

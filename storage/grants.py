@@ -31,7 +31,9 @@ RUNTIME_PRIVILEGES = {
     "message_refs": ("SELECT", "INSERT"),  # the cards to keep true: recorded, read
     "reveals": ("SELECT", "INSERT", "UPDATE"),  # a one-time link: sealed, then its ciphertext cleared (viewed, expired)
     "expiry_notices": ("SELECT", "INSERT"),  # which warnings were sent: claimed once
-    "api_tokens": ("SELECT", "INSERT", "UPDATE"),  # created, last use, revoked (the triggers keep the rest fixed)
+    # Read, last use, revoked; never INSERT: an admin token is made as the tables' owner ('apikeys tokens
+    # create' uses DATABASE_MIGRATION_URL), so the server's role cannot mint one (the triggers keep the rest fixed).
+    "api_tokens": ("SELECT", "UPDATE"),
     "idempotency_keys": ("SELECT", "INSERT", "DELETE"),  # a write's first answer; dropped after 24 hours
     "token_writes": ("SELECT", "INSERT", "UPDATE", "DELETE"),  # writes per token per minute
     "alembic_version": ("SELECT",),

@@ -199,9 +199,11 @@ class KeyService:
 
     # -- create ---------------------------------------------------------------------------
     def create(
-        self, *, name: str, owner: str, actor: str, expires_in: timedelta | None = None, count: int | None = None
+        self, *, name: str, owner: str, actor: str, expires_in: timedelta | None = None, count: int | None = None,
+        context: dict[str, Any] | None = None,
     ) -> list[CreatedKey]:
-        """Create one key (``count=None``) or ``count`` keys named NAME-1..NAME-count, in one transaction."""
+        """Create one key (``count=None``) or ``count`` keys named NAME-1..NAME-count, in one transaction.
+        ``context``: what the ``key.created`` entries also record (the management API's ``via`` and token)."""
         if count is not None and not 1 <= count <= MAX_BATCH:
             raise InvalidInput(f"--count must be between 1 and {MAX_BATCH}")
         name = check_name(name, room=0 if count is None else len(f"-{count}"))
@@ -216,7 +218,7 @@ class KeyService:
         # Ids sorted in creation order, so that NAME-1..NAME-N list in order (newest first).
         ids = sorted(new_key_id() for _ in names)
         for key_id, key_name in zip(ids, names, strict=True):
-            row, secret, event = new_key_row(key_id, key_name, owner, actor, now, expires_at)
+            row, secret, event = new_key_row(key_id, key_name, owner, actor, now, expires_at, **(context or {}))
             rows.append(row)
             secrets.append(secret)
             events.append(event)

@@ -15,6 +15,7 @@ writes per token per minute (``spend_write``) and the first answers of idempoten
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,15 +26,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Index, Text, bindparam, delete, exists, select, text, update
+from sqlalchemy import Column, Index, Text, bindparam, delete, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
-from . import keyformat
-from .audit import Action, AuditLog, EventInput
+from . import checkpoints, keyformat
+from .audit import _CHECKPOINT_COLUMNS, _ENTRY_COLUMNS, Action, AuditLog, EventInput, _message_of, _stored_time, entry_hash
 from .db import Database
 from .errors import DatabaseUnavailable, InvalidInput, StorageError
-from .models import AuditEvent, UTCDateTime
+from .models import AuditCheckpoint, AuditEvent, UTCDateTime
 from .redaction import redact_value
 from .timeutil import iso, utcnow
 from .validation import check_actor
@@ -230,6 +231,9 @@ class TokenService:
         lifetime = DEFAULT_LIFETIME if expires_in is None else expires_in
         if not timedelta(0) < lifetime <= MAX_LIFETIME:
             raise InvalidInput(f"a token's lifetime is more than 0 and at most {MAX_LIFETIME.days} days")
+        if self.audit.signer is None and self.audit.signed_through() is not None:
+            raise InvalidInput("the audit log is signed, and a server that signs accepts only a token whose creation "
+                               "a signed checkpoint vouches for: give this command APIKEYS_AUDIT_SIGNING_KEY")
         secret = keyformat.generate_token()
         now = utcnow()
         token = ApiToken(id=new_token_id(), name=name, scopes=",".join(scopes), prefix=keyformat.TOKEN_PREFIX,
@@ -243,6 +247,11 @@ class TokenService:
                 session.flush()
             except IntegrityError:  # another create of the name committed first
                 raise InvalidInput(f"a token named {name} exists: revoke it first, or choose another name") from None
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+                    raise
+                raise InvalidInput("making an admin token needs the tables' owner: set DATABASE_MIGRATION_URL to the "
+                                   "owner's URL (the server's runtime role cannot insert tokens)") from None
             self.audit.append(session, EventInput(actor=actor, action=Action.TOKEN_CREATED, key_id=token.id, details={
                 "name": name, "token": token.masked, "scopes": list(scopes), "expires_at": iso(token.expires_at)}),
                 at=now)
@@ -299,16 +308,55 @@ class TokenService:
         if now >= expires_at:
             raise TokenDenied("expired", f"token {token_id} expired at {iso(expires_at)}")
         if token_id not in self._vouched:
-            with self.db.read() as session:
-                vouched = session.scalar(select(exists().where(
-                    AuditEvent.key_id == token_id, AuditEvent.action == Action.TOKEN_CREATED.value)))
-            if not vouched:
-                log.warning("token %s has no token.created entry in the audit log: the row was inserted outside "
-                            "apikeys; refused", token_id)
+            problem = self._vouch(token_id, name, scopes, found, expires_at)
+            if problem is not None:
+                log.warning("token %s refused: %s (the row was written outside apikeys)", token_id, problem)
                 raise TokenDenied("unvouched", "unknown token")
             self._vouched.add(token_id)
         self._touch(token_id, found, now)
         return Caller(id=token_id, name=name, scopes=frozenset(s for s in scopes.split(",") if s))
+
+    def _vouch(self, token_id: str, name: str, scopes: str, found: tuple, expires_at: datetime) -> str | None:
+        """Why the log does not vouch for this token row, or None. Its ``token.created`` entry must name it
+        as it is (name, masked token, scopes, expiry); with a signing key, a signed checkpoint must cover
+        that entry and the entries from it to the checkpoint's head must chain to the signed hash, so an
+        entry inserted with SQL next to a row inserted with SQL opens nothing. Once per process and token."""
+        with self.db.read() as session:
+            entry = session.execute(select(*_ENTRY_COLUMNS).where(
+                AuditEvent.key_id == token_id, AuditEvent.action == Action.TOKEN_CREATED.value)
+                .order_by(AuditEvent.id).limit(1)).first()
+            if entry is None:
+                return "no token.created entry in the audit log"
+            try:
+                details = json.loads(entry.details)
+            except ValueError:
+                details = None
+            if not isinstance(details, dict) or (details.get("name"), details.get("scopes"), details.get("expires_at")) \
+                    != (name, [s for s in scopes.split(",") if s], iso(expires_at)):
+                return "its token.created entry describes another token"
+            signer = self.audit.signer
+            if signer is None:
+                return None
+            cp = session.execute(select(*_CHECKPOINT_COLUMNS).where(
+                AuditCheckpoint.first_entry_id <= entry.id, AuditCheckpoint.entry_id >= entry.id)
+                .order_by(AuditCheckpoint.entry_id).limit(1)).first()
+            if cp is None:
+                return "no signed checkpoint vouches for its token.created entry"
+            if cp.public_key != signer.public_raw or not checkpoints.signature_valid(
+                    cp.public_key, _message_of(cp), cp.signature):
+                return "the checkpoint over its token.created entry is not signed by this installation"
+            chain = session.execute(select(*_ENTRY_COLUMNS).where(AuditEvent.id >= entry.id, AuditEvent.id <= cp.entry_id)
+                                    .order_by(AuditEvent.id)).all()
+        previous, expected_id = None, entry.id
+        for row in chain:
+            computed = entry_hash(id=row.id, at=_stored_time(row.id, row.at), actor=row.actor, action=row.action,
+                                  key_id=row.key_id, details=row.details, prev_hash=row.prev_hash)
+            if row.id != expected_id or computed != row.hash or (previous is not None and row.prev_hash != previous):
+                return "its token.created entry does not chain to the signed head"
+            previous, expected_id = row.hash, row.id + 1
+        if previous != cp.head_hash:
+            return "its token.created entry does not chain to the signed head"
+        return None
 
     def _touch(self, token_id: str, found: tuple, now: datetime) -> None:
         """Record the token's use at most once a minute (its stored last use read only when that may be due)."""
@@ -345,6 +393,15 @@ class TokenService:
             raise RateLimited(max(1, 60 - now.second))
         if count == 1:  # a new minute: the token's older minutes are of no more use
             session.execute(delete(TokenWrite).where(TokenWrite.token_id == token_id, TokenWrite.window_start < window))
+
+    def hold(self, session: Session, token_id: str, key: str) -> None:
+        """Wait for any other transaction answering this token's ``key`` to end (PostgreSQL: an advisory
+        lock for the rest of the transaction; SQLite's write transactions are one at a time already).
+        Then ``remembered`` sees its answer: a racing retry of a revoke answers the first answer, not 409."""
+        if self.db.dialect != "postgresql":
+            return
+        material = hashlib.sha256(f"apikeys-idempotency\0{token_id}\0{key}".encode()).digest()
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": int.from_bytes(material[:8], "big", signed=True)})
 
     def remembered(self, session: Session, token_id: str, key: str, request_hash: str, *,
                    now: datetime | None = None) -> Remembered | None:

@@ -95,6 +95,7 @@ def test_every_change_is_audited_as_the_token_through_the_api(api, token, shared
                                        .order_by(AuditEvent.id)))
     assert [(e.action, e.actor) for e in entries] == [("key.created", f"token:{token.name}"),
                                                       ("key.revoked", f"token:{token.name}")]
+    assert {k: json.loads(entries[0].details)[k] for k in ("via", "token_id")} == {"via": "api", "token_id": token.id}
     details = json.loads(entries[1].details)
     assert details["via"] == "api" and details["token_id"] == token.id and details["reason"] == "compromised"
     # ... and the audit channel is told, as it is of Slack's and the CLI's changes
@@ -365,7 +366,7 @@ def test_a_token_inserted_with_sql_authenticates_nothing_and_the_self_check_name
             ":now, 'mallory', :later)"), {"l4": secret[-4:], "d": digest(secret), "now": "2026-12-01 00:00:00",
                                           "later": "2030-01-01 00:00:00"})
     status, _, body = call(one, "GET", "/v1/keys", secret)
-    assert (status, body["code"]) == (401, "token_unvouched")
+    assert (status, body["code"]) == (401, "token_unknown")
     problems = [str(p) for p in integrity.table_problems(store.db)]
     assert any("token tok_00000000000000mint" in p and "no token.created entry" in p for p in problems), problems
 
@@ -484,3 +485,96 @@ def test_an_admin_token_is_masked_wherever_text_is_kept_or_logged(api, token, sh
     record = logging.LogRecord("apikeys.test", logging.INFO, __file__, 1, "token %s", (secret,), None)
     assert secret not in logs.RedactingFormatter().format(record)
     assert secret not in api.log()
+
+
+# ============================================================================ found in review
+@pytest.mark.parametrize("target", ["revoke", "rotate"])
+def test_retries_racing_with_one_idempotency_key_on_a_revoke_or_rotate_get_one_answer(api, token, target):
+    secret = token()
+    key = new_key(api, secret)
+    answers = []
+    barrier = threading.Barrier(6)
+
+    def send():
+        barrier.wait()
+        answers.append(call(api, "POST", f"/v1/keys/{key['id']}/{target}", secret, {}, **{"Idempotency-Key": "once"}))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(a[0] for a in answers)
+    assert statuses == [200 if target == "revoke" else 201] * 6, [(a[0], a[2].get("code")) for a in answers]
+    assert len({a[2]["id"] for a in answers}) == 1
+
+
+def test_a_secret_in_the_path_is_never_answered_back(api, token):
+    secret = token()
+    key = new_key(api, secret)["key"]
+    for method, path in [("GET", f"/v1/keys/{key}"), ("POST", f"/v1/keys/{key}/revoke"), ("GET", f"/{key}"),
+                         ("GET", f"/v1/keys/{secret}")]:
+        status, _, raw = api.request(method, path, "{}" if method == "POST" else None, bearer(secret))
+        assert status == 404 and key.encode() not in raw and secret.encode() not in raw, (path, raw)
+
+
+def _forge_token(store, entry_details) -> str:
+    """As the database owner would: a token row, and a token.created entry at the head for it."""
+    from storage.audit import EventInput
+
+    secret = generate_token()
+    with store.db.write() as session:
+        session.execute(text(
+            "INSERT INTO api_tokens (id, name, scopes, prefix, last4, digest, created_at, created_by, expires_at) "
+            "VALUES ('tok_0000000000000forge', 'forged', 'keys:read,keys:write,keys:revoke', 'apkt', :l4, :d, "
+            ":now, 'mallory', :later)"), {"l4": secret[-4:], "d": digest(secret), "now": "2026-12-01 00:00:00",
+                                          "later": "2030-01-01 00:00:00"})
+        unsigned = type(store.audit)(store.db)  # an append that signs nothing: what SQL alone can do
+        unsigned.append(session, EventInput(actor="mallory", action="token.created", key_id="tok_0000000000000forge",
+                                            details=entry_details(secret)))
+    return secret
+
+
+def test_with_a_signing_key_a_token_whose_creation_no_checkpoint_vouches_for_is_refused(database_url):
+    from storage import checkpoints
+
+    signer = checkpoints.load_signer(checkpoints.generate()[0])
+    open_store(database_url, signer=signer).close()
+    app = create_app(Settings(database_url=database_url, admins=(ADMIN,), audit_signer=signer))
+    try:
+        client = InProcessApp(app)
+        real = app.store.tokens.create(name="real", scopes=ALL, actor="alice")[1]
+        assert call(client, "GET", "/v1/keys", real)[0] == 200
+        forged = _forge_token(app.store, lambda s: {"name": "forged", "token": f"apkt_…{s[-4:]}",
+                                                    "scopes": ALL.split(","), "expires_at": "2030-01-01T00:00:00Z"})
+        status, _, body = call(client, "GET", "/v1/keys", forged)
+        assert (status, body["code"]) == (401, "token_unknown")
+    finally:
+        app.store.close()
+
+
+def test_a_tokens_creation_entry_must_describe_the_row(replicas):
+    one, _ = replicas
+    forged = _forge_token(one.app.store, lambda s: {"name": "forged", "token": f"apkt_…{s[-4:]}",
+                                                    "scopes": ["keys:read"], "expires_at": "2030-01-01T00:00:00Z"})
+    assert call(one, "GET", "/v1/keys", forged)[0] == 401  # the row claims more scopes than its entry
+
+
+def test_the_command_line_points_an_admin_token_to_tokens_revoke(run_cli, shared):
+    secret = generate_token()
+    for argv in (("revoke", secret, "--actor", "a"), ("verify", secret), ("rotate", secret, "--actor", "a")):
+        result = run_cli(*argv)
+        assert result.code == 2 and "admin token" in result.err and "tokens revoke" in result.err, result.err
+        assert secret not in result.err + result.out
+
+
+def test_a_token_is_not_made_unsigned_into_a_signed_log(database_url, run_cli):
+    from storage import checkpoints
+
+    signer = checkpoints.load_signer(checkpoints.generate()[0])
+    store = open_store(database_url, signer=signer)
+    store.keys.create(name="signed", owner="qa", actor="alice")
+    store.close()
+    result = run_cli("tokens", "create", "--name", "ci", "--scope", "keys:read", "--actor", "alice")
+    assert result.code == 2 and "give this command APIKEYS_AUDIT_SIGNING_KEY" in result.err
+    assert "No admin tokens" in run_cli("tokens", "list").out

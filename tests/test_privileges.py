@@ -85,6 +85,8 @@ def test_the_runtime_role_does_everything_the_server_does(runtime_role, database
     "DELETE FROM audit_checkpoints",
     "DELETE FROM api_keys",
     "CREATE TABLE mine (id int)",
+    "INSERT INTO api_tokens (id, name, scopes, prefix, last4, digest, created_at, created_by, expires_at) VALUES "
+    "('tok_00000000000000000', 'mint', 'keys:read', 'apkt', 'abcd', 'x', now(), 'm', now() + interval '1 day')",
     "CREATE OR REPLACE FUNCTION apikeys_guard_keys() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql",
 ])
 def test_the_runtime_role_cannot_change_the_guards_or_the_log(runtime_role, database_url, statement):
@@ -179,3 +181,17 @@ def test_with_the_owners_url_the_start_grants_what_a_migration_added(runtime_rol
     finally:
         store.close()
     assert cli_runner(url)("db", "status").code == 0
+
+
+def test_an_admin_token_is_made_as_the_owner_never_by_the_runtime_role(runtime_role, database_url):
+    role, url = runtime_role
+    assert cli_runner(database_url)("db", "grant", role).code == 0
+    argv = ("tokens", "create", "--name", "ci", "--scope", "keys:read", "--actor", "alice")
+    refused = cli_runner(url)(*argv)
+    assert refused.code == 2 and "needs the tables' owner: set DATABASE_MIGRATION_URL" in refused.err, refused.err
+    made = cli_runner(url)(*argv, env={"DATABASE_MIGRATION_URL": database_url})
+    assert made.code == 0 and "apkt_" in made.out, made.err
+    listed = cli_runner(url)("tokens", "list")  # the runtime role reads, and revokes
+    assert listed.code == 0 and "ci" in listed.out
+    token_id = listed.out.splitlines()[1].split()[0]
+    assert cli_runner(url)("tokens", "revoke", token_id, "--actor", "alice").code == 0

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 from storage import DatabaseUnavailable, Store
+from storage.redaction import redact
 
 from .. import github, metrics
 from ..logs import fields
@@ -45,18 +46,25 @@ class KeyApiApp:
         path = environ.get("PATH_INFO") or "/"
         if not self.body_gate.admit(environ):
             log.warning(fields(event="request", path=path, outcome="body_slots_busy"))
-            return respond(start_response, 503, {"error": "too many request bodies are still arriving; try again"},
-                           [("Retry-After", "1"), *CLOSE])
+            return self._refuse(path, start_response, 503, "too many request bodies are still arriving; try again",
+                                [("Retry-After", "1"), *CLOSE])
         try:
             return self._dispatch(path, environ, start_response)
         except BodyTimeout:
             log.info(fields(event="request", path=path, outcome="body_timeout"))
-            return respond(start_response, 408, {"error": f"the request body took longer than "
-                                                          f"{self.body_gate.timeout:g} s to arrive"}, CLOSE)
+            return self._refuse(path, start_response, 408, f"the request body took longer than "
+                                                          f"{self.body_gate.timeout:g} s to arrive", CLOSE)
         finally:
             timed = environ.get("apikeys.body")
             if timed is not None:
                 self.body_gate.done(timed)  # a body left unread, or an error while reading it
+
+    def _refuse(self, path: str, start_response, status: int, message: str, headers) -> list[bytes]:
+        """An answer given outside a route's handler, in that route's error format."""
+        route = self.routes.find(path)
+        if route is not None and route.problems:
+            return respond_problem(start_response, Problem(status, message, headers=list(headers)))
+        return respond(start_response, status, {"error": message}, list(headers))
 
     def _dispatch(self, path: str, environ: dict, start_response) -> Iterable[bytes]:
         route = None
@@ -76,7 +84,7 @@ class KeyApiApp:
         except HttpError as exc:
             if route is not None and route.problems:
                 return respond_problem(start_response, exc)
-            return respond(start_response, exc.status, {"error": exc.message}, exc.headers)
+            return respond(start_response, exc.status, {"error": redact(exc.message)}, exc.headers)
         except DatabaseUnavailable as exc:
             self._complain_unavailable(path, exc)
             if route is not None and route.problems:
@@ -88,6 +96,8 @@ class KeyApiApp:
             raise
         except Exception:
             log.exception(fields(event="request", path=path, outcome="error"))
+            if route is not None and route.problems:
+                return respond_problem(start_response, Problem(500, "internal error"))
             return respond(start_response, 500, {"error": "internal error"})
 
     def _complain_unavailable(self, path: str, exc: Exception) -> None:

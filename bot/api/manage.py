@@ -143,7 +143,9 @@ def _caller(app: KeyApiApp, environ: dict, scope: str) -> Caller:
     except TokenDenied as denied:
         log.info(fields(event="manage.denied", path=environ.get("PATH_INFO"), reason=denied.reason))
         challenge = REALM if denied.reason == "missing" else f'{REALM}, error="invalid_token"'
-        raise Problem(401, str(denied), code=f"token_{denied.reason}", headers=[("WWW-Authenticate", challenge)]) from None
+        # A row the log does not vouch for answers as unknown: the caller learns nothing of the table.
+        code = "token_unknown" if denied.reason == "unvouched" else f"token_{denied.reason}"
+        raise Problem(401, str(denied), code=code, headers=[("WWW-Authenticate", challenge)]) from None
     if scope not in caller.scopes:
         raise Problem(403, f"token {caller.name} lacks the scope {scope} (it has {', '.join(sorted(caller.scopes))})",
                       code="scope_missing", required_scope=scope,
@@ -229,6 +231,7 @@ def _write(app: KeyApiApp, environ: dict, start_response, caller: Caller, parsed
         try:
             with app.store.db.transaction() as session:
                 if key is not None:
+                    tokens.hold(session, caller.id, key)
                     remembered = tokens.remembered(session, caller.id, key, request_hash)
                     if remembered is not None:
                         return respond(start_response, remembered.status, remembered.body, [(REPLAYED, "true")])
@@ -316,7 +319,8 @@ def create_key(app: KeyApiApp, environ: dict, start_response) -> list[bytes]:
 
     def change() -> tuple[int, dict[str, Any]]:
         created = app.store.keys.create(name=request.name, owner=request.owner, actor=caller.actor,
-                                        expires_in=_duration(request.expires_in, "expires_in"))[0]
+                                        expires_in=_duration(request.expires_in, "expires_in"),
+                                        context={"via": Via.API.value, "token_id": caller.id})[0]
         return 201, {**key_out(created.key), "key": created.secret}
 
     return _write(app, environ, start_response, caller, parsed, change)
@@ -401,11 +405,19 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
 _JSON = "application/json"
 
 
-def _ok(description: str, schema: str, example: dict | None = None) -> dict[str, Any]:
+_REPLAYED = {REPLAYED: {"schema": {"type": "string", "const": "true"},
+                        "description": "Present when this is the first answer to the request's Idempotency-Key, "
+                                       "given again."}}
+
+
+def _ok(description: str, schema: str, example: dict | None = None, *, replayable: bool = False) -> dict[str, Any]:
     content: dict[str, Any] = {"schema": ref(schema)}
     if example is not None:
         content["example"] = example
-    return {"description": description, "content": {_JSON: content}}
+    answer: dict[str, Any] = {"description": description, "content": {_JSON: content}}
+    if replayable:
+        answer["headers"] = _REPLAYED
+    return answer
 
 
 def _errors(*statuses: int, scope: str) -> dict[str, Any]:
@@ -453,7 +465,7 @@ CREATE = {
     "operationId": "createKey", "tags": ["management"], "summary": "Create a key", "security": _AUTH,
     "description": "Scope `keys:write`. The answer carries the secret once.",
     "parameters": [_IDEMPOTENCY], "requestBody": _body("CreateKey", True),
-    "responses": {"201": _ok("The new key and its secret.", "NewKey", {**_EXAMPLE, "key": EXAMPLE_KEY}),
+    "responses": {"201": _ok("The new key and its secret.", "NewKey", {**_EXAMPLE, "key": EXAMPLE_KEY}, replayable=True),
                   **_errors(400, 401, 403, 413, 422, 429, 503, scope="keys:write")},
 }
 GET = {
@@ -465,7 +477,7 @@ REVOKE = {
     "operationId": "revokeKey", "tags": ["management"], "summary": "Revoke a key", "security": _AUTH,
     "description": "Scope `keys:revoke`. At once, on every replica, for good.",
     "parameters": [_KEY_PARAM, _IDEMPOTENCY], "requestBody": _body("RevokeKey", False),
-    "responses": {"200": _ok("The key, revoked.", "Key"),
+    "responses": {"200": _ok("The key, revoked.", "Key", replayable=True),
                   **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503, scope="keys:revoke")},
 }
 ROTATE = {
@@ -473,7 +485,8 @@ ROTATE = {
     "description": "Scope `keys:write`. A replacement with the same name, owner and lifetime; the old key keeps "
                    "working for the grace period.",
     "parameters": [_KEY_PARAM, _IDEMPOTENCY], "requestBody": _body("RotateKey", False),
-    "responses": {"201": _ok("The replacement and its secret, and the old key as it is now.", "NewKey"),
+    "responses": {"201": _ok("The replacement and its secret, and the old key as it is now.", "NewKey",
+                             replayable=True),
                   **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503, scope="keys:write")},
 }
 

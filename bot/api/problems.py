@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.redaction import redact, redact_value
+
 from ..wsgi import STATUS_TEXT, HttpError, _to_json
 
 PROBLEM_JSON = "application/problem+json"
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         408: "request_timeout", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-         422: "invalid", 429: "rate_limited", 503: "unavailable"}
+         408: "request_timeout", 409: "conflict", 411: "length_required", 413: "too_large",
+         415: "unsupported_media_type", 422: "invalid", 429: "rate_limited", 500: "internal", 503: "unavailable"}
 
 
 class Problem(HttpError):
@@ -33,8 +35,9 @@ def title(status: int) -> str:
 
 
 def body(status: int, detail: str, code: str | None = None, **members: Any) -> dict[str, Any]:
-    return {"type": "about:blank", "title": title(status), "status": status, "detail": detail,
-            "code": code or CODES.get(status, "error"), **members}
+    """A problem's members; anything key-shaped in them is masked (a detail may name what the caller sent)."""
+    return {"type": "about:blank", "title": title(status), "status": status, "detail": redact(detail),
+            "code": code or CODES.get(status, "error"), **redact_value(members)}
 
 
 def respond_problem(start_response, exc: HttpError, headers: list[tuple[str, str]] | None = None) -> list[bytes]:
