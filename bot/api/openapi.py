@@ -8,13 +8,17 @@ server with all its checks, finds nothing the server answers that is not written
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-from . import auth, github, keys, manage, operations
 from .routes import RouteTable
 from .schema import model_schema
 
-FAMILIES = (keys, manage, auth, github, operations)
+
+def families(table: RouteTable) -> list:
+    """The modules the table's routes come from, in order: each may declare ``SCHEMAS``, ``MODELS``
+    (pydantic models) and ``SECURITY`` for the document, beside its routes (nothing to register twice)."""
+    return list(dict.fromkeys(sys.modules[route.handler.__module__] for route in table.routes))
 
 
 def build(table: RouteTable) -> dict[str, Any]:
@@ -27,7 +31,7 @@ def build(table: RouteTable) -> dict[str, Any]:
             paths[route.path + "/{path}"] = dict(route.prefix_operations)
     schemas: dict[str, Any] = {}
     security: dict[str, Any] = {}
-    for family in FAMILIES:
+    for family in families(table):
         schemas.update(getattr(family, "SCHEMAS", {}))
         for model in getattr(family, "MODELS", ()):
             schemas[model.__name__] = model_schema(model)
