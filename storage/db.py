@@ -31,6 +31,7 @@ from .errors import DatabaseUnavailable, InvalidInput
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT = 5  # seconds: a key check waits at most this long for a connection, then answers 503
 SQLITE_CACHE_KIB = 1024  # per connection (SQLite's default is 2 MiB); see _configure_sqlite
 BULK_CACHE_KIB, BULK_CACHE_FROM = 64 * 1024, 1000  # a batch of more than 1,000 rows: 64 MiB while it runs
 
@@ -72,7 +73,7 @@ class _ThreadConnection:
 
     __slots__ = ("connection", "generation", "__weakref__")
 
-    def __init__(self, connection: sqlite3.Connection, generation: int):
+    def __init__(self, connection, generation: int):
         self.connection = connection
         self.generation = generation
 
@@ -213,6 +214,7 @@ class Database:
             f"apikeys_transaction_{id(self)}", default=None)
         # SQLite file databases: one connection per thread for ``fetch_one`` (see there).
         self._sqlite_path: str | None = None
+        self._pg_conninfo: str | None = None
         self._local = threading.local()
         self._thread_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
@@ -230,6 +232,8 @@ class Database:
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
             self.read_engine = self.write_engine
+            # ``fetch_one`` (the key check, health): a connection per thread, straight from psycopg.
+            self._pg_conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         else:
             raise InvalidInput(
                 f"unsupported database {self.dialect!r}: use sqlite:///path.db or postgresql+psycopg://..."
@@ -360,7 +364,40 @@ class Database:
                     raise
                 raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
             return rows[0] if rows else None
+        if self._pg_conninfo is not None:
+            return self._fetch_one_postgres(sql, params)
         return self._fetch_one_pooled(sql, params)
+
+    def _fetch_one_postgres(self, sql: str, params) -> tuple | None:
+        """One round trip: the thread's own connection, in autocommit (no BEGIN, no ROLLBACK on
+        return, no pre-ping), the statement prepared on the server at its first use. A connection the
+        server dropped is replaced and the read tried once more on the new one; when that fails too
+        the check answers 503 (``DatabaseUnavailable``), never a pass."""
+        import psycopg
+
+        for attempt in (1, 2):
+            held = getattr(self._local, "pg", None)
+            if held is None or held.generation != self._generation or held.connection.closed:
+                try:
+                    conn = psycopg.connect(self._pg_conninfo, autocommit=True, prepare_threshold=None,
+                                           connect_timeout=PG_CONNECT_TIMEOUT)
+                except psycopg.Error as exc:
+                    raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+                held = _ThreadConnection(conn, self._generation)
+                with self._connections_lock:
+                    self._thread_connections.add(held)
+                self._local.pg = held  # the only strong reference: when the thread ends, the connection closes
+            try:
+                return held.connection.execute(sql, params or None, prepare=True).fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._local.pg = None
+                try:
+                    held.connection.close()
+                except psycopg.Error:
+                    pass
+                if attempt == 2:
+                    raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+        raise AssertionError("unreachable")
 
     def _fetch_one_pooled(self, sql: str, params: tuple) -> tuple | None:
         try:

@@ -159,3 +159,17 @@ def test_health_logs_an_unreachable_database_once_a_minute_not_per_probe(app_and
         clock.tick(61)
         call(app, "/healthz")
         assert sum("ping failed" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_dropped_verification_connection_is_replaced_and_never_a_pass(app_and_keys, database_url):
+    """PostgreSQL: each thread checks keys on a connection of its own (one round trip). When the server
+    drops it, the check connects again and answers as before: a revoked key stays refused."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's per-thread verification connection")
+    app, valid, revoked = app_and_keys
+    assert auth(app, valid.secret)[0] == 204 and auth(app, revoked.secret)[0] == 401
+    with server_admin(database_url) as (conn, name):
+        killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": name}).scalar()
+    assert killed >= 1
+    assert auth(app, revoked.secret)[0] == 401 and auth(app, valid.secret)[0] == 204
