@@ -94,7 +94,7 @@ def main() -> None:
     }
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     try:
-        for name, run in runs.items():  # warm every server up once
+        for run in runs.values():  # warm every server up once
             run()
         for _ in range(args.rounds):
             for name, run in runs.items():
