@@ -173,3 +173,22 @@ def test_a_dropped_verification_connection_is_replaced_and_never_a_pass(app_and_
                                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": name}).scalar()
     assert killed >= 1
     assert auth(app, revoked.secret)[0] == 401 and auth(app, valid.secret)[0] == 204
+
+
+def test_the_postgres_check_reads_values_as_the_driver_would_and_a_refused_statement_is_unavailable(store, database_url):
+    """The key check's libpq path: timestamps come back aware and in UTC, NULLs as None, and a statement
+    the server refuses answers 503 (``DatabaseUnavailable``), never a pass."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's libpq path")
+    from datetime import timedelta
+
+    from storage import DatabaseUnavailable
+
+    created = store.keys.create(name="svc", owner="ops", actor=ADMIN, expires_in=timedelta(days=2))[0]
+    checked = store.keys.verify(created.secret)
+    assert checked.code.value == "VALID" and checked.expires_at == created.key.expires_at
+    assert checked.expires_at.utcoffset() == timedelta(0)
+    assert store.keys.get(created.key.id).revoked_at is None and store.keys.get(created.key.id).last4 == created.key.last4
+    with pytest.raises(DatabaseUnavailable):
+        store.db.fetch_one("SELECT no_such_column FROM api_keys WHERE id = %(id)s", {"id": created.key.id})
+    assert store.keys.verify(created.secret).code.value == "VALID"  # the connection goes on serving
