@@ -73,13 +73,23 @@ def _encodable(text: str) -> str:
     return text
 
 
+# The shortest text that can hold anything key-shaped: the prefix, its underscore and eight characters
+# (an encoded form, ``apk%5F…``, is only longer). Shorter strings are made storable and left as they are.
+_SHORTEST = len(KEY_PREFIX) + 1 + 8
+
+
+def _clean(text: str) -> str:
+    text = _encodable(text)
+    return text if len(text) < _SHORTEST else redact(text)
+
+
 def redact_value(value: Any) -> Any:
     """A JSON-like value (dicts, lists, strings, numbers) with every string in it redacted,
     dictionary keys included, and made storable (a lone surrogate replaced)."""
     if isinstance(value, str):
-        return redact(_encodable(value))
+        return _clean(value)
     if isinstance(value, dict):
-        return {redact(_encodable(k)) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
+        return {_clean(k) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_value(v) for v in value]
     return value

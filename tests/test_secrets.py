@@ -201,3 +201,15 @@ def test_a_key_in_an_encoding_a_url_or_text_carries_is_masked_before_storing(run
     dump = everything_stored(database_url)
     assert key[4:] not in dump and encode(key)[4:] not in dump
     assert key[4:] not in urllib.parse.unquote(urllib.parse.unquote(dump))
+
+
+def test_the_shortest_key_shaped_text_is_masked_by_redact_value():
+    """``redact_value`` leaves strings shorter than the shortest key-shaped text alone (speed): the
+    boundary is masked, also in an encoding or as a token, and a surrogate is still made storable."""
+    from storage.redaction import redact_value
+
+    shortest = {"key": "apk_12345678", "token": "apkt_12345678", "encoded": "apk%5F12345678", "html": "apk&#95;12345678"}
+    for name, value in redact_value(shortest).items():
+        assert value.endswith("5678[redacted]"), (name, value)
+    assert redact_value({"k": "apk_1234567"}) == {"k": "apk_1234567"}  # seven: not key-shaped
+    assert redact_value(["\ud800"]) == ["\ufffd"]
