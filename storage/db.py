@@ -16,11 +16,12 @@ import logging
 import os
 import re
 import sqlite3
+import struct
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import bindparam, event, insert
@@ -75,12 +76,13 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
 class _ThreadConnection:
     """One thread's verification connection (see ``Database.fetch_one``); held by that thread only."""
 
-    __slots__ = ("connection", "generation", "prepared", "__weakref__")
+    __slots__ = ("connection", "generation", "prepared", "busy", "__weakref__")
 
     def __init__(self, connection, generation: int):
         self.connection = connection
         self.generation = generation
         self.prepared: set[bytes] = set()  # PostgreSQL: the statements prepared on this connection
+        self.busy = False  # PostgreSQL: a query is under way (dispose leaves it to its thread)
 
 
 class _PgFailure(Exception):
@@ -95,32 +97,32 @@ _PARAM_RE = re.compile(r"%\((\w+)\)s")
 
 
 @functools.lru_cache(maxsize=64)
-def _pg_statement(sql: str) -> tuple[bytes, tuple[str, ...]]:
-    """A prebuilt statement's name on the server, and its parameters' names in ``$n`` order."""
-    return b"apikeys_" + hashlib.sha256(sql.encode()).hexdigest()[:16].encode(), tuple(_PARAM_RE.findall(sql))
-
-
-@functools.lru_cache(maxsize=64)
-def _pg_statement_text(sql: str) -> bytes:
-    """SQLAlchemy's ``%(name)s`` placeholders as libpq's ``$1`` … (each name numbered once, in order)."""
+def _pg_statement(sql: str) -> tuple[bytes, tuple[str, ...], bytes]:
+    """A prebuilt statement's name on the server, its parameters' names in ``$n`` order, and its text
+    with SQLAlchemy's ``%(name)s`` placeholders as libpq's ``$1`` … (a name used twice is one
+    parameter) and ``%%`` as ``%``."""
     order: dict[str, int] = {}
-    return _PARAM_RE.sub(lambda m: f"${order.setdefault(m.group(1), len(order) + 1)}", sql).encode()
+    text = _PARAM_RE.sub(lambda m: f"${order.setdefault(m.group(1), len(order) + 1)}", sql).replace("%%", "%")
+    return b"apikeys_" + hashlib.sha256(sql.encode()).hexdigest()[:16].encode(), tuple(order), text.encode()
 
 
-_TIMESTAMPTZ, _TIMESTAMP, _BOOL, _INTS = 1184, 1114, 16, (20, 21, 23)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)  # binary timestamps count microseconds from here
+_TIMESTAMPTZ, _TIMESTAMP, _BOOL, _INT2, _INT4, _INT8 = 1184, 1114, 16, 21, 23, 20
+_INT_FORMATS = {_INT2: ">h", _INT4: ">i", _INT8: ">q"}
 
 
 def _pg_value(raw: bytes | None, oid: int):
-    """A text-format column as psycopg would give it (the columns the key check reads: text, integers,
-    booleans and timestamps, the session in UTC and ISO dates)."""
+    """A binary-format column as psycopg would give it: text as str, integers, booleans, timestamps
+    (with time zone: aware, in UTC; without: naive), NULL as None."""
     if raw is None:
         return None
     if oid == _TIMESTAMPTZ or oid == _TIMESTAMP:
-        return datetime.fromisoformat(raw.decode())
-    if oid in _INTS:
-        return int(raw)
+        moment = _PG_EPOCH + timedelta(microseconds=struct.unpack(">q", raw)[0])
+        return moment if oid == _TIMESTAMPTZ else moment.replace(tzinfo=None)
+    if oid in _INT_FORMATS:
+        return struct.unpack(_INT_FORMATS[oid], raw)[0]
     if oid == _BOOL:
-        return raw == b"t"
+        return raw == b"\x01"
     return raw.decode()
 
 
@@ -260,7 +262,7 @@ class Database:
             f"apikeys_transaction_{id(self)}", default=None)
         # SQLite file databases: one connection per thread for ``fetch_one`` (see there).
         self._sqlite_path: str | None = None
-        self._pg_conninfo: str | None = None
+        self._pg_checks = False
         self._local = threading.local()
         self._thread_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
@@ -279,7 +281,7 @@ class Database:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
             self.read_engine = self.write_engine
             # ``fetch_one`` (the key check, health): a connection per thread, straight from psycopg.
-            self._pg_conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._pg_checks = True
         else:
             raise InvalidInput(
                 f"unsupported database {self.dialect!r}: use sqlite:///path.db or postgresql+psycopg://..."
@@ -410,7 +412,7 @@ class Database:
                     raise
                 raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
             return rows[0] if rows else None
-        if self._pg_conninfo is not None:
+        if self._pg_checks:
             return self._fetch_one_postgres(sql, params)
         return self._fetch_one_pooled(sql, params)
 
@@ -418,53 +420,67 @@ class Database:
         """One round trip: the thread's own connection, in autocommit (no BEGIN, no ROLLBACK on
         return, no pre-ping), the statement prepared on the server once per connection and run through
         libpq directly (``PQexecPrepared``, which lets go of the interpreter lock while it waits; a
-        third of the CPU of psycopg's cursor). A connection the server dropped is replaced and the read
-        tried once more on the new one; when that fails too the check answers 503
+        third of the CPU of psycopg's cursor), its rows in binary (so no session setting, DateStyle or
+        TimeZone, changes what is read). Anything that goes wrong — a connection the server dropped, a
+        statement it refuses (a plan a migration changed, a pooler that lost it) — drops the connection
+        and tries once more on a new one; when that fails too, the check answers 503
         (``DatabaseUnavailable``), never a pass."""
         import psycopg
         from psycopg import pq
 
+        name, names, text = _pg_statement(sql)
+        args = [None if (v := params[n]) is None else str(v).encode() for n in names] if names else None
         for attempt in (1, 2):
             held = self._pg_thread_connection()
-            pgconn = held.connection.pgconn
-            name, names = _pg_statement(sql)
-            args = [None if (v := params[n]) is None else str(v).encode() for n in names] if names else None
+            held.busy = True
             try:
+                pgconn = held.connection.pgconn
                 if name not in held.prepared:
-                    prepared = pgconn.prepare(name, _pg_statement_text(sql))
+                    prepared = pgconn.prepare(name, text)
                     if prepared.status != pq.ExecStatus.COMMAND_OK:
                         raise _PgFailure(prepared)
                     held.prepared.add(name)
-                result = pgconn.exec_prepared(name, args)
+                result = pgconn.exec_prepared(name, args, result_format=pq.Format.BINARY)
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     raise _PgFailure(result)
-            except (_PgFailure, psycopg.Error, OSError) as exc:  # a broken connection raises, or returns a failure
-                broken = pgconn.status != pq.ConnStatus.OK
-                if not broken and isinstance(exc, _PgFailure):  # the server refused the statement itself
-                    raise DatabaseUnavailable(f"the key store cannot be read ({exc})") from None
+                if result.ntuples == 0:
+                    return None
+                return tuple(_pg_value(result.get_value(0, i), result.ftype(i)) for i in range(result.nfields))
+            except (_PgFailure, psycopg.Error, OSError) as exc:
                 self._local.pg = None
                 try:
                     held.connection.close()
                 except (psycopg.Error, OSError):  # closing a broken connection
                     pass
                 if attempt == 2:
-                    raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from None
-                continue
-            if result.ntuples == 0:
-                return None
-            return tuple(_pg_value(result.get_value(0, i), result.ftype(i)) for i in range(result.nfields))
+                    # Never chained: a driver's message can carry the connection string.
+                    what = exc if isinstance(exc, _PgFailure) else type(exc).__name__
+                    raise DatabaseUnavailable(f"the key store cannot be read ({what})") from None
+            finally:
+                held.busy = False
         raise AssertionError("unreachable")
 
     def _pg_thread_connection(self) -> _ThreadConnection:
         import psycopg
 
         held = getattr(self._local, "pg", None)
-        if held is None or held.generation != self._generation or held.connection.closed:
+        if held is not None and (held.generation != self._generation or held.connection.closed):
             try:
-                conn = psycopg.connect(self._pg_conninfo, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT,
-                                       options="-c TimeZone=UTC -c DateStyle=ISO")
+                held.connection.close()  # this thread's own connection, from before a dispose()
+            except (psycopg.Error, OSError):
+                pass
+            held = None
+        if held is None:
+            # Connected exactly as SQLAlchemy connects (the URL's hosts, options, sslmode, an escaped
+            # password): only autocommit is added, and a connect timeout and keepalives where the URL sets none.
+            _, kwargs = self.read_engine.dialect.create_connect_args(self.read_engine.url)
+            kwargs.setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
+            kwargs.setdefault("keepalives", 1)
+            kwargs.setdefault("keepalives_idle", 30)
+            try:
+                conn = psycopg.connect(**kwargs, autocommit=True)
             except psycopg.Error as exc:
-                raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+                raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from None
             held = _ThreadConnection(conn, self._generation)
             with self._connections_lock:
                 self._thread_connections.add(held)
@@ -514,7 +530,8 @@ class Database:
             self._generation += 1  # threads open a fresh connection if they are called again
             held, self._thread_connections = list(self._thread_connections), weakref.WeakSet()
         for each in held:
-            each.connection.close()
+            if not each.busy:  # a PostgreSQL check under way: its thread closes it after (the generation moved)
+                each.connection.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

@@ -192,3 +192,69 @@ def test_the_postgres_check_reads_values_as_the_driver_would_and_a_refused_state
     with pytest.raises(DatabaseUnavailable):
         store.db.fetch_one("SELECT no_such_column FROM api_keys WHERE id = %(id)s", {"id": created.key.id})
     assert store.keys.verify(created.secret).code.value == "VALID"  # the connection goes on serving
+
+
+# ---- the PostgreSQL check path, held to what SQLAlchemy's own connection does (found in review) ----
+def _postgres_only(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's libpq path")
+
+
+def test_the_check_connects_with_the_urls_own_options_so_a_search_path_is_kept(database_url):
+    """A URL that sets ``options`` (here the schema) is obeyed by the check too: with an older copy of
+    the tables in ``public``, a key revoked in the URL's schema answers REVOKED, not the copy's VALID."""
+    _postgres_only(database_url)
+    owner = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text("CREATE SCHEMA app"))
+    open_store(database_url).close()  # the copy in public
+    in_app = make_url(database_url).update_query_dict({"options": "-csearch_path=app"}).render_as_string(
+        hide_password=False)
+    store = open_store(in_app)
+    try:
+        created = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+        with owner.connect() as conn:
+            conn.execute(text("INSERT INTO public.api_keys SELECT * FROM app.api_keys"))
+        assert store.keys.verify(created.secret).code.value == "VALID"
+        store.keys.revoke(created.key.id, actor=ADMIN, via="cli")
+        assert store.keys.verify(created.secret).code.value == "REVOKED"
+    finally:
+        store.close()
+        owner.dispose()
+
+
+def test_a_statement_the_server_stops_accepting_is_prepared_again_not_refused_for_ever(store, database_url):
+    """A migration that changes a column's type invalidates the prepared check ("cached plan must not
+    change result type"): the next check prepares it again on a new connection and answers."""
+    _postgres_only(database_url)
+    created = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    assert store.keys.verify(created.secret).code.value == "VALID"
+    owner = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text("ALTER TABLE api_keys ALTER COLUMN name TYPE varchar(300)"))
+    owner.dispose()
+    assert store.keys.verify(created.secret).code.value == "VALID"
+    assert store.db.ping()
+
+
+def test_the_check_reads_times_whatever_the_sessions_date_style_and_time_zone(database_url):
+    _postgres_only(database_url)
+    from datetime import timedelta
+
+    with server_admin(database_url) as (conn, name):
+        conn.execute(text(f"ALTER DATABASE \"{name}\" SET DateStyle = 'SQL, DMY'"))
+        conn.execute(text(f"ALTER DATABASE \"{name}\" SET TimeZone = 'Pacific/Auckland'"))
+    store = open_store(database_url, bootstrap_admins=[ADMIN])
+    try:
+        created = store.keys.create(name="svc", owner="ops", actor=ADMIN, expires_in=timedelta(days=2))[0]
+        checked = store.keys.verify(created.secret)
+        assert checked.code.value == "VALID" and checked.expires_at == created.key.expires_at
+    finally:
+        store.close()
+
+
+def test_the_checks_statement_numbers_each_parameter_once():
+    from storage.db import _pg_statement
+
+    _, names, sql = _pg_statement("SELECT %(a)s, %(b)s, %(a)s, '100%%'")
+    assert names == ("a", "b") and sql == b"SELECT $1, $2, $1, '100%'"
