@@ -25,7 +25,6 @@ from .audit import AuditLog
 from .db import Database
 from .models import ApiKey, UTCDateTime
 from .owners import OwnerService
-from .revocation import active_at
 from .timeutil import utcnow
 
 THRESHOLDS = (1, 3, 14)  # days
@@ -68,12 +67,14 @@ class ExpiryDigest:
         with self.db.write() as session:
             if scheduled_for is not None and not self.audit.receipts.first_use(f"expiry-digest|{scheduled_for}", session):
                 return None
-            keys = list(session.execute(
-                select(ApiKey.id, ApiKey.owner, ApiKey.expires_at)
-                # A rotated key ends on purpose, and its owners were told so at the rotation.
-                .where(active_at(now), ApiKey.expires_at.is_not(None), ApiKey.expires_at <= horizon,
-                       ApiKey.rotated_to.is_(None))
-                .order_by(ApiKey.expires_at, ApiKey.id)).all())
+            # Only the expiry range goes to the database, so that its index is the one used (SQLite, with no
+            # statistics, would otherwise walk every unrevoked key: 0.5 s at a million); revoked and rotated
+            # keys (a rotated key ends on purpose, and its owners were told so at the rotation) are few here.
+            keys = [(key_id, owner, expires_at) for key_id, owner, expires_at, revoked_at, rotated_to in session.execute(
+                select(ApiKey.id, ApiKey.owner, ApiKey.expires_at, ApiKey.revoked_at, ApiKey.rotated_to)
+                .where(ApiKey.expires_at > now, ApiKey.expires_at <= horizon)
+                .order_by(ApiKey.expires_at, ApiKey.id))
+                if revoked_at is None and rotated_to is None]
             channels = self.owners.channels(session, [owner for _, owner, _ in keys])
             notices: list[Notice] = []
             for key_id, owner, expires_at in keys:
