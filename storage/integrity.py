@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Text, and_, exists, or_, select, text, type_coerce, update
+from sqlalchemy import Text, and_, exists, func, or_, select, text, type_coerce, update
 
 from .audit import Action, AuditLog, EventInput, _stored_time
 from .db import Database
@@ -310,10 +310,23 @@ def restore_revocations(db: Database, audit: AuditLog) -> list[tuple[str, int]]:
     return restored
 
 
-def table_problems(db: Database, *, limit: int = 20) -> list[Problem]:
-    """Rows that skipped or contradict the log, at most ``limit`` of each kind, oldest first."""
-    return [*_keys_without_creation(db, limit), *_revocations_not_in_table(db, limit), *_admins_without_grant(db, limit),
+def table_problems(db: Database, *, limit: int = 20, every_key: bool = True) -> list[Problem]:
+    """Rows that skipped or contradict the log, at most ``limit`` of each kind, oldest first.
+    ``every_key=False``: the keys are held against their ``key.created`` entries one by one only when
+    the two counts differ (two index scans instead of an anti-join over every key: 0.1 s instead of
+    1.1 s at a million keys). A key minted with SQL makes them differ; one minted with a forged entry
+    beside it is the forged entry's finding (not written by apikeys)."""
+    keys = _keys_without_creation(db, limit) if every_key or _key_counts_differ(db) else ()
+    return [*keys, *_revocations_not_in_table(db, limit), *_admins_without_grant(db, limit),
             *_tokens_without_creation(db, limit)]
+
+
+def _key_counts_differ(db: Database) -> bool:
+    with db.read() as session:
+        keys = session.execute(select(func.count()).select_from(ApiKey)).scalar()
+        created = session.execute(select(func.count()).select_from(AuditEvent)
+                                  .where(AuditEvent.action == Action.KEY_CREATED.value)).scalar()
+    return keys != created
 
 
 def _uncreated(db: Database, model, action: Action, limit: int) -> list[tuple[str, str]]:
