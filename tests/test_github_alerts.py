@@ -45,7 +45,9 @@ def app_store(database_url) -> Iterator[Store]:
 
 
 def make_api(store: Store, github_keys: GitHubKeysStub, policy: str = "revoke") -> InProcessApp:
-    return InProcessApp(KeyApiApp(store, github_alerts=GitHubAlerts(GitHubKeys(github_keys.url), policy)))
+    # The stand-in answers at once; a wait longer than production's 0.25 s keeps a busy machine from
+    # turning its first fetch into a 503 (the wait itself is tested with a slow fetch below).
+    return InProcessApp(KeyApiApp(store, github_alerts=GitHubAlerts(GitHubKeys(github_keys.url, wait=10.0), policy)))
 
 
 @pytest.fixture
