@@ -481,10 +481,7 @@ class Database:
                 conn = psycopg.connect(**kwargs, autocommit=True)
             except psycopg.Error as exc:
                 raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from None
-            held = _ThreadConnection(conn, self._generation)
-            with self._connections_lock:
-                self._thread_connections.add(held)
-            self._local.pg = held  # the only strong reference: when the thread ends, the connection closes
+            held = self._hold("pg", conn)
         return held
 
     def _fetch_one_pooled(self, sql: str, params: tuple) -> tuple | None:
@@ -519,11 +516,15 @@ class Database:
             _configure_sqlite(conn)
         except sqlite3.Error as exc:
             raise DatabaseUnavailable(f"the database is unavailable ({exc})") from exc
+        return self._hold("held", conn).connection
+
+    def _hold(self, slot: str, conn) -> _ThreadConnection:
+        """``conn`` as this thread's verification connection (``self._local.<slot>``), known to ``dispose``."""
         held = _ThreadConnection(conn, self._generation)
         with self._connections_lock:
             self._thread_connections.add(held)
-        self._local.held = held  # the only strong reference: when the thread ends, the connection closes
-        return conn
+        setattr(self._local, slot, held)  # the only strong reference: when the thread ends, the connection closes
+        return held
 
     def dispose(self) -> None:
         with self._connections_lock:

@@ -308,7 +308,7 @@ class TokenService:
         if now >= expires_at:
             raise TokenDenied("expired", f"token {token_id} expired at {iso(expires_at)}")
         if token_id not in self._vouched:
-            problem = self._vouch(token_id, name, scopes, found, expires_at)
+            problem = self._vouch(token_id, name, scopes, expires_at)
             if problem is not None:
                 log.warning("token %s refused: %s (the row was written outside apikeys)", token_id, problem)
                 raise TokenDenied("unvouched", "unknown token")
@@ -316,9 +316,9 @@ class TokenService:
         self._touch(token_id, found, now)
         return Caller(id=token_id, name=name, scopes=frozenset(s for s in scopes.split(",") if s))
 
-    def _vouch(self, token_id: str, name: str, scopes: str, found: tuple, expires_at: datetime) -> str | None:
+    def _vouch(self, token_id: str, name: str, scopes: str, expires_at: datetime) -> str | None:
         """Why the log does not vouch for this token row, or None. Its ``token.created`` entry must name it
-        as it is (name, masked token, scopes, expiry); with a signing key, a signed checkpoint must cover
+        as it is (name, scopes, expiry); with a signing key, a signed checkpoint must cover
         that entry and the entries from it to the checkpoint's head must chain to the signed hash, so an
         entry inserted with SQL next to a row inserted with SQL opens nothing. Once per process and token."""
         with self.db.read() as session:
