@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,6 +155,24 @@ def running(database_url: str, **kwargs):
     finally:
         server.stop()
         stub.stop()
+
+
+def fastapi_peer(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A FastAPI peer (``bench/<module>:app``) on uvicorn with 2 workers, uvloop and httptools, no access
+    log; returns the process and its URL once ``/v1/auth`` answers (401 without a key)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--port", str(port), "--workers", "2",
+                             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+                            cwd=ROOT, env=dict(os.environ, **env))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/v1/auth", timeout=1)
+        except urllib.error.HTTPError:
+            break  # 401 without a key: it is up
+        except OSError:
+            time.sleep(0.1)
+    return proc, url
 
 
 def fmt_ms(seconds: float) -> str:

@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from storage import open_store
 
-from .common import ROOT, Server, SlackStub, free_port, machine, wrk_post_json_script
+from .common import Server, SlackStub, fastapi_peer, machine, wrk_post_json_script
 from .common import wrk as common_wrk
 
 
@@ -48,20 +44,8 @@ def _seed(url: str, keys: int) -> str:
 
 
 def _peer(pg_url: str):
-    port = free_port()
     dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.fastapi_pg_app:app", "--port", str(port),
-                             "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                             "--log-level", "warning"], cwd=ROOT, env=dict(os.environ, FASTAPI_PG=dsn))
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/v1/auth", timeout=1)
-        except urllib.error.HTTPError:
-            break  # 401 without a key: it is up
-        except OSError:
-            time.sleep(0.1)
-    return proc, url
+    return fastapi_peer("bench.fastapi_pg_app:app", {"FASTAPI_PG": dsn})
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .common import ROOT, Server, SlackStub, free_port, machine, seeded, wrk_post_json_script
+from .common import ROOT, Server, SlackStub, fastapi_peer, free_port, machine, seeded, wrk_post_json_script
 from .common import wrk as common_wrk
 from .verify_throughput import drf_server
 
@@ -55,19 +54,7 @@ def _wait_for(url: str) -> None:
 
 
 def fastapi_server(db_path: str):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.fastapi_app:app", "--port", str(port),
-                             "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                             "--log-level", "warning"], cwd=ROOT, env=dict(os.environ, FASTAPI_DB=db_path))
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/v1/auth", timeout=1)
-        except urllib.error.HTTPError:
-            break  # 401 without a key: it is up
-        except OSError:
-            time.sleep(0.1)
-    return proc, url
+    return fastapi_peer("bench.fastapi_app:app", {"FASTAPI_DB": db_path})
 
 
 def main() -> None:
