@@ -355,16 +355,22 @@ def test_an_idempotency_key_is_kept_24_hours(replicas):
 
 
 # ============================================================================ what the database holds
+def _insert_token_row(session, token_id: str, name: str) -> str:
+    """A token row with every scope, written with SQL as the database owner could; returns its secret."""
+    secret = generate_token()
+    session.execute(text(
+        "INSERT INTO api_tokens (id, name, scopes, prefix, last4, digest, created_at, created_by, expires_at) "
+        "VALUES (:id, :name, 'keys:read,keys:write,keys:revoke', 'apkt', :l4, :d, :now, 'mallory', :later)"),
+        {"id": token_id, "name": name, "l4": secret[-4:], "d": digest(secret), "now": "2026-12-01 00:00:00",
+         "later": "2030-01-01 00:00:00"})
+    return secret
+
+
 def test_a_token_inserted_with_sql_authenticates_nothing_and_the_self_check_names_it(replicas, database_url):
     one, _ = replicas
     store = one.app.store
-    secret = generate_token()
     with store.db.write() as session:
-        session.execute(text(
-            "INSERT INTO api_tokens (id, name, scopes, prefix, last4, digest, created_at, created_by, expires_at) "
-            "VALUES ('tok_00000000000000mint', 'mint', 'keys:read,keys:write,keys:revoke', 'apkt', :l4, :d, "
-            ":now, 'mallory', :later)"), {"l4": secret[-4:], "d": digest(secret), "now": "2026-12-01 00:00:00",
-                                          "later": "2030-01-01 00:00:00"})
+        secret = _insert_token_row(session, "tok_00000000000000mint", "mint")
     status, _, body = call(one, "GET", "/v1/keys", secret)
     assert (status, body["code"]) == (401, "token_unknown")
     problems = [str(p) for p in integrity.table_problems(store.db)]
@@ -522,13 +528,8 @@ def _forge_token(store, entry_details) -> str:
     """As the database owner would: a token row, and a token.created entry at the head for it."""
     from storage.audit import EventInput
 
-    secret = generate_token()
     with store.db.write() as session:
-        session.execute(text(
-            "INSERT INTO api_tokens (id, name, scopes, prefix, last4, digest, created_at, created_by, expires_at) "
-            "VALUES ('tok_0000000000000forge', 'forged', 'keys:read,keys:write,keys:revoke', 'apkt', :l4, :d, "
-            ":now, 'mallory', :later)"), {"l4": secret[-4:], "d": digest(secret), "now": "2026-12-01 00:00:00",
-                                          "later": "2030-01-01 00:00:00"})
+        secret = _insert_token_row(session, "tok_0000000000000forge", "forged")
         unsigned = type(store.audit)(store.db)  # an append that signs nothing: what SQL alone can do
         unsigned.append(session, EventInput(actor="mallory", action="token.created", key_id="tok_0000000000000forge",
                                             details=entry_details(secret)))
