@@ -43,6 +43,7 @@ class Store:
     tokens: TokenService
 
     def close(self) -> None:
+        self.keys.flush_uses(timeout=2.0)  # the last uses and revoked keys' presentations handed over
         self.db.dispose()
 
 

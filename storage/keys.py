@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import logging
 import re
-import time
 from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,18 +18,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, tuple_, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import configure_mappers
 
 from . import keyformat
 from .audit import AuditEvent, AuditLog
 from .db import BulkInsert, Database
-from .errors import DatabaseUnavailable, InvalidInput, KeyNotFound
+from .errors import InvalidInput, KeyNotFound
 from .models import ApiKey, RevokeReason
 from .newkeys import _NEW_KEY_FIELDS, CreatedKey, _require_key_id_shape, new_key_id, new_key_row  # noqa: F401
 from .revocation import Revocation, Via, active_at, revoke_rows
 from .timeutil import iso, utcnow
-from .usage import RevokedUseCounter
+from .usage import RevokedUseCounter, UseRecorder
 from .validation import (  # noqa: F401  (re-exported: storage.keys is where callers have found them)
     KEY_ID_RE,
     MAX_ACTOR,
@@ -195,7 +193,8 @@ class KeyService:
         configure_mappers()  # models built with model_construct need the mapped attributes set up first
         self._bulk: BulkInsert | None = None
         self._recently_touched: dict[str, datetime] = {}  # key id -> when its last use was recorded, as far as we know
-        self._last_write_complaint = -60.0
+        # Last uses and revoked keys' presentations are written off the request's path, on a thread of their own.
+        self.uses = UseRecorder(self._write_uses, self._write_revoked_uses)
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -325,7 +324,7 @@ class KeyService:
         if found[_REVOKED_AT] is not None or found[_EXPIRES_AT] is not None:  # the rare paths: the whole row
             row = self._verify.row(found)
             if row.revoked_at is not None:
-                self._best_effort(self.revoked_uses.record, ApiKey(**row._asdict()), now, via=via)
+                self.uses.revoked_use(ApiKey(**row._asdict()), now, via=via)
                 return Verification(VerifyCode.REVOKED, key_id=row.id)
             if now >= row.expires_at:
                 return Verification(VerifyCode.EXPIRED, key_id=row.id, expires_at=row.expires_at)
@@ -339,38 +338,36 @@ class KeyService:
         if recorded is None or now - recorded >= LAST_USED_RESOLUTION:
             last_used = self._verify.value(found, _LAST_USED_AT)
             if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-                self._best_effort(self._touch, key_id, now)
+                self.uses.used(key_id, now)
             self._remember_touch(key_id, last_used, now)
         return Verification(VerifyCode.VALID, key_id=key_id, name=found[1], owner=found[2], expires_at=expires_at)
 
-    def _best_effort(self, write, *args, **kwargs) -> None:
-        """A verification's bookkeeping (last use, a revoked key's presentations): a database that can
-        be read but not written must not fail the check, whose answer is already known. Logged at
-        most once a minute."""
-        try:
-            write(*args, **kwargs)
-        except (DatabaseUnavailable, DBAPIError) as exc:
-            moment = time.monotonic()
-            if moment - self._last_write_complaint >= 60:
-                self._last_write_complaint = moment
-                log.warning("a verification's record (last use, or a revoked key's use) could not be written: %s; "
-                            "the answer was given anyway", type(getattr(exc, "orig", None) or exc).__name__)
+    def flush_uses(self, timeout: float = 10.0) -> bool:
+        """Wait until the last uses and revoked keys' presentations seen so far are written (the
+        writer runs on its own thread: ``UseRecorder``). False when they could not be in ``timeout``."""
+        return self.uses.flush(timeout)
+
+    def _write_uses(self, uses: dict[str, datetime]) -> None:
+        """Record each key's use, at most once per LAST_USED_RESOLUTION (a conditional UPDATE)."""
+        with self.db.write() as session:
+            for key_id, now in uses.items():
+                session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None),
+                           or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
+                    .values(last_used_at=now)
+                )
+
+    def _write_revoked_uses(self, revoked: dict) -> None:
+        for pending in revoked.values():
+            self.revoked_uses.record(pending.key, pending.last_at, via=pending.via, uses=pending.uses,
+                                     first_at=pending.first_at)
 
     def _remember_touch(self, key_id: str, last_used: datetime | None, now: datetime) -> None:
         if len(self._recently_touched) >= 50_000:  # bounded: forgetting only costs a read
             self._recently_touched.clear()
         due = last_used is None or now - last_used >= LAST_USED_RESOLUTION
         self._recently_touched[key_id] = now if due else last_used
-
-    def _touch(self, key_id: str, now: datetime) -> None:
-        """Record use at most once per LAST_USED_RESOLUTION per key (a conditional UPDATE)."""
-        with self.db.write() as session:
-            session.execute(
-                update(ApiKey)
-                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None),
-                       or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
-                .values(last_used_at=now)
-            )
 
     # -- find -----------------------------------------------------------------------------
     def find_by_secret(self, secret: str) -> ApiKey | None:

@@ -42,6 +42,7 @@ from bot.logs import FORMAT, RedactingFormatter
 from bot.slack.app import create_app, make_client, start_delivery
 from storage import Store, open_store
 from storage.outbox import OutboxMessage
+from storage.usage import flush_all
 
 from .helpers import ADMIN
 from .inprocess import TrackingExecutor, track_listeners
@@ -278,7 +279,9 @@ def seed_many(store: Store, name: str, count: int, owner: str = "bulk") -> list[
 
 
 def code(store: Store, key: Seeded) -> str:
-    return store.keys.verify(key.secret).code.value
+    answer = store.keys.verify(key.secret).code.value
+    assert flush_all()  # its bookkeeping (last use, a revoked key's use) is written off the request's thread
+    return answer
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,7 @@ class Event:
 
 
 def events(store: Store, action: str | None = None, key_id: str | None = None) -> list[Event]:
+    assert flush_all()  # a use after revocation is recorded by the use recorder's thread
     out = []
     for e in store.audit.oldest_first():
         if (action is None or e.action == action) and (key_id is None or e.key_id == key_id):
@@ -306,6 +310,7 @@ def snapshot(store: Store) -> tuple:
     """Everything a Slack request could change: keys and their state, the audit log, the admins.
     A refusal's own record (``key.revoke_denied``, ``command.denied``) is what a refused request is
     meant to leave, so it is left out here; the tests that refuse check those entries themselves."""
+    assert flush_all()
     keys = store.keys.list_keys(status="all", limit=1000).items
     return (
         [(k.id, k.revoked_at, k.revoked_by, k.revoke_reason, k.expires_at) for k in keys],

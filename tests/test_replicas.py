@@ -285,6 +285,8 @@ def test_a_revocation_on_one_replica_is_seen_by_every_worker_of_every_replica(cl
         assert auth(view.url, bystander.secret)[0] == 204
 
     # Every presentation is counted, whichever replica saw it, and alerted on once.
+    # (each server's use recorder writes off the request's thread: wait for the last of them)
+    wait_until(lambda: getattr(store.keys.revoked_uses.get(key.id), "uses", 0) >= 24, "24 counted presentations")
     use = store.keys.revoked_uses.get(key.id)
     assert use is not None and use.uses == 24
     alert = wait_audit_post(stub, "Revoked key presented", key.name, since=mark)

@@ -191,6 +191,7 @@ def test_an_owners_channel_is_told_of_a_revocation_rotation_leak_and_use_after_r
     audited.leaks.report([__import__("storage.leaks", fromlist=["Match"]).Match(keys[2].secret, url="https://x")],
                          actor="github-secret-scanning", via="github-secret-scanning")
     audited.keys.verify(keys[0].secret)  # presented after revocation
+    assert audited.keys.flush_uses()
     audited.keys.revoke(other.key.id, actor=ADMIN, via="slack")  # not theirs: no post to them
     posts = _outbox(audited, "owner")
     assert [p[1] for p in posts] == [OWNERS] * 4

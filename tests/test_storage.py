@@ -227,14 +227,17 @@ def test_verify_records_last_use_at_most_once_a_minute(store):
         frozen.move_to(T0 + timedelta(seconds=5))
         store.keys.verify(created.secret)
         first_use = T0 + timedelta(seconds=5)
+        assert store.keys.flush_uses()  # the use recorder writes on its own thread
         assert store.keys.get(created.key.id).last_used_at == first_use
 
         frozen.move_to(first_use + timedelta(seconds=59))
         assert store.keys.verify(created.secret).valid
+        assert store.keys.flush_uses()  # the use recorder writes on its own thread
         assert store.keys.get(created.key.id).last_used_at == first_use
 
         frozen.move_to(first_use + timedelta(seconds=60))
         assert store.keys.verify(created.secret).valid
+        assert store.keys.flush_uses()  # the use recorder writes on its own thread
         assert store.keys.get(created.key.id).last_used_at == first_use + timedelta(seconds=60)
 
 
@@ -245,6 +248,7 @@ def test_failed_verifications_do_not_record_use(store):
         store.keys.verify(generate_secret())
         frozen.move_to(T0 + timedelta(hours=2))
         assert store.keys.verify(created.secret).code is VerifyCode.EXPIRED
+        assert store.keys.flush_uses()  # the use recorder writes on its own thread
         assert store.keys.get(created.key.id).last_used_at is None
 
 
