@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT = 5  # seconds: a key check waits at most this long for a connection, then answers 503
+PG_CHECK_TIMEOUT_MS = 2000  # a key check's statement (a table a migration locked, an overloaded server): then 503
 SQLITE_CACHE_KIB = 1024  # per connection (SQLite's default is 2 MiB); see _configure_sqlite
 BULK_CACHE_KIB, BULK_CACHE_FROM = 64 * 1024, 1000  # a batch of more than 1,000 rows: 64 MiB while it runs
 
@@ -76,21 +77,29 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection) -> None:
 class _ThreadConnection:
     """One thread's verification connection (see ``Database.fetch_one``); held by that thread only."""
 
-    __slots__ = ("connection", "generation", "prepared", "busy", "__weakref__")
+    __slots__ = ("connection", "generation", "prepared", "busy", "timeout_ms", "__weakref__")
 
     def __init__(self, connection, generation: int):
         self.connection = connection
         self.generation = generation
         self.prepared: set[bytes] = set()  # PostgreSQL: the statements prepared on this connection
         self.busy = False  # PostgreSQL: a query is under way (dispose leaves it to its thread)
+        self.timeout_ms = 0  # PostgreSQL: the connection's statement timeout
 
 
 class _PgFailure(Exception):
     """A libpq result that is not the rows asked for."""
 
     def __init__(self, result):
+        from psycopg import pq
+
         message = result.error_message.decode("utf-8", "replace").strip() if result.error_message else ""
         super().__init__(message.splitlines()[0][:200] if message else str(result.status))
+        self.sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+
+    @property
+    def timed_out(self) -> bool:
+        return self.sqlstate == "57014"  # query_canceled: the statement timeout
 
 
 _PARAM_RE = re.compile(r"%\((\w+)\)s")
@@ -267,6 +276,7 @@ class Database:
         self._thread_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
         self._generation = 0
+        self.check_timeout_ms = PG_CHECK_TIMEOUT_MS  # PostgreSQL: taken by each check connection when it opens
         if self.dialect == "sqlite":
             # SQLite runs one writer at a time: a few pooled write connections are enough.
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=min(pool_size, 3))
@@ -452,6 +462,9 @@ class Database:
                     held.connection.close()
                 except (psycopg.Error, OSError):  # closing a broken connection
                     pass
+                if isinstance(exc, _PgFailure) and exc.timed_out:  # a second try would only wait as long again
+                    raise DatabaseUnavailable(
+                        f"the key store did not answer within {held.timeout_ms} ms (statement timeout)") from None
                 if attempt == 2:
                     # Never chained: a driver's message can carry the connection string.
                     what = exc if isinstance(exc, _PgFailure) else type(exc).__name__
@@ -477,11 +490,16 @@ class Database:
             kwargs.setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
             kwargs.setdefault("keepalives", 1)
             kwargs.setdefault("keepalives_idle", 30)
+            kwargs.setdefault("tcp_user_timeout", PG_CONNECT_TIMEOUT * 1000)  # a server gone silent mid-check
+            timeout_ms = int(self.check_timeout_ms)
             try:
                 conn = psycopg.connect(**kwargs, autocommit=True)
+                # Session-wide on this connection only (it never serves anything but the check).
+                conn.execute(f"SET statement_timeout = {timeout_ms}")
             except psycopg.Error as exc:
                 raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from None
             held = self._hold("pg", conn)
+            held.timeout_ms = timeout_ms
         return held
 
     def _fetch_one_pooled(self, sql: str, params: tuple) -> tuple | None:

@@ -258,3 +258,39 @@ def test_the_checks_statement_numbers_each_parameter_once():
 
     _, names, sql = _pg_statement("SELECT %(a)s, %(b)s, %(a)s, '100%%'")
     assert names == ("a", "b") and sql == b"SELECT $1, $2, $1, '100%'"
+
+
+def test_a_check_the_server_does_not_answer_in_time_is_a_503_not_a_wait(store, database_url):
+    """A table locked by a migration (``ACCESS EXCLUSIVE``) or an overloaded server must not hold every
+    request thread: the check's own connection has a statement timeout, and past it the check answers
+    503 (``DatabaseUnavailable``) at once, without a second try that would double the wait. When the
+    lock is gone the same thread checks again as before."""
+    _postgres_only(database_url)
+    import threading
+
+    from storage import DatabaseUnavailable
+
+    created = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+    store.db.check_timeout_ms = 300
+    store.db.dispose()  # connections made from here on take the timeout
+    outcome: dict = {}
+
+    def check():
+        try:
+            outcome["code"] = store.keys.verify(created.secret).code.value
+        except DatabaseUnavailable as exc:
+            outcome["unavailable"] = str(exc)
+
+    owner = create_engine(database_url)
+    try:
+        with owner.connect() as conn:
+            conn.execute(text("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE"))
+            worker = threading.Thread(target=check, daemon=True)
+            worker.start()
+            worker.join(30)  # the lock is held until this block ends: a check with no timeout is still waiting
+            assert not worker.is_alive(), "the check waited on the lock with no timeout"
+            conn.rollback()
+    finally:
+        owner.dispose()
+    assert "did not answer within 300 ms" in outcome.get("unavailable", ""), outcome
+    assert store.keys.verify(created.secret).code.value == "VALID"
