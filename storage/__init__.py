@@ -43,7 +43,7 @@ class Store:
     tokens: TokenService
 
     def close(self) -> None:
-        self.keys.flush_uses(timeout=2.0)  # the last uses and revoked keys' presentations handed over
+        self.keys.uses.stop(timeout=2.0)  # write the last uses and revoked keys' presentations handed over
         self.db.dispose()
 
 

@@ -457,14 +457,16 @@ class Database:
                     return None
                 return tuple(_pg_value(result.get_value(0, i), result.ftype(i)) for i in range(result.nfields))
             except (_PgFailure, psycopg.Error, OSError) as exc:
+                if isinstance(exc, _PgFailure) and exc.timed_out:
+                    # The connection is sound (the server cancelled the statement): kept, and no second
+                    # try, which would only wait as long again.
+                    raise DatabaseUnavailable(
+                        f"the key store did not answer within {held.timeout_ms} ms (statement timeout)") from None
                 self._local.pg = None
                 try:
                     held.connection.close()
                 except (psycopg.Error, OSError):  # closing a broken connection
                     pass
-                if isinstance(exc, _PgFailure) and exc.timed_out:  # a second try would only wait as long again
-                    raise DatabaseUnavailable(
-                        f"the key store did not answer within {held.timeout_ms} ms (statement timeout)") from None
                 if attempt == 2:
                     # Never chained: a driver's message can carry the connection string.
                     what = exc if isinstance(exc, _PgFailure) else type(exc).__name__
@@ -492,11 +494,14 @@ class Database:
             kwargs.setdefault("keepalives_idle", 30)
             kwargs.setdefault("tcp_user_timeout", PG_CONNECT_TIMEOUT * 1000)  # a server gone silent mid-check
             timeout_ms = int(self.check_timeout_ms)
+            conn = None
             try:
                 conn = psycopg.connect(**kwargs, autocommit=True)
                 # Session-wide on this connection only (it never serves anything but the check).
                 conn.execute(f"SET statement_timeout = {timeout_ms}")
             except psycopg.Error as exc:
+                if conn is not None:
+                    conn.close()
                 raise DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__})") from None
             held = self._hold("pg", conn)
             held.timeout_ms = timeout_ms

@@ -194,7 +194,7 @@ class KeyService:
         self._bulk: BulkInsert | None = None
         self._recently_touched: dict[str, datetime] = {}  # key id -> when its last use was recorded, as far as we know
         # Last uses and revoked keys' presentations are written off the request's path, on a thread of their own.
-        self.uses = UseRecorder(self._write_uses, self._write_revoked_uses)
+        self.uses = UseRecorder(self._write_uses, self._write_revoked_use)
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -347,10 +347,10 @@ class KeyService:
         writer runs on its own thread: ``UseRecorder``). False when they could not be in ``timeout``."""
         return self.uses.flush(timeout)
 
-    def _write_uses(self, uses: dict[str, datetime]) -> None:
+    def _write_uses(self, uses: list[tuple[str, datetime]]) -> None:
         """Record each key's use, at most once per LAST_USED_RESOLUTION (a conditional UPDATE)."""
         with self.db.write() as session:
-            for key_id, now in uses.items():
+            for key_id, now in uses:
                 session.execute(
                     update(ApiKey)
                     .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None),
@@ -358,10 +358,9 @@ class KeyService:
                     .values(last_used_at=now)
                 )
 
-    def _write_revoked_uses(self, revoked: dict) -> None:
-        for pending in revoked.values():
-            self.revoked_uses.record(pending.key, pending.last_at, via=pending.via, uses=pending.uses,
-                                     first_at=pending.first_at)
+    def _write_revoked_use(self, pending) -> None:
+        self.revoked_uses.record(pending.key, pending.last_at, via=pending.via, uses=pending.uses,
+                                 first_at=pending.first_at)
 
     def _remember_touch(self, key_id: str, last_used: datetime | None, now: datetime) -> None:
         if len(self._recently_touched) >= 50_000:  # bounded: forgetting only costs a read

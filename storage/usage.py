@@ -7,8 +7,8 @@ Valid keys never come here, so their verification is not slowed down.
 
 from __future__ import annotations
 
-import atexit
 import logging
+import multiprocessing.util
 import os
 import threading
 import time
@@ -87,24 +87,29 @@ class UseRecorder:
     update under a lock) and answers.
 
     Records are coalesced per key until the writer takes them: a key's latest use; a revoked key's
-    count of presentations with the first and last time. The writer takes everything pending at
-    once and writes it in one transaction, so a burst of checks costs one write, not one per check.
-    A write that fails (the database can be read but not written) is logged at most once a minute;
-    revoked keys' presentations are put back and tried again a second later, last uses are dropped
-    (the next use records them). ``flush`` waits for everything handed over so far (tests, and the
-    interpreter's exit, which flushes for up to two seconds).
+    count of presentations with the first and last time. The writer takes everything pending at once
+    and writes the revoked keys' presentations first (each key in its own transaction, so one that
+    fails does not undo, or count twice, the others), then the last uses in key order, a few hundred a
+    transaction (rows locked in one order, briefly: no deadlock between workers, no long wait for a
+    revocation). A write that fails (the database can be read but not written) is logged at most once
+    a minute; a revoked key's presentations are put back and tried again a second later, last uses are
+    dropped (the next use records them). ``flush`` waits for everything handed over so far; the store's
+    ``close`` flushes and stops the thread, and so does the process's end — the interpreter's exit and
+    a ``multiprocessing`` worker's (granian's workers are such processes, which skip ``atexit``).
 
-    What is lost, and when: a process killed outright loses the records it had not written, at most
-    the last moment's (the writer starts as soon as a record arrives). That never changes a check's
-    answer; it can delay the count and the alert of a revoked key's use to its next presentation.
+    What is lost, and when: a process killed outright (SIGKILL, a crash) loses the records it had not
+    written: the writer starts at once, so that is the last moments' records, or more while the
+    database cannot be written. That never changes a check's answer; it can lose presentations of a
+    revoked key from its count, and the alert when they were its first.
     """
 
     RETRY_AFTER = 1.0
     MAX_PENDING = 100_000  # keys; beyond it new last uses are dropped (a revoked key's use never is)
+    USES_PER_TRANSACTION = 200
 
     def __init__(self, write_uses, write_revoked):
-        self._write_uses = write_uses  # (session, {key_id: when})
-        self._write_revoked = write_revoked  # ({key_id: PendingRevokedUse}) -> None, one transaction
+        self._write_uses = write_uses  # ([(key_id, when), ...] in key order): one transaction
+        self._write_revoked = write_revoked  # (PendingRevokedUse): one transaction
         self._reset()
         self._last_complaint = -60.0
         _RECORDERS.add(self)
@@ -115,8 +120,10 @@ class UseRecorder:
         self._uses: dict[str, datetime] = {}
         self._revoked: dict[str, PendingRevokedUse] = {}
         self._handed = 0  # records handed over
-        self._written = 0  # of them, written (or given up: a last use that failed)
+        self._written = 0  # of them, written (or given up: last uses whose write failed)
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._finalizer = None
 
     # -- the request's side: no I/O ------------------------------------------------------------
     def used(self, key_id: str, now: datetime) -> None:
@@ -139,9 +146,15 @@ class UseRecorder:
 
     def _hand_over(self) -> None:
         self._handed += 1
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():  # the first record, or a writer that died
+            self._stopping = False
             self._thread = threading.Thread(target=self._run, name="apikeys-use-recorder", daemon=True)
             self._thread.start()
+            # multiprocessing's finalizers run at the interpreter's exit and at a multiprocessing
+            # worker's end (which skips atexit): one registration covers both.
+            if self._finalizer is None:
+                self._finalizer = multiprocessing.util.Finalize(None, _stop, args=(weakref.ref(self),),
+                                                                exitpriority=100)
         self._changed.notify_all()
 
     # -- waiting for it -----------------------------------------------------------------------
@@ -151,41 +164,67 @@ class UseRecorder:
             target = self._handed
             return self._changed.wait_for(lambda: self._written >= target, timeout)
 
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Flush, then end the writer thread; False (and a warning) when records were left unwritten."""
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._stopping = True
+            self._changed.notify_all()
+            thread = self._thread
+            finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.cancel()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if not flushed:
+            log.warning("a verification's records (last uses, or a revoked key's uses) were left unwritten: "
+                        "the database could not be written within %g s", timeout)
+        return flushed
+
     # -- the writer ---------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._changed.wait_for(lambda: self._uses or self._revoked)
+                self._changed.wait_for(lambda: self._uses or self._revoked or self._stopping)
+                if self._stopping and not (self._uses or self._revoked):
+                    self._thread = None
+                    return
                 uses, self._uses = self._uses, {}
                 revoked, self._revoked = self._revoked, {}
                 handed = self._handed
-            failed = self._write(uses, revoked)
+            left = self._write(uses, revoked)
             with self._lock:
-                if failed:  # put the revoked keys' presentations back, merged with any since
-                    for key_id, pending in revoked.items():
-                        since = self._revoked.get(key_id)
-                        self._revoked[key_id] = pending if since is None else pending.merged(since)
-                else:
+                for key_id, pending in left.items():  # put back, merged with any since
+                    since = self._revoked.get(key_id)
+                    self._revoked[key_id] = pending if since is None else pending.merged(since)
+                if not left:
                     self._written = handed
                     self._changed.notify_all()
-            if failed:
+            if left:
                 threading.Event().wait(self.RETRY_AFTER)
 
-    def _write(self, uses: dict[str, datetime], revoked: dict[str, "PendingRevokedUse"]) -> bool:
-        """Write one batch; True when it failed."""
-        try:
-            if uses:
-                self._write_uses(uses)
-            if revoked:
-                self._write_revoked(revoked)
-            return False
-        except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure; it is logged
+    def _write(self, uses: dict[str, datetime], revoked: dict[str, "PendingRevokedUse"]) -> dict:
+        """Write one batch; the revoked keys' presentations that could not be written."""
+        left = {}
+        failure = None
+        for key_id, pending in revoked.items():
+            try:
+                self._write_revoked(pending)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure; it is logged
+                left[key_id], failure = pending, exc
+        ordered = sorted(uses.items())
+        for start in range(0, len(ordered), self.USES_PER_TRANSACTION):
+            try:
+                self._write_uses(ordered[start:start + self.USES_PER_TRANSACTION])
+            except Exception as exc:  # noqa: BLE001 - dropped: the key's next use records it
+                failure = exc
+        if failure is not None:
             moment = time.monotonic()
             if moment - self._last_complaint >= 60:
                 self._last_complaint = moment
                 log.warning("a verification's record (last use, or a revoked key's use) could not be written: %s; "
-                            "the answer was given anyway", type(getattr(exc, "orig", None) or exc).__name__)
-            return True
+                            "the answer was given anyway", type(getattr(failure, "orig", None) or failure).__name__)
+        return left
 
 
 @dataclass
@@ -204,6 +243,12 @@ class PendingRevokedUse:
 _RECORDERS: "weakref.WeakSet[UseRecorder]" = weakref.WeakSet()
 
 
+def _stop(recorder_ref) -> None:
+    recorder = recorder_ref()
+    if recorder is not None:
+        recorder.stop(timeout=2.0)
+
+
 def _after_fork() -> None:  # a forked worker starts with no writer thread and a lock nobody holds
     for recorder in list(_RECORDERS):
         recorder._reset()
@@ -215,9 +260,4 @@ def flush_all(timeout: float = 10.0) -> bool:
     return all([recorder.flush(max(0.0, deadline - time.monotonic())) for recorder in list(_RECORDERS)])
 
 
-def _flush_at_exit() -> None:
-    flush_all(timeout=2.0)
-
-
 os.register_at_fork(after_in_child=_after_fork)
-atexit.register(_flush_at_exit)

@@ -816,36 +816,44 @@ def test_valid_unknown_and_malformed_keys_are_never_counted(alerting: Store):
     created = s.keys.create(name="billing-api", owner="payments", actor="seed")[0]
     for candidate in (created.secret, created.secret, generate_secret(), lookalike(created.secret), "nonsense", ""):
         s.keys.verify(candidate)
+    assert s.keys.flush_uses()
     with s.db.read() as session:
         assert session.scalar(select(func.count()).select_from(RevokedKeyUse)) == 0
     assert not used_events(s) and alert_rows(s) == 0
 
 
 def test_racing_first_presentations_raise_one_alert(alerting: Store):
+    """Eight workers (a store each: each has its own use recorder, as each worker process does) see
+    the first presentations at once; their writes race, and one alert is raised."""
     s = alerting
     created = s.keys.create(name="billing-api", owner="payments", actor="seed")[0]
     s.keys.revoke(created.key.id, via="cli", actor=ADMIN, reason="compromised")
     threads = 8
+    workers_stores = [open_store(s.db.url, notify_channel=AUDIT, create_schema=False) for _ in range(threads)]
     barrier = threading.Barrier(threads)
     codes: list[str] = []
     errors: list[BaseException] = []
 
-    def present() -> None:
+    def present(store: Store) -> None:
         try:
             barrier.wait(timeout=10)
-            codes.append(s.keys.verify(created.secret).code.value)
+            codes.append(store.keys.verify(created.secret).code.value)
+            assert store.keys.flush_uses()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    with freeze_time(datetime.now(timezone.utc) + timedelta(minutes=5)):
-        workers = [threading.Thread(target=present) for _ in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(timeout=30)
+    try:
+        with freeze_time(datetime.now(timezone.utc) + timedelta(minutes=5)):
+            workers = [threading.Thread(target=present, args=(store,)) for store in workers_stores]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(timeout=30)
+    finally:
+        for store in workers_stores:
+            store.close()
     assert not errors, errors
     assert codes == ["REVOKED"] * threads
-    assert s.keys.flush_uses()
     assert s.keys.revoked_uses.get(created.key.id).uses == threads
     alerts = used_events(s, created.key.id)
     assert len(alerts) == 1, [e.details for e in alerts]

@@ -13,7 +13,6 @@ from freezegun import freeze_time
 from sqlalchemy import create_engine, text
 
 from storage import DatabaseUnavailable
-from storage.usage import flush_all
 
 from .helpers import ADMIN
 from .slackworld import events
@@ -103,9 +102,78 @@ def test_a_revoked_keys_presentation_whose_write_fails_is_kept_and_written_on_th
     assert len(events(store, "key.used_after_revoke")) == 1
 
 
-def test_the_interpreters_exit_flushes_what_every_store_was_handed(store):
-    """``flush_all`` runs at exit (the CLI's ``verify`` ends right after its check)."""
+def test_one_revoked_keys_failed_write_neither_undoes_nor_counts_twice_the_others(store, monkeypatch):
+    gate, first, second = store.keys.create(name="billing", owner="payments", actor=ADMIN, count=3)
+    for created in (gate, first, second):
+        store.keys.revoke(created.key.id, actor=ADMIN, via="cli", reason="compromised")
+    real = store.keys.revoked_uses.record
+    released, failures = threading.Event(), []
+
+    def recording(key, *args, **kwargs):
+        if key.id == gate.key.id:  # holds the writer while first and second are handed over: one batch
+            released.wait(10)
+        elif key.id == second.key.id and len(failures) < 2:
+            failures.append(key.id)
+            raise DatabaseUnavailable("the database is unavailable (test)")
+        return real(key, *args, **kwargs)
+
+    monkeypatch.setattr(store.keys.revoked_uses, "record", recording)
+    monkeypatch.setattr(store.keys.uses, "RETRY_AFTER", 0.01)
+    for created in (gate, first, second):
+        assert store.keys.verify(created.secret).code.value == "REVOKED"
+    released.set()
+    assert store.keys.flush_uses()
+    assert len(failures) == 2
+    assert [store.keys.revoked_uses.get(c.key.id).uses for c in (gate, first, second)] == [1, 1, 1]
+
+
+def test_a_last_use_whose_write_fails_is_given_up_and_does_not_hold_a_flush(store, monkeypatch):
     created = store.keys.create(name="svc", owner="ops", actor=ADMIN)[0]
+
+    def failing(uses):
+        raise DatabaseUnavailable("the database is unavailable (test)")
+
+    monkeypatch.setattr(store.keys.uses, "_write_uses", failing)
     assert store.keys.verify(created.secret).code.value == "VALID"
-    assert flush_all()
-    assert store.keys.get(created.key.id).last_used_at is not None
+    assert store.keys.flush_uses(timeout=5)
+    assert store.keys.get(created.key.id).last_used_at is None
+
+
+def _present_and_end(url: str, secret: str) -> None:
+    """A worker process: it checks a revoked key and ends (no close, no flush)."""
+    from storage import open_store
+
+    child = open_store(url, create_schema=False)
+    assert child.keys.verify(secret).code.value == "REVOKED"
+
+
+def test_a_worker_process_that_ends_writes_what_it_was_handed_first(store):
+    """granian's workers are ``multiprocessing`` processes, forked; they end through ``os._exit``
+    (no ``atexit``). What their recorder holds is written by the process's own finalizers."""
+    import multiprocessing
+
+    created = store.keys.create(name="billing", owner="payments", actor=ADMIN)[0]
+    store.keys.revoke(created.key.id, actor=ADMIN, via="cli", reason="compromised")
+    store.db.dispose()  # the parent's connections are not the child's
+    worker = multiprocessing.get_context("fork").Process(target=_present_and_end, args=(store.db.url, created.secret))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    assert store.keys.revoked_uses.get(created.key.id).uses == 1
+    assert len(events(store, "key.used_after_revoke")) == 1
+
+
+def test_a_command_that_ends_after_its_check_writes_what_it_was_handed_first(store):
+    """The interpreter's exit flushes (``apikeys verify`` ends right after its check)."""
+    import subprocess
+    import sys
+
+    created = store.keys.create(name="billing", owner="payments", actor=ADMIN)[0]
+    store.keys.revoke(created.key.id, actor=ADMIN, via="cli", reason="compromised")
+    script = ("import sys; from storage import open_store; "
+              "s = open_store(sys.argv[1], create_schema=False); "
+              "assert s.keys.verify(sys.argv[2]).code.value == 'REVOKED'")
+    done = subprocess.run([sys.executable, "-c", script, store.db.url, created.secret], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert store.keys.revoked_uses.get(created.key.id).uses == 1
