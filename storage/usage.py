@@ -148,6 +148,7 @@ class UseRecorder:
         self._handed += 1
         if self._thread is None or not self._thread.is_alive():  # the first record, or a writer that died
             self._stopping = False
+            _RECORDERS.add(self)
             self._thread = threading.Thread(target=self._run, name="apikeys-use-recorder", daemon=True)
             self._thread.start()
             # multiprocessing's finalizers run at the interpreter's exit and at a multiprocessing
@@ -174,6 +175,7 @@ class UseRecorder:
             finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
             finalizer.cancel()
+        _RECORDERS.discard(self)  # a closed store's recorder is no longer waited for (``flush_all``)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if not flushed:
@@ -186,8 +188,11 @@ class UseRecorder:
         while True:
             with self._lock:
                 self._changed.wait_for(lambda: self._uses or self._revoked or self._stopping)
-                if self._stopping and not (self._uses or self._revoked):
+                if self._stopping:  # ``stop`` flushed what it could (and warned of the rest)
+                    self._uses, self._revoked = {}, {}
+                    self._written = self._handed
                     self._thread = None
+                    self._changed.notify_all()
                     return
                 uses, self._uses = self._uses, {}
                 revoked, self._revoked = self._revoked, {}
@@ -200,8 +205,8 @@ class UseRecorder:
                 if not left:
                     self._written = handed
                     self._changed.notify_all()
-            if left:
-                threading.Event().wait(self.RETRY_AFTER)
+                else:  # a second before the next try (``stop`` cuts it short)
+                    self._changed.wait_for(lambda: self._stopping, self.RETRY_AFTER)
 
     def _write(self, uses: dict[str, datetime], revoked: dict[str, "PendingRevokedUse"]) -> dict:
         """Write one batch; the revoked keys' presentations that could not be written."""
