@@ -135,14 +135,13 @@ class UseRecorder:
 
     def revoked_use(self, key: ApiKey, now: datetime, *, via: str) -> None:
         with self._lock:
-            pending = self._revoked.get(key.id)
-            if pending is None:
-                self._revoked[key.id] = PendingRevokedUse(key, 1, now, now, str(via))
-            else:
-                pending.uses += 1
-                pending.last_at = max(pending.last_at, now)
-                pending.via = str(via)
+            self._pend_revoked(PendingRevokedUse(key, 1, now, now, str(via)))
             self._hand_over()
+
+    def _pend_revoked(self, pending: "PendingRevokedUse") -> None:
+        """Add ``pending`` to what waits for the writer, merged with that key's (the lock held)."""
+        waiting = self._revoked.get(pending.key.id)
+        self._revoked[pending.key.id] = pending if waiting is None else waiting.merged(pending)
 
     def _hand_over(self) -> None:
         self._handed += 1
@@ -199,9 +198,8 @@ class UseRecorder:
                 handed = self._handed
             left = self._write(uses, revoked)
             with self._lock:
-                for key_id, pending in left.items():  # put back, merged with any since
-                    since = self._revoked.get(key_id)
-                    self._revoked[key_id] = pending if since is None else pending.merged(since)
+                for pending in left.values():  # put back, merged with any since
+                    self._pend_revoked(pending)
                 if not left:
                     self._written = handed
                     self._changed.notify_all()
@@ -240,9 +238,11 @@ class PendingRevokedUse:
     last_at: datetime
     via: str
 
-    def merged(self, later: "PendingRevokedUse") -> "PendingRevokedUse":
-        return PendingRevokedUse(self.key, self.uses + later.uses, min(self.first_at, later.first_at),
-                                 max(self.last_at, later.last_at), later.via)
+    def merged(self, other: "PendingRevokedUse") -> "PendingRevokedUse":
+        """Both counts together, in either order: the via is the last presentation's."""
+        last = other if other.last_at >= self.last_at else self
+        return PendingRevokedUse(self.key, self.uses + other.uses, min(self.first_at, other.first_at),
+                                 last.last_at, last.via)
 
 
 _RECORDERS: "weakref.WeakSet[UseRecorder]" = weakref.WeakSet()
