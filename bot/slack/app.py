@@ -8,6 +8,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from slack_bolt import App, BoltResponse
+from slack_bolt.logger import get_bolt_logger
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 
 from storage import Store
@@ -31,9 +33,23 @@ def make_client(settings: Settings) -> WebClient:
                            retry_handlers=reply.retry_handlers())
 
 
+class _NotOurs(logging.Filter):
+    """Drops Bolt's "`token` will be unused" warning: Bolt reads SLACK_BOT_TOKEN from the environment
+    even though we hand it the client made with that very token, and warned at every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_BOLT_START = _NotOurs()
+
+
 def create_app(settings: Settings, store: Store, *, client: WebClient | None = None,
                socket_mode: bool = False) -> App:
     client = client or make_client(settings)
+    bolt_log = get_bolt_logger(App)
+    if _BOLT_START not in bolt_log.filters:
+        bolt_log.addFilter(_BOLT_START)
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret if not socket_mode else None,
