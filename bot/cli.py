@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -330,6 +331,12 @@ def _json_array(out: TextIO, items: Sequence[Any]) -> None:
 # -- commands -------------------------------------------------------------------------------
 def cmd_create(store: Store, args, out: TextIO, err: TextIO) -> int:
     expires_in = args.expires_in
+    if args.count is None:
+        same = store.keys.active_named(args.owner.strip(), args.name.strip())
+        if same:
+            err.write(f"apikeys: warning: {args.owner.strip()} already has an active key named {args.name.strip()!r} "
+                      f"({', '.join(k.id for k in same[:3])}{', …' if len(same) > 3 else ''}); creating another "
+                      "(a name that says what each is for tells them apart in a breach)\n")
     created = store.keys.create(name=args.name, owner=args.owner, actor=_cli_actor(), expires_in=expires_in, count=args.count)
     if args.count is not None:
         _json_array(out, [c.shown() for c in created])
@@ -360,16 +367,18 @@ def cmd_list(store: Store, args, out: TextIO, err: TextIO) -> int:
     if args.json:
         _json(out, [key_to_dict(k, now) for k in keys])
         return EXIT_OK
-    rows = [
-        (k.id, k.name, k.owner, k.masked, k.status_at(now).value, iso(k.created_at),
-         iso(k.expires_at) or "-", iso(k.last_used_at) or "never")
-        for k in keys
-    ]
+    if args.status == "revoked":  # when, by whom and why
+        header = ("ID", "NAME", "OWNER", "KEY", "REVOKED", "BY", "REASON")
+        rows = [(k.id, k.name, k.owner, k.masked, iso(k.revoked_at), k.revoked_by, k.revoke_reason or "-") for k in keys]
+    else:
+        header = ("ID", "NAME", "OWNER", "KEY", "STATUS", "CREATED", "EXPIRES", "LAST USED")
+        rows = [(k.id, k.name, k.owner, k.masked, k.status_at(now).value, iso(k.created_at),
+                 iso(k.expires_at) or "-", iso(k.last_used_at) or "never") for k in keys]
     if not rows:
         which = f"{args.status} " if args.status != "all" else ""
         out.write(f"No {which}keys{' for ' + args.owner if args.owner else ''}.\n")
         return EXIT_OK
-    _table(out, ("ID", "NAME", "OWNER", "KEY", "STATUS", "CREATED", "EXPIRES", "LAST USED"), rows)
+    _table(out, header, rows)
     return EXIT_OK
 
 
@@ -473,9 +482,12 @@ def cmd_notify(store: Store, args, out: TextIO, err: TextIO) -> int:
 
 def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
     secret = _read_key(args, err, "verify")
-    result = store.keys.verify(secret, via=Via.CLI)
+    result, key = store.keys.check(secret, actor=_cli_actor())  # an operator's check, not a use
     if args.json:
-        _json(out, result.to_dict())
+        body = result.to_dict()
+        if key is not None:  # the operator holds the secret: every key's name, owner and expiry
+            body.update(key_id=key.id, name=key.name, owner=key.owner, expires_at=iso(key.expires_at))
+        _json(out, body)
     else:
         out.write(result.code.value + "\n")
     return EXIT_OK if result.valid else EXIT_NEGATIVE
@@ -539,13 +551,41 @@ def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) 
     if args.json:
         _json(out, events)
         return EXIT_OK
-    rows = [(str(e["id"]), e["at"], e["actor"], e["action"], e["key_id"] or "-",
-             json.dumps(e["details"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)) for e in events]
+    rows = [(str(e["id"]), iso(datetime.fromisoformat(e["at"])), e["actor"], e["action"], e["key_id"] or "-",
+             _summary(e["action"], e["details"] or {})) for e in events]
     if not rows:
         out.write("The audit log is empty.\n")
         return EXIT_OK
-    _table(out, ("ID", "AT", "ACTOR", "ACTION", "KEY", "DETAILS"), rows)
+    _table(out, ("ID", "AT", "ACTOR", "ACTION", "KEY", "SUMMARY"), rows)
     return EXIT_OK
+
+
+SUMMARY_WIDTH = 90
+
+
+def _summary(action: str, d: dict) -> str:
+    """An entry's details in a few words, for the table ('audit --json' has them all)."""
+    subject = " ".join(str(d[k]) for k in ("name", "key", "token") if d.get(k))
+    said = {
+        "key.created": [f"owner {d.get('owner')}", f"expires {d['expires_at']}" if d.get("expires_at") else None],
+        "key.revoked": [f"reason {d['reason']}" if d.get("reason") else None, f"note {d['note']!r}" if d.get("note") else None,
+                        f"via {d['via']}" if d.get("via") else None],
+        "key.rotated": [f"replaced by {d.get('new_key_id')}", f"grace {d.get('grace')}"],
+        "key.leaked": [f"found at {d.get('url') or d.get('channel_id') or d.get('source') or '?'}",
+                       "revoked" if d.get("revoked") else f"still {d.get('status')}"],
+        "key.used_after_revoke": [f"{d.get('uses')} use(s) after revocation, via {d.get('via')}"],
+        "key.checked": [f"answered {d.get('code')}"],
+        "admin.added": [d.get("user_id")], "admin.removed": [d.get("user_id")],
+        "owner.channel_set": [f"{d.get('owner')} -> {d.get('channel_id')}"],
+        "owner.channel_removed": [f"{d.get('owner')} (was {d.get('channel_id')})"],
+        "token.created": [",".join(d.get("scopes") or [])], "token.revoked": [",".join(d.get("scopes") or [])],
+    }.get(action)
+    if said is None:  # an alert (its problem), or an action without words here: its simple fields
+        said = [str(d["problem"])] if d.get("problem") else [
+            f"{k} {v}" for k, v in sorted(d.items()) if k not in ("name", "key", "token") and isinstance(v, str | int)]
+    text = "; ".join(x for x in [subject, *said] if x)
+    text = " ".join(text.split())  # one line, whatever a note holds
+    return text if len(text) <= SUMMARY_WIDTH else text[:SUMMARY_WIDTH - 1] + "\u2026"
 
 
 def _audit_verify(store: Store, args, out: TextIO, settings: Settings) -> int:

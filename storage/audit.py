@@ -37,7 +37,7 @@ from .models import AuditCheckpoint, AuditEvent, AuditHead
 from .outbox import Outbox
 from .receipts import Receipts
 from .redaction import _encodable, redact, redact_value
-from .timeutil import iso, utcnow
+from .timeutil import utcnow
 
 GENESIS_HASH = "0" * 64
 HEAD_ID = 1
@@ -55,6 +55,7 @@ class Action(enum.StrEnum):
     OWNER_CHANNEL_REMOVED = "owner.channel_removed"
     KEY_LEAKED = "key.leaked"
     KEY_USED_AFTER_REVOKE = "key.used_after_revoke"
+    KEY_CHECKED = "key.checked"  # an operator checked a key by hand ('apikeys verify'): not a use, no alert
     ADMIN_ADDED = "admin.added"
     ADMIN_REMOVED = "admin.removed"
     TOKEN_CREATED = "token.created"  # an admin token of the management API (key_id holds the token's id)
@@ -172,7 +173,7 @@ def _stored_details(entry_id: int, details: Any) -> Any:
 def event_to_dict(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,
-        "at": iso(event.at),
+        "at": entry_time(event.at),  # as 'audit export' writes it, and as its hash covers it
         "actor": event.actor,
         "action": event.action,
         "key_id": event.key_id,

@@ -21,10 +21,10 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, tuple_, updat
 from sqlalchemy.orm import configure_mappers
 
 from . import keyformat
-from .audit import AuditEvent, AuditLog
+from .audit import Action, AuditEvent, AuditLog, EventInput
 from .db import BulkInsert, Database
 from .errors import InvalidInput, KeyNotFound
-from .models import ApiKey, RevokeReason
+from .models import ApiKey, KeyStatus, RevokeReason
 from .newkeys import _NEW_KEY_FIELDS, CreatedKey, _require_key_id_shape, new_key_id, new_key_row  # noqa: F401
 from .revocation import Revocation, Via, active_at, revoke_rows
 from .timeutil import iso, utcnow
@@ -307,6 +307,14 @@ class KeyService:
         with self.db.read() as session:
             return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
+    def active_named(self, owner: str, name: str, *, limit: int = 4) -> list[ApiKey]:
+        """``owner``'s active keys named ``name`` (through the owner's index), newest first."""
+        now = utcnow()
+        with self.db.read() as session:
+            return list(session.scalars(
+                select(ApiKey).where(ApiKey.owner == owner, ApiKey.name == name, active_at(now))
+                .order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)))
+
     # -- verify ---------------------------------------------------------------------------
     def verify(self, secret: object, *, via: Via = Via.VERIFY) -> Verification:
         """Check a presented secret. Malformed input never reaches the database.
@@ -341,6 +349,27 @@ class KeyService:
                 self.uses.used(key_id, now)
             self._remember_touch(key_id, last_used, now)
         return Verification(VerifyCode.VALID, key_id=key_id, name=found[1], owner=found[2], expires_at=expires_at)
+
+    def check(self, secret: object, *, actor: str, via: Via | str = Via.CLI) -> tuple[Verification, ApiKey | None]:
+        """An operator's check of a key they hold (``apikeys verify``): the answer ``verify`` gives,
+        and the key. It is not a use: no last use is recorded, and a revoked key checked by hand
+        raises no "revoked key still in use" alert and is not counted as presented. A check of a key
+        we issued is recorded as ``key.checked`` (who held the secret, and what it answered)."""
+        if not keyformat.is_well_formed(secret):
+            return Verification(VerifyCode.MALFORMED), None
+        assert isinstance(secret, str)
+        key = self.find_by_secret(secret)
+        if key is None:
+            return Verification(VerifyCode.NOT_FOUND), None
+        now = utcnow()
+        status = key.status_at(now)
+        code = {KeyStatus.REVOKED: VerifyCode.REVOKED, KeyStatus.EXPIRED: VerifyCode.EXPIRED}.get(status, VerifyCode.VALID)
+        with self.db.write() as session:
+            self.audit.append(session, EventInput(
+                actor=actor, action=Action.KEY_CHECKED, key_id=key.id,
+                details={"name": key.name, "key": key.masked, "owner": key.owner, "code": code.value, "via": str(via)},
+            ), at=now)
+        return Verification(code, key_id=key.id, name=key.name, owner=key.owner, expires_at=key.expires_at), key
 
     def flush_uses(self, timeout: float = 10.0) -> bool:
         """Wait until the last uses and revoked keys' presentations seen so far are written (the

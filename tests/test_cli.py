@@ -121,7 +121,7 @@ def test_create_count_prints_a_json_array_of_numbered_keys(run_cli):
     assert len({c["key"] for c in created}) == 3
     assert len({c["id"] for c in created}) == 3
     assert len(list_json(run_cli)) == 3
-    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"] * 3
+    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"] * 3 + ["key.checked"] * 3
 
 
 def test_created_secret_never_appears_in_the_audit_log(run_cli):
@@ -189,9 +189,9 @@ def test_invalid_revoke_of_an_existing_key_changes_nothing(run_cli, extra):
     argv = ["revoke", created["id"], "--actor", "alice", *extra]
     result = run_cli(*argv)
     assert_one_line_error(result, code=2)
+    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"]
     assert run_cli("verify", created["key"]).out.strip() == "VALID"
     assert [k["status"] for k in list_json(run_cli, "--status", "all")] == ["active"]
-    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"]
 
 
 def test_usage_error_message_names_the_problem(run_cli):
@@ -380,7 +380,7 @@ def test_audit_json_is_oldest_first_with_the_documented_fields(run_cli):
         assert {"id", "at", "actor", "action", "key_id", "details"} <= set(entry)
     ids = [e["id"] for e in log]
     assert ids == sorted(ids)
-    assert [e["at"] for e in log] == [iso(T0 + timedelta(seconds=i)) for i in range(4)]
+    assert [e["at"] for e in log] == [(T0 + timedelta(seconds=i)).isoformat(timespec="microseconds") for i in range(4)]
     assert [e["key_id"] for e in log] == [a["id"], b["id"], a["id"], None]
     assert log[2]["actor"] == "alice"
     assert log[3]["actor"] == ADMIN
@@ -638,3 +638,89 @@ def test_revoke_finds_the_key_inside_what_was_pasted(run_cli, wrap):
     result = run_cli("revoke", "-", "--actor", "alice", stdin=wrap.format(key["key"]) + "\n")
     assert result.code == 0, result.err
     assert key["id"] in result.out and key["key"] not in result.out + result.err
+
+
+# == the command line for people (issue 26) ====================================================
+def test_verifying_a_revoked_key_from_the_cli_is_an_operators_check_not_an_alert(run_cli, database_url):
+    from storage.usage import flush_all
+
+    key = create_json(run_cli, "svc", "payments")
+    assert run_cli("revoke", key["id"], "--actor", "alice", "--reason", "compromised").code == 0
+    result = run_cli("verify", "-", "--json", stdin=key["key"] + "\n")
+    assert result.code == 1
+    body = json.loads(result.out)
+    assert (body["code"], body["key_id"], body["name"], body["owner"]) == ("REVOKED", key["id"], "svc", "payments")
+    flush_all()
+    log = audit_json(run_cli)
+    assert "key.used_after_revoke" not in [e["action"] for e in log]
+    checked = log[-1]
+    assert checked["action"] == "key.checked" and checked["key_id"] == key["id"]
+    assert checked["actor"].startswith("cli:") and checked["details"]["code"] == "REVOKED"
+    store = open_store(database_url)
+    try:
+        assert store.keys.revoked_uses.get(key["id"]) is None  # not counted as a presentation
+        # ... and a service presenting it afterwards is still the first use, alerted at once
+        assert store.keys.verify(key["key"]).code.value == "REVOKED"
+        store.keys.flush_uses()
+        assert store.keys.revoked_uses.get(key["id"]).uses == 1
+    finally:
+        store.close()
+    assert audit_json(run_cli)[-1]["action"] == "key.used_after_revoke"
+
+
+def test_verifying_a_valid_key_from_the_cli_is_recorded_as_a_check_not_a_use(run_cli):
+    from storage.usage import flush_all
+
+    key = create_json(run_cli, "svc", "payments")
+    assert run_cli("verify", "-", stdin=key["key"] + "\n").out == "VALID\n"
+    flush_all()
+    (listed,) = list_json(run_cli)
+    assert listed["last_used_at"] is None
+    assert audit_json(run_cli)[-1]["action"] == "key.checked"
+
+
+def test_an_audit_entry_reads_the_same_time_in_audit_json_and_audit_export(run_cli):
+    _history(run_cli)
+    exported = [json.loads(line) for line in run_cli("audit", "export").out.splitlines()]
+    listed = audit_json(run_cli)
+    assert [e["at"] for e in listed] == [e["at"] for e in exported]
+    assert [(e["id"], e["hash"]) for e in listed] == [(e["id"], e["hash"]) for e in exported]
+    assert listed[0]["at"] == "2030-03-14T09:00:00.000000+00:00"  # as the entry's hash covers it
+
+
+def test_the_audit_table_has_a_summary_column_not_raw_json(run_cli):
+    a, b = _history(run_cli)
+    result = run_cli("audit")
+    header, *rows = result.out.splitlines()
+    assert header.split() == ["ID", "AT", "ACTOR", "ACTION", "KEY", "SUMMARY"]
+    assert "{" not in result.out and '":' not in result.out
+    by_action = {row.split()[3]: row for row in rows}
+    assert "alpha" in by_action["key.revoked"] and "reason compromised" in by_action["key.revoked"]
+    assert "owner team-b" in rows[1] and "beta" in rows[1]
+    assert "UNEWADMIN1" in by_action["admin.added"]
+    assert all(len(row) <= 200 for row in rows)
+
+
+def test_list_of_revoked_keys_shows_when_by_whom_and_why(run_cli):
+    with freeze_time(T0):
+        key = create_json(run_cli, "svc", "payments")
+        create_json(run_cli, "other", "payments")
+        assert run_cli("revoke", key["id"], "--actor", "alice", "--reason", "compromised").code == 0
+    result = run_cli("list", "--status", "revoked")
+    header, *rows = result.out.splitlines()
+    assert header.split() == ["ID", "NAME", "OWNER", "KEY", "REVOKED", "BY", "REASON"]
+    (row,) = rows
+    assert row.split() == [key["id"], "svc", "payments", masked(key["key"]), iso(T0), "alice", "compromised"]
+    (listed,) = list_json(run_cli, "--status", "revoked")
+    assert (listed["revoked_at"], listed["revoked_by"], listed["revoke_reason"]) == (iso(T0), "alice", "compromised")
+
+
+def test_creating_a_second_active_key_with_the_same_name_warns_but_creates_it(run_cli):
+    first = create_json(run_cli, "billing", "payments")
+    result = run_cli("create", "--name", "billing", "--owner", "payments")
+    assert result.code == 0
+    assert SECRET_RE.search(result.out)
+    assert result.err.startswith("apikeys: warning:") and result.err.count("\n") == 1
+    assert "billing" in result.err and first["id"] in result.err
+    assert len(list_json(run_cli)) == 2
+    assert run_cli("create", "--name", "ledger", "--owner", "payments").err == ""

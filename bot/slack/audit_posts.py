@@ -225,6 +225,13 @@ def _post_used_after_revoke(p: _Post) -> str:
             f" · via {esc(d.get('via', 'verify'))}\nWhoever holds it is still trying to use it.")
 
 
+def _post_checked(p: _Post) -> str:
+    code = p.details.get("code", "?")
+    note = ("\nAn operator's check with the key in hand: not counted as a use, no alert."
+            if code == "REVOKED" else "")
+    return f":mag: *Key checked by hand*: {p.key_ref} answered `{esc(code)}`{note}\n{p.by}"
+
+
 def _post_admin(verb: str):
     def render(p: _Post) -> str:
         return f":bust_in_silhouette: <@{esc(p.details.get('user_id', ''))}> {verb}\n{p.by}"
@@ -274,6 +281,7 @@ AUDIT_POSTS: dict[Action, Callable[[_Post], str | tuple[str, list[Block]]]] = {
     Action.KEY_REVOKE_DENIED: _post_revoke_denied,
     Action.KEY_LEAKED: _post_leaked,
     Action.KEY_USED_AFTER_REVOKE: _post_used_after_revoke,
+    Action.KEY_CHECKED: _post_checked,
     Action.ADMIN_ADDED: _post_admin("is now an admin"),
     Action.ADMIN_REMOVED: _post_admin("is no longer an admin"),
     Action.COMMAND_DENIED: _post_command_denied,
