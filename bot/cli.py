@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor", required=True, metavar="WHO", help="who is revoking (name, email or Slack user ID)")
     p.add_argument("--reason", choices=[r.value for r in RevokeReason])
     p.add_argument("--note", metavar="TEXT")
+    p.add_argument("--json", action="store_true", help="print the key as it is now and whether this revoked it")
 
     p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise", epilog=_examples(
         "apikeys verify -   # then paste the key", "apikeys verify - --json < key.txt"))
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("key", metavar="KEY", help="the key, or - to read it from standard input")
     q.add_argument("--url", default="", help="where it was found (a public URL)")
     q.add_argument("--source", default="manual", metavar="TEXT", help="what found it, or where (default: manual)")
+    q.add_argument("--json", action="store_true", help="print whether it is ours, the key, and what was done")
 
     p = sub.add_parser("audit", help="the audit log, oldest first; its verification, signing key and export",
                        epilog=_examples("apikeys audit --limit 20", "apikeys audit --verify --public-key audit-public.pem",
@@ -231,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.required = True
     db.add_parser("upgrade", help="apply schema migrations as the owning role (DATABASE_MIGRATION_URL, else "
                                   "DATABASE_URL); the server also does this at start")
-    db.add_parser("status", help="the schema revision and the permanence triggers (exit 1 when one is missing or "
-                                 "disabled)")
+    q = db.add_parser("status", help="the schema revision and the permanence triggers (exit 1 when one is missing or "
+                                     "disabled)")
+    q.add_argument("--json", action="store_true")
     q = db.add_parser("grant", help="PostgreSQL: give a runtime role exactly what the server needs (no DDL, no "
                                     "TRUNCATE, no trigger changes); run as the owner")
     q.add_argument("role", metavar="ROLE", help="an existing login role that does not own the tables")
@@ -299,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         "apikeys admins list", "apikeys admins add U012AB3CD --actor alice", "apikeys admins remove U012AB3CD"))
     admins = p.add_subparsers(dest="admins_command", metavar="list|add|remove", parser_class=_Parser)
     admins.required = True
-    admins.add_parser("list", help="list admins")
+    q = admins.add_parser("list", help="list admins")
+    q.add_argument("--json", action="store_true")
     for verb in ("add", "remove"):
         q = admins.add_parser(verb, help=f"{verb} an admin (audited)")
         q.add_argument("user_id", metavar="USER_ID", help="Slack user ID, like U012AB3CD")
@@ -416,7 +420,9 @@ def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
         key_id, actor=args.actor, via=Via.CLI, reason=args.reason, note=args.note
     )
     key = outcome.key
-    if outcome.revoked_now:
+    if args.json:
+        _json(out, {"key": key_to_dict(key), "revoked_now": outcome.revoked_now})
+    elif outcome.revoked_now:
         why = f", reason {key.revoke_reason}" if key.revoke_reason else ""
         out.write(f"Revoked {key.id} ({key.name}, {key.masked}, owner {key.owner}){why}. This cannot be undone.\n")
     else:
@@ -521,6 +527,11 @@ def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -
         raise UsageError("no key given (pass KEY, or - and the key on standard input)")
     (finding,) = store.leaks.report([Match(token=secret, url=args.url, source=args.source)], actor=_cli_actor(),
                                     policy=settings.public_leak_action, via=Via.CLI)
+    if args.json:
+        _json(out, {"ours": finding.ours, "key": key_to_dict(store.keys.get(finding.key.id)) if finding.ours else None,
+                    "recorded": bool(finding.ours and finding.recorded),
+                    "revoked_now": bool(finding.ours and finding.revoked_now)})
+        return EXIT_OK if finding.ours else EXIT_NEGATIVE
     if not finding.ours:
         shape = "one of our keys in shape, but no key we issued" if is_well_formed(secret) else \
             "not one of our keys (its format or checksum does not match)"
@@ -675,6 +686,10 @@ def cmd_admins(store: Store, args, out: TextIO, err: TextIO) -> int:
         actor = _cli_actor()
     if args.admins_command == "list":
         entries = store.admins.list()
+        if args.json:
+            _json(out, [{"user_id": e.user_id, "source": "APIKEYS_ADMINS" if e.source == "config" else "stored",
+                         "added_by": e.added_by, "added_at": iso(e.added_at)} for e in entries])
+            return EXIT_OK
         if not entries:
             out.write("No admins. Set APIKEYS_ADMINS or run 'apikeys admins add USER_ID'.\n")
             return EXIT_OK
@@ -745,26 +760,31 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
         # open_store has just applied any pending migration (and put back any guard trigger missing).
         out.write(f"The database schema is at revision {current} (newest: {head}).\n")
         return EXIT_OK
+    status: dict[str, Any] = {"revision": current, "newest": head, "up_to_date": current == head,
+                              "trigger_problems": [], "missing_privileges": []}
     if current != head:
-        out.write(f"revision {current or 'none'}; newest {head}: run 'apikeys db upgrade'\n")
-        return EXIT_NEGATIVE
-    problems = integrity.trigger_problems(store.db)
-    if problems:
-        for problem in problems:
-            out.write(f"BROKEN: {problem}\n")
-        out.write(f"revision {current}, but {len(problems)} permanence trigger(s) missing or disabled: revocations and "
-                  "the audit log are not guarded; find out who did it ('apikeys audit --verify'), then run "
-                  "'apikeys db upgrade' as the owning role to put them back\n")
-        return EXIT_NEGATIVE
-    missing = grants.missing_privileges(store.db)
-    if missing:
+        lines = [f"revision {current or 'none'}; newest {head}: run 'apikeys db upgrade'"]
+    elif problems := integrity.trigger_problems(store.db):
+        status["trigger_problems"] = problems
+        lines = [f"BROKEN: {problem}" for problem in problems] + [
+            f"revision {current}, but {len(problems)} permanence trigger(s) missing or disabled: revocations and "
+            "the audit log are not guarded; find out who did it ('apikeys audit --verify'), then run "
+            "'apikeys db upgrade' as the owning role to put them back"]
+    elif missing := grants.missing_privileges(store.db):
+        status["missing_privileges"] = missing
         role = grants.current_role(store.db)
-        out.write(f"revision {current}, but the role {role} lacks {', '.join(missing)}: the server refuses to start "
-                  f"like this; as the tables' owner run 'apikeys db grant {role}'\n")
-        return EXIT_NEGATIVE
-    out.write(f"revision {current}; up to date; all {integrity.trigger_count(store.db)} permanence triggers present "
-              "and enabled\n")
-    return EXIT_OK
+        lines = [f"revision {current}, but the role {role} lacks {', '.join(missing)}: the server refuses to start "
+                 f"like this; as the tables' owner run 'apikeys db grant {role}'"]
+    else:
+        lines = [f"revision {current}; up to date; all {integrity.trigger_count(store.db)} permanence triggers present "
+                 "and enabled"]
+    healthy = status["up_to_date"] and not status["trigger_problems"] and not status["missing_privileges"]
+    status["ok"] = healthy
+    if getattr(args, "json", False):
+        _json(out, status)
+    else:
+        out.write("".join(line + "\n" for line in lines))
+    return EXIT_OK if healthy else EXIT_NEGATIVE
 
 
 WRITES = {"create", "revoke", "admins", "leak", "rotate", "owners", "notify", "tokens"}  # may append to the audit log

@@ -724,3 +724,52 @@ def test_creating_a_second_active_key_with_the_same_name_warns_but_creates_it(ru
     assert "billing" in result.err and first["id"] in result.err
     assert len(list_json(run_cli)) == 2
     assert run_cli("create", "--name", "ledger", "--owner", "payments").err == ""
+
+
+def _leaf_commands(parser, prefix=()):
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+        return
+    if not subs[0].required:  # 'apikeys audit' alone prints the log: it is a command of its own
+        yield prefix, parser
+    for name, sub in subs[0].choices.items():
+        yield from _leaf_commands(sub, (*prefix, name))
+
+
+# Commands that print no data: a confirmation sentence, a PEM, a server, or JSON lines already.
+PRINTS_NO_DATA = {("audit", "keygen"), ("audit", "export"), ("playground",), ("db", "upgrade"), ("db", "grant"),
+                  ("owners", "set"), ("owners", "remove"), ("notify", "expiring"), ("tokens", "revoke"),
+                  ("admins", "add"), ("admins", "remove")}
+
+
+def test_every_command_that_prints_data_takes_json():
+    from bot.cli import build_parser
+
+    commands = dict(_leaf_commands(build_parser()))
+    commands.pop((), None)
+    assert PRINTS_NO_DATA <= commands.keys()
+    lacking = [" ".join(name) for name, parser in commands.items()
+               if name not in PRINTS_NO_DATA and "--json" not in parser._option_string_actions]
+    assert lacking == []
+
+
+def test_json_output_of_revoke_admins_list_db_status_and_leak_report(run_cli):
+    key = create_json(run_cli, "svc", "payments")
+    revoked = json.loads(run_cli("revoke", key["id"], "--actor", "alice", "--json").out)
+    assert revoked["revoked_now"] is True and revoked["key"]["status"] == "revoked"
+    assert "key" not in revoked["key"] and key["key"] not in json.dumps(revoked)
+    again = json.loads(run_cli("revoke", key["id"], "--actor", "alice", "--json").out)
+    assert again["revoked_now"] is False
+    admins = json.loads(run_cli("admins", "list", "--json").out)
+    assert [a["user_id"] for a in admins] == [ADMIN] and admins[0]["source"] == "APIKEYS_ADMINS"
+    status = run_cli("db", "status", "--json")
+    body = json.loads(status.out)
+    assert status.code == 0 and body["ok"] is True and body["revision"] == body["newest"]
+    other = create_json(run_cli, "leaky", "payments")
+    leak = run_cli("leak", "report", "-", "--url", "https://gist.example.com/x", "--json", stdin=other["key"] + "\n")
+    found = json.loads(leak.out)
+    assert leak.code == 0 and found["ours"] is True and found["recorded"] is True
+    assert found["key"]["id"] == other["id"] and other["key"] not in leak.out
