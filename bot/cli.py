@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -31,7 +31,7 @@ from storage import (
     migrate,
     open_store,
 )
-from storage.audit import event_to_dict
+from storage.audit import SERVER_AUDIT_CHANNEL, event_to_dict
 from storage.errors import CorruptEntry
 from storage.keyformat import TOKEN_PREFIX, find_keys_in_text, is_well_formed
 from storage.keys import KeyService, key_to_dict
@@ -428,7 +428,31 @@ def cmd_revoke(store: Store, args, out: TextIO, err: TextIO) -> int:
     else:
         out.write(f"{key.id} ({key.name}, {key.masked}) was already revoked at {iso(key.revoked_at)} "
                   f"by {key.revoked_by}; nothing changed.\n")
+    if outcome.revoked_now:
+        _audit_post_queued(store, None if args.json else out, err)
     return EXIT_OK
+
+
+STUCK_AFTER = timedelta(minutes=2)  # a running server delivers a post within seconds
+
+
+def _audit_post_queued(store: Store, out: TextIO | None, err: TextIO) -> None:
+    """Say that the audit-channel post of what was just done waits in the outbox for a server to
+    deliver it (this command never talks to Slack), and warn when nothing seems to deliver it."""
+    channel = store.audit.notify_channel
+    where = "the audit channel" if channel == SERVER_AUDIT_CHANNEL else channel
+    last, waiting, since = store.outbox.delivery_state(stuck_after=STUCK_AFTER)
+    if out is not None:
+        out.write(f"Its post to {where} is queued; a running server delivers it"
+                  f"{f' (last delivery {iso(last)})' if last else ''}.\n")
+    if last is None:
+        err.write("apikeys: warning: no server has delivered a Slack post from this database yet, so the post waits "
+                  "until one runs with SLACK_BOT_TOKEN and APIKEYS_AUDIT_CHANNEL; tell the audit channel yourself\n")
+    elif waiting:
+        posts = f"{waiting} post{'s have' if waiting != 1 else ' has'}"
+        err.write(f"apikeys: warning: {posts} been waiting since {iso(since)}: no server is delivering "
+                  "them (not running, or Slack refuses it; see its log), and this one waits with them; tell the audit "
+                  "channel yourself\n")
 
 
 def cmd_rotate(store: Store, args, out: TextIO, err: TextIO) -> int:
@@ -440,12 +464,14 @@ def cmd_rotate(store: Store, args, out: TextIO, err: TextIO) -> int:
     if args.json:
         _json(out, {"old": key_to_dict(old, utcnow()), "new": new.shown(), "grace": grace_label(rotated.grace),
                     "old_ends_at": iso(old.revoked_at or old.expires_at)})
+        _audit_post_queued(store, None, err)
         return EXIT_OK
     ends = ("was revoked at once (reason rotation)" if old.revoked_at is not None
             else f"keeps working until {iso(old.expires_at)} ({grace_label(rotated.grace)})")
     out.write(f"Rotated {old.id} ({old.name}, {old.masked}, owner {old.owner}) to {new.key.id}; the old key {ends}.\n")
     out.write("Copy the new key now; it is shown only once:\n")
     out.write(new.secret + "\n")
+    _audit_post_queued(store, out, err)
     return EXIT_OK
 
 
@@ -543,6 +569,7 @@ def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -
         out.write(f"{named} was already reported found there; nothing changed.\n")
     elif finding.revoked_now:
         out.write(f"Revoked {named}, reason compromised; the leak is recorded. This cannot be undone.\n")
+        _audit_post_queued(store, out, err)
     elif finding.status.value == "active":
         out.write(f"Recorded the leak of {named}; it is still active (APIKEYS_PUBLIC_LEAK_ACTION=alert): "
                   f"revoke it with 'apikeys revoke {key.id} --actor WHO --reason compromised'.\n")
@@ -824,8 +851,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         as_owner = ((args.command == "db" and args.db_command in ("upgrade", "grant"))
                     or (args.command == "tokens" and args.tokens_command == "create"))
         url = (settings.database_migration_url or settings.database_url) if as_owner else settings.database_url
+        # Without APIKEYS_AUDIT_CHANNEL here (a break-glass machine), posts are queued for the audit
+        # channel of whichever server delivers them.
         store = open_store(url, bootstrap_admins=settings.admins,
-                           notify_channel=settings.audit_channel, signer=settings.audit_signer,
+                           notify_channel=settings.audit_channel or SERVER_AUDIT_CHANNEL, signer=settings.audit_signer,
                            create_schema=args.command == "db" and args.db_command == "upgrade")
         if args.command != "db":
             migrate.require_head(store.db)

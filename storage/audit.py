@@ -183,6 +183,9 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
 
 
 AUDIT_TOPIC = "audit"
+# The channel of a post queued by a process that does not know the audit channel (the command line
+# on a break-glass machine with DATABASE_URL only): the server that delivers it posts it to its own.
+SERVER_AUDIT_CHANNEL = "@audit-channel"
 _ENTRY_FIELDS = ("id", "at", "actor", "action", "key_id", "details", "prev_hash", "hash")
 
 

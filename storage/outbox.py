@@ -139,6 +139,17 @@ class Outbox:
             ).one()
         return count or 0, oldest
 
+    def delivery_state(self, *, stuck_after: timedelta = timedelta(minutes=2)) -> tuple[datetime | None, int, datetime | None]:
+        """Whether anything delivers this outbox: when a post was last delivered (None: never), and
+        how many posts have waited longer than ``stuck_after``, since when."""
+        cutoff = utcnow() - stuck_after
+        with self.db.read() as session:
+            last = session.scalar(select(func.max(OutboxMessage.delivered_at)))
+            waiting, since = session.execute(
+                select(func.count(), func.min(OutboxMessage.created_at))
+                .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.created_at < cutoff)).one()
+        return last, waiting or 0, since
+
     def next_due(self) -> datetime | None:
         """When the earliest pending row not being delivered right now becomes due."""
         now = utcnow()

@@ -773,3 +773,69 @@ def test_json_output_of_revoke_admins_list_db_status_and_leak_report(run_cli):
     found = json.loads(leak.out)
     assert leak.code == 0 and found["ours"] is True and found["recorded"] is True
     assert found["key"]["id"] == other["id"] and other["key"] not in leak.out
+
+
+def test_a_break_glass_revocation_without_slack_settings_queues_its_audit_post_for_the_server(run_cli, database_url):
+    """The laptop has DATABASE_URL only: the post is queued for whichever server delivers, which posts
+    it to its own audit channel; the CLI says so, and warns while nothing has ever delivered a post."""
+    from bot.slack.delivery import Deliverer
+
+    from .helpers import RecordingClient
+
+    first = create_json(run_cli, "svc", "payments")
+    second = create_json(run_cli, "svc2", "payments")
+    result = run_cli("revoke", first["id"], "--actor", "alice", "--reason", "compromised")
+    assert result.code == 0
+    assert "queued" in result.out and "audit channel" in result.out
+    assert result.err.startswith("apikeys: warning:") and "no server has delivered" in result.err
+    server = open_store(database_url, notify_channel="C0AUDIT01")
+    try:
+        slack = RecordingClient()
+        while Deliverer(server, slack).deliver_due():
+            pass
+        posted = [p for p in slack.posts if "Key revoked" in p["text"]]
+        assert [p["channel"] for p in posted] == ["C0AUDIT01"] and "svc" in posted[0]["text"]
+        assert server.outbox.pending() == 0
+    finally:
+        server.close()
+    again = run_cli("revoke", second["id"], "--actor", "alice")
+    assert again.code == 0 and "queued" in again.out and again.err == ""  # a server delivers: nothing to warn of
+
+
+def test_a_break_glass_revocation_warns_when_queued_posts_are_not_being_delivered(run_cli, database_url):
+    from bot.slack.delivery import Deliverer
+
+    from .helpers import RecordingClient
+
+    keys = [create_json(run_cli, f"svc{i}", "payments") for i in range(3)]
+    server = open_store(database_url, notify_channel="C0AUDIT01")
+    try:
+        while Deliverer(server, RecordingClient()).deliver_due():
+            pass
+    finally:
+        server.close()
+    with freeze_time(datetime.now(timezone.utc)) as frozen:
+        assert run_cli("revoke", keys[0]["id"], "--actor", "alice").err == ""
+        frozen.tick(timedelta(minutes=10))  # and no server took it since
+        result = run_cli("revoke", keys[1]["id"], "--actor", "alice")
+    assert result.code == 0
+    assert result.err.startswith("apikeys: warning:") and "waiting since" in result.err
+    assert "no server is delivering" in result.err
+
+
+def test_a_server_without_an_audit_channel_drops_posts_queued_for_it_with_one_line(run_cli, database_url, caplog):
+    from bot.slack.delivery import Deliverer
+
+    from .helpers import RecordingClient
+
+    key = create_json(run_cli, "svc", "payments")
+    run_cli("revoke", key["id"], "--actor", "alice")
+    server = open_store(database_url)  # no APIKEYS_AUDIT_CHANNEL on the server either
+    try:
+        slack = RecordingClient()
+        while Deliverer(server, slack).deliver_due():
+            pass
+        assert slack.posts == [] and server.outbox.pending() == 0
+    finally:
+        server.close()
+    assert "APIKEYS_AUDIT_CHANNEL" in caplog.text

@@ -20,7 +20,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from storage import KeyNotFound, Store
-from storage.audit import AUDIT_TOPIC
+from storage.audit import AUDIT_TOPIC, SERVER_AUDIT_CHANNEL
 from storage.cards import CARD_TOPIC
 from storage.expiry import EXPIRY_TOPIC
 from storage.owners import OWNER_TOPIC
@@ -107,7 +107,8 @@ class Deliverer:
                 self._update_card(item)
             else:
                 text, post_blocks = self._render(item)
-                response = self.client.chat_postMessage(channel=item.channel, text=redact(text), blocks=post_blocks,
+                channel = self._channel(item)
+                response = self.client.chat_postMessage(channel=channel, text=redact(text), blocks=post_blocks,
                                                         unfurl_links=False)
                 if item.topic == AUDIT_TOPIC:
                     self._keep_live(item, response)
@@ -133,6 +134,17 @@ class Deliverer:
         metrics.audit_post("delivered")
         log.info(fields(event="audit_post", outbox_id=item.id, channel=item.channel, topic=item.topic,
                         outcome="delivered"))
+
+    def _channel(self, item) -> str:
+        """Where a post goes: its channel, or this server's audit channel for one queued without it."""
+        if item.channel != SERVER_AUDIT_CHANNEL:
+            return item.channel
+        if not self.store.audit.notify_channel:
+            log.warning(fields(event="audit_post", outbox_id=item.id, outcome="dropped",
+                               action="queued for the audit channel by a command line, and this server has no "
+                                      "APIKEYS_AUDIT_CHANNEL either: set it to have such posts delivered"))
+            raise Nothing()
+        return self.store.audit.notify_channel
 
     def _render(self, item) -> tuple[str, list[dict] | None]:
         payload = item.payload
