@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import io
 import json
 import re
 import signal
@@ -332,16 +333,63 @@ def _json_array(out: TextIO, items: Sequence[Any]) -> None:
     out.write("[\n  " + ",\n  ".join(json.dumps(item, ensure_ascii=False) for item in items) + "\n]\n")
 
 
+PROGRESS_DELAY = 0.5  # seconds a step runs before its bar shows: quick commands stay quiet
+
+
+class _Progress:
+    """A progress bar on stderr when it is a terminal (tqdm), and nothing at all when it is not
+    (piped, redirected, a test): call it with (done, total). The bar starts at the first call, and
+    shows once the work has taken PROGRESS_DELAY."""
+
+    def __init__(self, err: TextIO, desc: str, unit: str):
+        isatty = getattr(err, "isatty", None)
+        self._on = callable(isatty) and bool(isatty())
+        self._err, self._desc, self._unit = err, desc, unit
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._on:
+            return
+        if self._bar is None:
+            from tqdm import tqdm  # only for a terminal
+
+            self._bar = tqdm(total=total, desc=self._desc, unit=f" {self._unit}", file=self._err, delay=PROGRESS_DELAY,
+                             leave=False, dynamic_ncols=True)
+        elif self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description(text)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 # -- commands -------------------------------------------------------------------------------
 def cmd_create(store: Store, args, out: TextIO, err: TextIO) -> int:
     expires_in = args.expires_in
+    bar = _Progress(err if args.count is not None else _NOT_A_TTY, "making keys", "keys")
+
+    def progress(made: int, total: int) -> None:
+        bar(made, total)
+        if made == total:
+            bar.describe("writing them and their audit entries")
+
     if args.count is None:
         same = store.keys.active_named(args.owner.strip(), args.name.strip())
         if same:
             err.write(f"apikeys: warning: {args.owner.strip()} already has an active key named {args.name.strip()!r} "
                       f"({', '.join(k.id for k in same[:3])}{', …' if len(same) > 3 else ''}); creating another "
                       "(a name that says what each is for tells them apart in a breach)\n")
-    created = store.keys.create(name=args.name, owner=args.owner, actor=_cli_actor(), expires_in=expires_in, count=args.count)
+    with bar:
+        created = store.keys.create(name=args.name, owner=args.owner, actor=_cli_actor(), expires_in=expires_in,
+                                    count=args.count, progress=progress)
     if args.count is not None:
         _json_array(out, [c.shown() for c in created])
     elif args.json:
@@ -580,11 +628,11 @@ def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -
 
 def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -> int:
     if args.audit_command == "export":
-        return _audit_export(store, args, out)
+        return _audit_export(store, args, out, err)
     if (args.public_key or args.against_slack) and not args.verify:
         raise UsageError("--public-key and --against-slack go with --verify")
     if args.verify:
-        return _audit_verify(store, args, out, settings)
+        return _audit_verify(store, args, out, err, settings)
     events = [event_to_dict(e) for e in store.audit.oldest_first(limit=args.limit)]  # a row that does not parse: exit 1
     if args.json:
         _json(out, events)
@@ -626,7 +674,7 @@ def _summary(action: str, d: dict) -> str:
     return text if len(text) <= SUMMARY_WIDTH else text[:SUMMARY_WIDTH - 1] + "\u2026"
 
 
-def _audit_verify(store: Store, args, out: TextIO, settings: Settings) -> int:
+def _audit_verify(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -> int:
     """The chain, the checkpoints (against the pinned key, else this installation's key when it is
     configured) and, with --against-slack, every position the audit channel witnessed."""
     if args.public_key:
@@ -634,7 +682,8 @@ def _audit_verify(store: Store, args, out: TextIO, settings: Settings) -> int:
     else:
         pinned = settings.audit_signer.public_raw if settings.audit_signer else None
     client = _witness_client(settings) if args.against_slack else None
-    report = store.audit.verification(pinned)
+    with _Progress(err, "verifying the audit log", "entries") as bar:
+        report = store.audit.verification(pinned, progress=bar)
     if report.public_key:
         out.write("Checkpoints are signed by this public key (pin it: apikeys audit --verify --public-key FILE):\n")
         out.write(checkpoints.pem_of_raw(report.public_key))
@@ -679,16 +728,23 @@ def _witness_client(settings: Settings):
     return make_client(settings)
 
 
-def _audit_export(store: Store, args, out: TextIO) -> int:
+def _audit_export(store: Store, args, out: TextIO, err: TextIO) -> int:
     since = args.since
-    stop = _stop_requested() if args.follow else []
+    if not args.follow:  # a stream that never ends has no bar
+        with _Progress(err, "exporting the audit log", "entries") as bar:
+            total = max(store.audit.last_id() - since, 0)
+            for done, line in enumerate(store.audit.export(since=since), start=1):
+                out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+                if done % 1000 == 0:
+                    bar(done, max(total, done))
+        out.flush()
+        return EXIT_OK
+    stop = _stop_requested()
     while True:
         for line in store.audit.export(since=since):
             out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
             since = line["id"]
         out.flush()
-        if not args.follow:
-            return EXIT_OK
         for _ in range(FOLLOW_STEPS):  # short sleeps: a stop is seen within one
             if stop:
                 return EXIT_OK  # every line written is complete
@@ -851,11 +907,14 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         as_owner = ((args.command == "db" and args.db_command in ("upgrade", "grant"))
                     or (args.command == "tokens" and args.tokens_command == "create"))
         url = (settings.database_migration_url or settings.database_url) if as_owner else settings.database_url
+        upgrading = args.command == "db" and args.db_command == "upgrade"
+        migrations = _Progress(err if upgrading else _NOT_A_TTY, "applying migrations", "migrations")
         # Without APIKEYS_AUDIT_CHANNEL here (a break-glass machine), posts are queued for the audit
         # channel of whichever server delivers them.
         store = open_store(url, bootstrap_admins=settings.admins,
                            notify_channel=settings.audit_channel or SERVER_AUDIT_CHANNEL, signer=settings.audit_signer,
-                           create_schema=args.command == "db" and args.db_command == "upgrade")
+                           create_schema=upgrading, migration_progress=migrations if upgrading else None)
+        migrations.__exit__()
         if args.command != "db":
             migrate.require_head(store.db)
         if args.command == "audit":
@@ -888,6 +947,9 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     finally:
         if store is not None:
             store.close()
+
+
+_NOT_A_TTY = io.StringIO()  # where a step too small for a bar "reports" its progress
 
 
 class _Redacting:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import grants, integrity  # noqa: F401  (storage.grants, storage.integrity)
@@ -50,12 +50,13 @@ class Store:
 def open_store(
     url: str = DEFAULT_DATABASE_URL, *, bootstrap_admins: Iterable[str] = (), create_schema: bool = True,
     notify_channel: str | None = None, pool_size: int = 10, signer: Signer | None = None,
+    migration_progress: Callable[[int, int], None] | None = None,
 ) -> Store:
     """Open the key store. ``notify_channel``: queue one audit-channel post per audited action;
     ``signer``: sign a checkpoint of the audit log with every append."""
     db = Database(url, pool_size=pool_size)
     if create_schema:
-        upgrade(db)  # the newest schema (idempotent, safe with concurrent starters)
+        upgrade(db, progress=migration_progress)  # the newest schema (idempotent, safe with concurrent starters)
     audit = AuditLog(db, notify_channel=notify_channel, signer=signer)
     keys = KeyService(db, audit)
     owners = OwnerService(db, audit)

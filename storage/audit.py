@@ -20,7 +20,7 @@ import enum
 import json
 import logging
 from collections import namedtuple
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -183,6 +183,7 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
 
 
 AUDIT_TOPIC = "audit"
+PROGRESS_EVERY = 2000  # entries between two progress reports of a walk of the log
 # The channel of a post queued by a process that does not know the audit channel (the command line
 # on a break-glass machine with DATABASE_URL only): the server that delivers it posts it to its own.
 SERVER_AUDIT_CHANNEL = "@audit-channel"
@@ -367,7 +368,8 @@ class AuditLog:
         """The first break in the log, or None when it is intact (see ``verification``)."""
         return self.verification(public_key).problem
 
-    def verification(self, public_key: str | None = None, resume: "Resume | None" = None) -> AuditReport:
+    def verification(self, public_key: str | None = None, resume: "Resume | None" = None,
+                     progress: Callable[[int, int], None] | None = None) -> AuditReport:
         """Walk the log and its checkpoints once, oldest first, in constant memory.
 
         Every entry's hash and link are recomputed; every checkpoint must sit on an entry, name
@@ -377,7 +379,8 @@ class AuditLog:
         the checkpoints must be signed by it, and a log without checkpoints fails.
 
         ``resume``: the ``resume`` of an earlier clean report: only what was appended since is walked
-        (the server's self-check; an edit to an older entry is found by a full walk)."""
+        (the server's self-check; an edit to an older entry is found by a full walk).
+        ``progress(done, total)``: called every PROGRESS_EVERY entries (the command line's bar)."""
         expected_id, prev = 1, GENESIS_HASH
         cp_prev, newest, count = checkpoints.GENESIS, None, 0
         signer = public_key
@@ -398,7 +401,10 @@ class AuditLog:
                                    newest.entry_id if newest else None, state)
 
             entries = _stream(session, after=expected_id - 1)
+            total = head.last_id if head else 0
             while True:
+                if progress is not None and expected_id % PROGRESS_EVERY == 0:
+                    progress(expected_id - 1, total)
                 try:
                     event = next(entries, None)
                     if event is not None:

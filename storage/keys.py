@@ -12,7 +12,7 @@ import enum
 import logging
 import re
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -199,10 +199,11 @@ class KeyService:
     # -- create ---------------------------------------------------------------------------
     def create(
         self, *, name: str, owner: str, actor: str, expires_in: timedelta | None = None, count: int | None = None,
-        context: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None, progress: Callable[[int, int], None] | None = None,
     ) -> list[CreatedKey]:
         """Create one key (``count=None``) or ``count`` keys named NAME-1..NAME-count, in one transaction.
-        ``context``: what the ``key.created`` entries also record (the management API's ``via`` and token)."""
+        ``context``: what the ``key.created`` entries also record (the management API's ``via`` and token).
+        ``progress(made, total)``: called every 1,000 keys made, and once all are made, before they are written."""
         if count is not None and not 1 <= count <= MAX_BATCH:
             raise InvalidInput(f"--count must be between 1 and {MAX_BATCH}")
         name = check_name(name, room=0 if count is None else len(f"-{count}"))
@@ -216,11 +217,13 @@ class KeyService:
         rows, secrets, events = [], [], []
         # Ids sorted in creation order, so that NAME-1..NAME-N list in order (newest first).
         ids = sorted(new_key_id() for _ in names)
-        for key_id, key_name in zip(ids, names, strict=True):
+        for made, (key_id, key_name) in enumerate(zip(ids, names, strict=True), start=1):
             row, secret, event = new_key_row(key_id, key_name, owner, actor, now, expires_at, **(context or {}))
             rows.append(row)
             secrets.append(secret)
             events.append(event)
+            if progress is not None and (made % 1000 == 0 or made == len(names)):
+                progress(made, len(names))
         with self.db.write() as session:
             # One transaction: the keys (executemany on the session's connection), their entries
             # chained in one pass, one checkpoint and one audit-channel post.

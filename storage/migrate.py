@@ -9,6 +9,7 @@ and upgraded from there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
@@ -61,8 +62,10 @@ def require_head(db: Database) -> None:
                            "(the server also upgrades it when it starts)")
 
 
-def upgrade(db: Database, revision: str = "head") -> str | None:
-    """Apply migrations up to ``revision``; returns the revision the database is at afterwards."""
+def upgrade(db: Database, revision: str = "head", progress: Callable[[int, int], None] | None = None) -> str | None:
+    """Apply migrations up to ``revision``; returns the revision the database is at afterwards.
+    ``progress(done, total)``: called before the first migration to apply and after each (not at all
+    when the schema is already there)."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
@@ -73,10 +76,30 @@ def upgrade(db: Database, revision: str = "head") -> str | None:
         inspector = inspect(conn)
         if inspector.has_table("api_keys") and not inspector.has_table("alembic_version"):
             command.stamp(config, "0001")
+        if progress is not None:
+            _report_steps(config, conn, revision, progress)
         command.upgrade(config, revision)
         if revision == "head":
             _repair_guards(conn, db.dialect)
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _report_steps(config, conn, revision: str, progress: Callable[[int, int], None]) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(conn).get_current_revision()
+    total = len(list(ScriptDirectory.from_config(config).iterate_revisions(revision, current)))
+    if total == 0:
+        return
+    done = [0]
+
+    def applied(**_):
+        done[0] += 1
+        progress(done[0], total)
+
+    progress(0, total)
+    config.attributes["on_version_apply"] = applied
 
 
 def _repair_guards(conn, dialect: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -839,3 +840,46 @@ def test_a_server_without_an_audit_channel_drops_posts_queued_for_it_with_one_li
     finally:
         server.close()
     assert "APIKEYS_AUDIT_CHANNEL" in caplog.text
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_on(database_url, err, *argv):
+    from bot import cli
+
+    out = io.StringIO()
+    code = cli.run(list(argv), out=out, err=err, env={"DATABASE_URL": database_url, "APIKEYS_ADMINS": ADMIN})
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (("create", "--name", "fleet", "--owner", "iot", "--count", "2500"), "making keys"),
+    (("audit", "--verify"), "verifying the audit log"),
+    (("audit", "export"), "exporting the audit log"),
+], ids=["create-count", "audit-verify", "audit-export"])
+def test_long_commands_show_progress_on_a_terminal_and_nothing_when_piped(run_cli, database_url, monkeypatch,
+                                                                           argv, shown):
+    from bot import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0)  # shown at once (a real run waits half a second)
+    assert run_cli("create", "--name", "seed", "--owner", "iot", "--count", "2500").code == 0
+    code, out, err = _run_on(database_url, Terminal(), *argv)
+    assert code == 0, err
+    assert shown in err and "it/s" not in err and "%" in err
+    code, piped_out, piped_err = _run_on(database_url, io.StringIO(), *argv)
+    assert code == 0 and piped_err == ""
+    if argv[0] != "create":
+        assert piped_out == out  # the bar never reaches stdout
+
+
+def test_db_upgrade_shows_its_migrations_on_a_terminal(database_url, monkeypatch):
+    from bot import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0)
+    code, out, err = _run_on(database_url, Terminal(), "db", "upgrade")
+    assert code == 0 and "applying migrations" in err and "revision" in out
+    code, out, err = _run_on(database_url, Terminal(), "db", "upgrade")  # nothing left to apply: no bar
+    assert code == 0 and err == ""
