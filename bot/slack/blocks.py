@@ -435,8 +435,9 @@ def owner_result(owner: str, revoked: Sequence[ApiKey], shown: int, actor: str, 
 
 # -- help, admins, history --------------------------------------------------------------------
 HELP_LINES = [
-    ("/apikeys", "active keys (admins: Revoke and Rotate on each)"),
-    ("/apikeys revoked", "revoked keys"),
+    ("/apikeys [list]", "active keys (admins: Revoke and Rotate on each)"),
+    ("/apikeys revoked", "revoked keys: when, by whom, why"),
+    ("/apikeys expired", "keys past their expiry"),
     ("/apikeys all", "every key, whatever its status"),
     ("/apikeys owner <owner>", "active keys of one owner"),
     ("/apikeys find <key or prefix>", "find a key from a pasted key, its last four characters or a name"),
@@ -448,6 +449,9 @@ HELP_LINES = [
     ("/apikeys admins remove @user", "remove the admin role (admins only)"),
     ("/apikeys help", "this help"),
 ]
+# The words /apikeys understands, declared once: here, in the help (tests hold the manifest's
+# usage_hint to them; commands.answer refuses any other first word).
+HELP_WORDS = frozenset(cmd.split()[1].strip("[]") for cmd, _ in HELP_LINES if " " in cmd)
 
 
 def help_blocks(problem: str | None = None) -> list[dict]:

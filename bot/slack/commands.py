@@ -161,6 +161,8 @@ def answer(store: Store, text: str, actor: Actor | None = None) -> Answer:
     words = text.split()
     verb = words[0].lower() if words else "list"
     rest = words[1:]
+    if verb not in blocks.HELP_WORDS and verb not in ("revoke", "rotate"):  # those two: where their buttons are
+        return help_answer(f"I don't know “{redact(text[:80])}”.")
     if verb in ("list", "revoked", "all", "expired") and not rest:
         return render.key_list(store, ListView(status="active" if verb == "list" else verb), admin=admin)
     if verb == "owner":
