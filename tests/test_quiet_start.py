@@ -96,3 +96,38 @@ def test_slack_out_of_reach_is_one_line_per_attempt(server_log, stub, store):
     lines = server_log.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert f"cannot reach {settings.slack_api_url}" in lines[1]
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_the_playground_removes_its_temporary_directory_when_it_exits(tmp_path, stop):
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from .helpers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_")) and k != "DATABASE_URL"}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/playground", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.1)
+        (scratch,) = tmp_path.glob("apikeys-playground-*")
+        assert (scratch / "playground.db").exists()
+        proc.send_signal(getattr(signal, stop))
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not scratch.exists()

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -467,11 +468,7 @@ def _refuse(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from storage import checkpoints, open_store
-
     from .. import logs
-    from ..config import Settings
-    from ..server import run_server
 
     parser = argparse.ArgumentParser(prog="apikeys playground",
                                      description="The real bot with a local stand-in for Slack, in your browser.")
@@ -488,7 +485,20 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure()
     # DATABASE_URL (from the environment) points the playground at an existing database; by default
     # it gets a fresh one. HOST and PORT are never taken from the environment or .env: only --host/--port.
-    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp(prefix='apikeys-playground-')}/playground.db"
+    scratch = None if os.environ.get("DATABASE_URL") else tempfile.mkdtemp(prefix="apikeys-playground-")
+    try:
+        return _run(args, os.environ.get("DATABASE_URL") or f"sqlite:///{scratch}/playground.db")
+    finally:  # Ctrl-C, SIGTERM or a refusal: the fresh database goes with the signing key it was signed with
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(args, database_url: str) -> int:
+    from storage import checkpoints, open_store
+
+    from ..config import Settings
+    from ..server import run_server
+
     foreign = foreign_rows(database_url)
     consequences = "demo users are admins there and its audit log is signed with a key thrown away at exit"
     if foreign and not args.allow_existing_database:
