@@ -131,3 +131,36 @@ def test_the_playground_removes_its_temporary_directory_when_it_exits(tmp_path, 
             proc.kill()
             proc.wait()
     assert not scratch.exists()
+
+
+def test_ctrl_c_stops_a_socket_mode_server_without_a_traceback(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: the Socket Mode process too, which
+    used to print a KeyboardInterrupt traceback; the server stops it itself."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from .helpers import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_"))}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path}/a.db", PORT=str(free_port()), SLACK_BOT_TOKEN="xoxb-1-2-abc",
+               SLACK_APP_TOKEN="xapp-1-A0-1-abc", SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/",
+               APIKEYS_AUDIT_CHANNEL="C0AUDIT01", APIKEYS_ADMINS=ADMIN)
+    proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while not any("Socket Mode could not connect" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(lines)
+            lines.append(line)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = "".join(lines) + rest
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output

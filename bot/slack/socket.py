@@ -24,6 +24,7 @@ def _run(settings: Settings) -> None:
 
     logs.configure()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches us too: the server stops us
     store = open_store(settings.database_url, bootstrap_admins=settings.admins, create_schema=False,
                        notify_channel=settings.audit_channel, signer=settings.audit_signer)
     client = make_client(settings)
