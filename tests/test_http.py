@@ -486,4 +486,4 @@ def test_socket_mode_runs_in_a_process_beside_the_workers_and_stops_with_them(da
     for pid in [*socket_mode, *workers]:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid
     log = server.log()
-    assert "Socket Mode could not connect (URLError" in log and "Traceback" not in log
+    assert "Socket Mode could not connect: cannot reach http://127.0.0.1:9/api/ (URLError" in log and "Traceback" not in log
