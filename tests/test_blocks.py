@@ -409,3 +409,14 @@ def test_a_restored_revocation_of_a_key_no_longer_found_names_its_id():
     text, payload = audit_posts.audit_post([restored])
     shown = json.dumps(payload, ensure_ascii=False)
     assert "`key_11`" in shown and "** ``" not in shown and "(owner )" not in shown
+
+
+def test_a_check_by_hand_reads_as_one_in_the_history_and_the_audit_channel():
+    checked = event(7, "key.checked", actor="cli:ana", name="billing", key="apk_…a1b2", owner="payments",
+                    code="REVOKED", via="cli")
+    (line,) = [t for t in section_texts(blocks.history_blocks([checked], HistoryView(), has_older=False,
+                                                             has_newer=False, key=None)) if "key.checked" in t]
+    assert "checked by hand, answered `REVOKED`" in line
+    text, post = audit_posts.audit_post([checked])
+    shown = json.dumps(post, ensure_ascii=False)
+    assert "Key checked by hand" in text and "`REVOKED`" in text and "no alert" in shown

@@ -497,6 +497,8 @@ def _event_line(event: AuditEvent) -> str:
         line += f" · reason: {reason_label(details.get('reason'))}"
     if event.action == "key.rotated":
         line += f" → `{esc(details.get('new_key_id', ''))}` · grace: {esc(details.get('grace', ''))}"
+    if event.action == "key.checked":
+        line += f" · checked by hand, answered `{esc(details.get('code', ''))}`"
     if details.get("why"):
         line += f" · {esc(details['why'])}"
     if details.get("note"):
