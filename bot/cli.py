@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", metavar="TEXT")
     p.add_argument("--json", action="store_true", help="print the key as it is now and whether this revoked it")
 
-    p = sub.add_parser("verify", help="check a key; exit 0 when VALID, 1 otherwise", epilog=_examples(
+    p = sub.add_parser("verify", help="check a key you hold; exit 0 when VALID, 1 otherwise",
+                       description="Check a key you hold. It is recorded as an operator's check (key.checked in\n"
+                       "the audit log), never as a use: no last use, and no 'revoked key still in use'\n"
+                       "alert for a revoked key. Exit 0 when VALID, 1 otherwise.", epilog=_examples(
         "apikeys verify -   # then paste the key", "apikeys verify - --json < key.txt"))
     p.add_argument("key", metavar="KEY|-", help="the key, or - to read it from standard input")
     p.add_argument("--json", action="store_true", help="print the code, and the key's id, name, owner and expiry")
@@ -200,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_examples("apikeys audit --limit 20", "apikeys audit --verify --public-key audit-public.pem",
                                         "apikeys audit --verify --against-slack", "apikeys audit keygen --out signing.pem",
                                         "apikeys audit export --since 1000 --follow"))
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: every field, each entry's time as its hash covers it (as 'audit export' writes it)")
     p.add_argument("--limit", type=_count, metavar="N", help="only the newest N entries")
     p.add_argument("--verify", action="store_true",
                    help="check the hash chain and the signed checkpoints; exit 1 at the first that does not agree")
