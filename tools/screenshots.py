@@ -1,0 +1,140 @@
+"""Take the README's and docs' screenshots of the playground again, from the real playground.
+
+Run it after a change to what the playground shows (a post, a card, the page):
+
+    .venv/bin/python tools/screenshots.py [--out docs]
+
+It starts `apikeys playground` on a fresh SQLite database in a temporary directory, drives it in
+headless Chromium (Debian's chromium and chromium-driver, as the browser tests use) and writes
+playground-list.png (/apikeys), playground-confirm.png (Revoke: the confirmation) and
+playground-revoked.png (Revoke Key: the result card, the channel notice and the audit channel's post
+with its witness line). Everything it started is stopped, and the directory removed, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOW = (1440, 900)
+WITNESS_RE = re.compile(r"#\d+ · [0-9a-f]{12}…")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_playground(workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_")) and k != "DATABASE_URL"}
+    env["DATABASE_URL"] = f"sqlite:///{workdir}/playground.db"
+    log = (workdir / "playground.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)], cwd=workdir,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/playground", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((workdir / "playground.log").read_text()) from None
+            time.sleep(0.1)
+
+
+def browser(workdir: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--hide-scrollbars", f"--user-data-dir={workdir / 'chrome'}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                            options=options)
+
+
+def take(driver, url: str, out: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def wait(predicate, what: str):
+        def check(d):
+            try:
+                return predicate(d)
+            except StaleElementReferenceException:  # re-rendered under us: look again
+                return False
+        WebDriverWait(driver, 15, poll_frequency=0.1).until(check, message=f"waiting for {what}")
+
+    def buttons(label: str):
+        return [b for b in driver.find_elements(By.CSS_SELECTOR, "#channel button.bk") if b.text == label]
+
+    def pane(name: str) -> str:
+        return driver.find_element(By.ID, name).text
+
+    def shot(name: str) -> None:
+        time.sleep(0.3)  # let the page finish painting what it just rendered
+        driver.save_screenshot(str(out / name))
+        print(f"wrote {out / name}")
+
+    driver.get(url + "/playground")
+    wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#user option"), "the page")
+    box = driver.find_element(By.ID, "composer")
+    box.send_keys("/apikeys")
+    box.send_keys(Keys.ENTER)
+    wait(lambda d: buttons("Revoke"), "the key list")
+    shot("playground-list.png")
+    buttons("Revoke")[0].click()
+    wait(lambda d: buttons("Cancel Revoke Key") and buttons("Revoke Key"), "the confirmation")
+    Select(driver.find_element(By.CSS_SELECTOR, "#channel select.bk")).select_by_visible_text("Compromised")
+    shot("playground-confirm.png")
+    buttons("Revoke Key")[0].click()
+    wait(lambda d: "Key revoked" in pane("audit") and WITNESS_RE.search(pane("audit").split("Key revoked")[-1]),
+         "the audit channel's post with its witness line")
+    wait(lambda d: "Revoked" in pane("channel"), "the result card")
+    shot("playground-revoked.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the PNGs go (default: docs)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="apikeys-screenshots-"))
+    proc = driver = None
+    try:
+        proc, url = start_playground(workdir)
+        driver = browser(workdir)
+        take(driver, url, args.out.resolve())
+        return 0
+    finally:
+        if driver is not None:
+            driver.quit()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
