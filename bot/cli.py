@@ -662,7 +662,7 @@ def _summary(action: str, d: dict) -> str:
                         f"via {d['via']}" if d.get("via") else None],
         "key.rotated": [f"replaced by {d.get('new_key_id')}", f"grace {d.get('grace')}"],
         "key.leaked": [f"found at {d.get('url') or d.get('channel_id') or d.get('source') or '?'}",
-                       "revoked" if d.get("revoked") else f"still {d.get('status')}"],
+                       "revoked" if d.get("revoked") else f"still {d.get('status') or '?'}"],
         "key.used_after_revoke": [f"{d.get('uses')} use(s) after revocation, via {d.get('via')}"],
         "key.checked": [f"answered {d.get('code')}"],
         "admin.added": [d.get("user_id")], "admin.removed": [d.get("user_id")],
@@ -675,6 +675,7 @@ def _summary(action: str, d: dict) -> str:
             f"{k} {v}" for k, v in sorted(d.items()) if k not in ("name", "key", "token") and isinstance(v, str | int)]
     text = "; ".join(x for x in [subject, *said] if x)
     text = " ".join(text.split())  # one line, whatever a note holds
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)  # no terminal escapes
     return text if len(text) <= SUMMARY_WIDTH else text[:SUMMARY_WIDTH - 1] + "\u2026"
 
 

@@ -883,3 +883,13 @@ def test_db_upgrade_shows_its_migrations_on_a_terminal(database_url, monkeypatch
     assert code == 0 and "applying migrations" in err and "revision" in out
     code, out, err = _run_on(database_url, Terminal(), "db", "upgrade")  # nothing left to apply: no bar
     assert code == 0 and err == ""
+
+
+def test_the_audit_summary_is_one_printable_line_whatever_the_details_hold():
+    from bot.cli import SUMMARY_WIDTH, _summary
+
+    line = _summary("key.leaked", {"name": "svc", "key": "apk_…a1b2", "url": "https://x.example/\x1b[2J\nnext",
+                                   "status": "active"})
+    assert "\x1b" not in line and "\n" not in line and "\\x1b" in line and line.isprintable()
+    assert len(_summary("key.revoked", {"name": "svc", "note": "n" * 500})) == SUMMARY_WIDTH
+    assert _summary("some.future_action", {"nested": {"a": 1}, "items": [1], "none": None, "kept": "yes"}) == "kept yes"
