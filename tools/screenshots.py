@@ -14,6 +14,7 @@ with its witness line). Everything it started is stopped, and the directory remo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -26,8 +27,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WINDOW = (1440, 900)
-WITNESS_RE = re.compile(r"#\d+ · [0-9a-f]{12}…")
+WINDOW = (1440, 900)  # headless Chromium's viewport is then 1440 x 757, the PNGs' size
+WITNESS_RE = re.compile(r"#\d+ · [0-9a-f]{12}…")  # bot/witness.py's witness_text(): `#<id> · <hash prefix>…`
 
 
 def free_port() -> int:
@@ -36,25 +37,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_playground(workdir: Path) -> tuple[subprocess.Popen, str]:
+@contextlib.contextmanager
+def playground(workdir: Path):
+    """The playground's URL while it runs (as tests/test_playground.py boots it); stopped on the way out."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_")) and k != "DATABASE_URL"}
-    env["DATABASE_URL"] = f"sqlite:///{workdir}/playground.db"
-    log = (workdir / "playground.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)], cwd=workdir,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+    env["DATABASE_URL"] = f"sqlite:///{workdir}/pg.db"
+    with (workdir / "playground.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)],
+                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            urllib.request.urlopen(url + "/playground", timeout=1)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((workdir / "playground.log").read_text()) from None
-            time.sleep(0.1)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/playground", timeout=1)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError((workdir / "playground.log").read_text()) from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
+@contextlib.contextmanager
 def browser(workdir: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -65,8 +78,12 @@ def browser(workdir: Path):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--hide-scrollbars", f"--user-data-dir={workdir / 'chrome'}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                            options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                              options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def take(driver, url: str, out: Path) -> None:
@@ -90,7 +107,9 @@ def take(driver, url: str, out: Path) -> None:
         return driver.find_element(By.ID, name).text
 
     def shot(name: str) -> None:
-        time.sleep(0.3)  # let the page finish painting what it just rendered
+        # no caret or focus ring; then two animation frames: what was just rendered has been painted
+        driver.execute_async_script("document.activeElement.blur();"
+                                    "requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
         driver.save_screenshot(str(out / name))
         print(f"wrote {out / name}")
 
@@ -99,16 +118,22 @@ def take(driver, url: str, out: Path) -> None:
     box = driver.find_element(By.ID, "composer")
     box.send_keys("/apikeys")
     box.send_keys(Keys.ENTER)
-    wait(lambda d: buttons("Revoke"), "the key list")
+    wait(lambda d: buttons("Revoke") and "Active API keys" in pane("channel"), "the key list")
+    driver.execute_script("document.getElementById('channel').scrollTop = 0")  # the list from its heading
     shot("playground-list.png")
+
     buttons("Revoke")[0].click()
     wait(lambda d: buttons("Cancel Revoke Key") and buttons("Revoke Key"), "the confirmation")
     Select(driver.find_element(By.CSS_SELECTOR, "#channel select.bk")).select_by_visible_text("Compromised")
+    wait(lambda d: Select(d.find_element(By.CSS_SELECTOR, "#channel select.bk")).first_selected_option.text
+         == "Compromised", "the reason chosen")
     shot("playground-confirm.png")
+
     buttons("Revoke Key")[0].click()
+    wait(lambda d: "Revoked" in pane("channel") and "was revoked by" in pane("channel"),
+         "the result card and the channel notice")
     wait(lambda d: "Key revoked" in pane("audit") and WITNESS_RE.search(pane("audit").split("Key revoked")[-1]),
          "the audit channel's post with its witness line")
-    wait(lambda d: "Revoked" in pane("channel"), "the result card")
     shot("playground-revoked.png")
 
 
@@ -118,21 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="apikeys-screenshots-"))
-    proc = driver = None
     try:
-        proc, url = start_playground(workdir)
-        driver = browser(workdir)
-        take(driver, url, args.out.resolve())
+        with playground(workdir) as url, browser(workdir) as driver:
+            take(driver, url, args.out.resolve())
         return 0
     finally:
-        if driver is not None:
-            driver.quit()
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
