@@ -32,7 +32,7 @@ from storage import (
     migrate,
     open_store,
 )
-from storage.audit import SERVER_AUDIT_CHANNEL, event_to_dict
+from storage.audit import AUDIT_TOPIC, SERVER_AUDIT_CHANNEL, event_to_dict
 from storage.errors import CorruptEntry
 from storage.keyformat import TOKEN_PREFIX, find_keys_in_text, is_well_formed
 from storage.keys import KeyService, key_to_dict
@@ -493,7 +493,7 @@ def _audit_post_queued(store: Store, out: TextIO | None, err: TextIO) -> None:
     deliver it (this command never talks to Slack), and warn when nothing seems to deliver it."""
     channel = store.audit.notify_channel
     where = "the audit channel" if channel == SERVER_AUDIT_CHANNEL else channel
-    last, waiting, since = store.outbox.delivery_state(stuck_after=STUCK_AFTER)
+    last, waiting, since = store.outbox.delivery_state(AUDIT_TOPIC, stuck_after=STUCK_AFTER)
     if out is not None:
         out.write(f"Its post to {where} is queued; a running server delivers it"
                   f"{f' (last delivery {iso(last)})' if last else ''}.\n")
@@ -554,11 +554,10 @@ def cmd_owners(store: Store, args, out: TextIO, err: TextIO) -> int:
 def cmd_notify(store: Store, args, out: TextIO, err: TextIO) -> int:
     notices = store.expiry.send()
     if not notices:
-        out.write("Nothing to send: no active key ends within 14 days that was not told already for its threshold"
-                  + ("" if store.audit.notify_channel else
-                     " (and with no APIKEYS_AUDIT_CHANNEL, only keys whose owner has a channel are told)") + ".\n")
+        out.write("Nothing to send: no active key ends within 14 days that was not told already for its "
+                  "threshold.\n")
         return EXIT_OK
-    channels = sorted({n.channel for n in notices})
+    channels = sorted({"the audit channel" if n.channel == SERVER_AUDIT_CHANNEL else n.channel for n in notices})
     out.write(f"Queued {len(notices)} expiry notice{'s' if len(notices) != 1 else ''} to {', '.join(channels)}; "
               "the server's deliverer posts them (retried until Slack takes them).\n")
     return EXIT_OK
@@ -566,7 +565,13 @@ def cmd_notify(store: Store, args, out: TextIO, err: TextIO) -> int:
 
 def cmd_verify(store: Store, args, out: TextIO, err: TextIO) -> int:
     secret = _read_key(args, err, "verify")
-    result, key = store.keys.check(secret, actor=_cli_actor())  # an operator's check, not a use
+    # An entry this command could not sign, on a signed log, would be named 'not written by apikeys'
+    # for ever and raise a tamper alert: the check is then not recorded, and said so.
+    record = store.audit.signer is not None or store.audit.signed_through() is None
+    result, key = store.keys.check(secret, actor=_cli_actor(), record=record)  # an operator's check, not a use
+    if key is not None and not record:
+        err.write("apikeys: warning: this check is not recorded in the audit log: the log is signed and "
+                  "APIKEYS_AUDIT_SIGNING_KEY is not set here (give the CLI the server's key)\n")
     if args.json:
         body = result.to_dict()
         if key is not None:  # the operator holds the secret: every key's name, owner and expiry
@@ -609,6 +614,8 @@ def cmd_leak(store: Store, args, out: TextIO, err: TextIO, settings: Settings) -
         _json(out, {"ours": finding.ours, "key": key_to_dict(store.keys.get(finding.key.id)) if finding.ours else None,
                     "recorded": bool(finding.ours and finding.recorded),
                     "revoked_now": bool(finding.ours and finding.revoked_now)})
+        if finding.ours and finding.revoked_now:
+            _audit_post_queued(store, None, err)
         return EXIT_OK if finding.ours else EXIT_NEGATIVE
     if not finding.ours:
         shape = "one of our keys in shape, but no key we issued" if is_well_formed(secret) else \
@@ -642,7 +649,7 @@ def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) 
         _json(out, events)
         return EXIT_OK
     rows = [(str(e["id"]), iso(datetime.fromisoformat(e["at"])), e["actor"], e["action"], e["key_id"] or "-",
-             _summary(e["action"], e["details"] or {})) for e in events]
+             _summary(e["action"], e["details"])) for e in events]
     if not rows:
         out.write("The audit log is empty.\n")
         return EXIT_OK
@@ -653,28 +660,40 @@ def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) 
 SUMMARY_WIDTH = 90
 
 
-def _summary(action: str, d: dict) -> str:
-    """An entry's details in a few words, for the table ('audit --json' has them all)."""
-    subject = " ".join(str(d[k]) for k in ("name", "key", "token") if d.get(k))
+def _summary(action: str, details: Any) -> str:
+    """An entry's details in a few words, for the table ('audit --json' has them all). Any details at
+    all (an entry apikeys did not write may hold anything) give one masked, printable line."""
+    if not isinstance(details, dict):
+        return _one_line(json.dumps(details, ensure_ascii=False, default=str))
+    d = {k: ("" if v is None else ",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in details.items()}
+
+    def g(key: str) -> str:
+        return d.get(key, "")
+
+    subject = " ".join(g(k) for k in ("name", "key", "token") if g(k))
     said = {
-        "key.created": [f"owner {d.get('owner')}", f"expires {d['expires_at']}" if d.get("expires_at") else None],
-        "key.revoked": [f"reason {d['reason']}" if d.get("reason") else None, f"note {d['note']!r}" if d.get("note") else None,
-                        f"via {d['via']}" if d.get("via") else None],
-        "key.rotated": [f"replaced by {d.get('new_key_id')}", f"grace {d.get('grace')}"],
-        "key.leaked": [f"found at {d.get('url') or d.get('channel_id') or d.get('source') or '?'}",
-                       "revoked" if d.get("revoked") else f"still {d.get('status') or '?'}"],
-        "key.used_after_revoke": [f"{d.get('uses')} use(s) after revocation, via {d.get('via')}"],
-        "key.checked": [f"answered {d.get('code')}"],
-        "admin.added": [d.get("user_id")], "admin.removed": [d.get("user_id")],
-        "owner.channel_set": [f"{d.get('owner')} -> {d.get('channel_id')}"],
-        "owner.channel_removed": [f"{d.get('owner')} (was {d.get('channel_id')})"],
-        "token.created": [",".join(d.get("scopes") or [])], "token.revoked": [",".join(d.get("scopes") or [])],
+        "key.created": [f"owner {g('owner')}", f"expires {g('expires_at')}" if g("expires_at") else ""],
+        "key.revoked": [f"reason {g('reason')}" if g("reason") else "", f"note {g('note')!r}" if g("note") else "",
+                        f"via {g('via')}" if g("via") else ""],
+        "key.rotated": [f"replaced by {g('new_key_id')}", f"grace {g('grace')}"],
+        "key.leaked": [f"found at {g('url') or g('channel_id') or g('source') or '?'}",
+                       "revoked" if details.get("revoked") else f"still {g('status') or '?'}"],
+        "key.used_after_revoke": [f"{g('uses')} use(s) after revocation, via {g('via')}"],
+        "key.checked": [f"answered {g('code')}"],
+        "admin.added": [g("user_id")], "admin.removed": [g("user_id")],
+        "owner.channel_set": [f"{g('owner')} -> {g('channel_id')}"],
+        "owner.channel_removed": [f"{g('owner')} (was {g('channel_id')})"],
+        "token.created": [g("scopes")], "token.revoked": [g("scopes")],
     }.get(action)
     if said is None:  # an alert (its problem), or an action without words here: its simple fields
-        said = [str(d["problem"])] if d.get("problem") else [
-            f"{k} {v}" for k, v in sorted(d.items()) if k not in ("name", "key", "token") and isinstance(v, str | int)]
-    text = "; ".join(x for x in [subject, *said] if x)
-    text = " ".join(text.split())  # one line, whatever a note holds
+        said = [g("problem")] if g("problem") else [
+            f"{k} {details[k]}" for k in sorted(d) if k not in ("name", "key", "token")
+            and isinstance(details[k], str | int) and not isinstance(details[k], bool)]
+    return _one_line("; ".join(x for x in [subject, *said] if x))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(redact(text).split())  # one line, whatever a note holds; never a key
     text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)  # no terminal escapes
     return text if len(text) <= SUMMARY_WIDTH else text[:SUMMARY_WIDTH - 1] + "\u2026"
 
@@ -848,25 +867,27 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
         # open_store has just applied any pending migration (and put back any guard trigger missing).
         out.write(f"The database schema is at revision {current} (newest: {head}).\n")
         return EXIT_OK
+    # null: not checked (a schema that is not the newest is not checked further)
     status: dict[str, Any] = {"revision": current, "newest": head, "up_to_date": current == head,
-                              "trigger_problems": [], "missing_privileges": []}
+                              "trigger_problems": None, "missing_privileges": None}
     if current != head:
         lines = [f"revision {current or 'none'}; newest {head}: run 'apikeys db upgrade'"]
     elif problems := integrity.trigger_problems(store.db):
-        status["trigger_problems"] = problems
+        status["trigger_problems"] = [str(problem) for problem in problems]
         lines = [f"BROKEN: {problem}" for problem in problems] + [
             f"revision {current}, but {len(problems)} permanence trigger(s) missing or disabled: revocations and "
             "the audit log are not guarded; find out who did it ('apikeys audit --verify'), then run "
             "'apikeys db upgrade' as the owning role to put them back"]
     elif missing := grants.missing_privileges(store.db):
-        status["missing_privileges"] = missing
+        status["trigger_problems"], status["missing_privileges"] = [], [str(m) for m in missing]
         role = grants.current_role(store.db)
         lines = [f"revision {current}, but the role {role} lacks {', '.join(missing)}: the server refuses to start "
                  f"like this; as the tables' owner run 'apikeys db grant {role}'"]
     else:
+        status["trigger_problems"], status["missing_privileges"] = [], []
         lines = [f"revision {current}; up to date; all {integrity.trigger_count(store.db)} permanence triggers present "
                  "and enabled"]
-    healthy = status["up_to_date"] and not status["trigger_problems"] and not status["missing_privileges"]
+    healthy = status["up_to_date"] and status["trigger_problems"] == [] and status["missing_privileges"] == []
     status["ok"] = healthy
     if getattr(args, "json", False):
         _json(out, status)

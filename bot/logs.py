@@ -155,9 +155,6 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("sqlalchemy", "urllib3", "slack_sdk.socket_mode", "slack_bolt.App", "alembic"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    # slack_sdk logs each failed call and each retry (a failed Socket Mode connect was nine lines);
-    # every caller here reports its own failure in one line that says what to do.
-    logging.getLogger("slack_sdk.web.base_client").setLevel(logging.CRITICAL)
     route_all_loggers()
 
 

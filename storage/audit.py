@@ -178,6 +178,7 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
         "action": event.action,
         "key_id": event.key_id,
         "details": _stored_details(event.id, event.details),
+        "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
 

@@ -353,11 +353,14 @@ class KeyService:
             self._remember_touch(key_id, last_used, now)
         return Verification(VerifyCode.VALID, key_id=key_id, name=found[1], owner=found[2], expires_at=expires_at)
 
-    def check(self, secret: object, *, actor: str, via: Via | str = Via.CLI) -> tuple[Verification, ApiKey | None]:
+    def check(self, secret: object, *, actor: str, via: Via | str = Via.CLI,
+              record: bool = True) -> tuple[Verification, ApiKey | None]:
         """An operator's check of a key they hold (``apikeys verify``): the answer ``verify`` gives,
         and the key. It is not a use: no last use is recorded, and a revoked key checked by hand
         raises no "revoked key still in use" alert and is not counted as presented. A check of a key
-        we issued is recorded as ``key.checked`` (who held the secret, and what it answered)."""
+        we issued is recorded as ``key.checked`` (who held the secret, and what it answered), in the log
+        only: no audit-channel post (a triage loop over a thousand leaked keys must not bury the posts
+        of its revocations). ``record=False``: not recorded at all."""
         if not keyformat.is_well_formed(secret):
             return Verification(VerifyCode.MALFORMED), None
         assert isinstance(secret, str)
@@ -367,11 +370,13 @@ class KeyService:
         now = utcnow()
         status = key.status_at(now)
         code = {KeyStatus.REVOKED: VerifyCode.REVOKED, KeyStatus.EXPIRED: VerifyCode.EXPIRED}.get(status, VerifyCode.VALID)
-        with self.db.write() as session:
-            self.audit.append(session, EventInput(
-                actor=actor, action=Action.KEY_CHECKED, key_id=key.id,
-                details={"name": key.name, "key": key.masked, "owner": key.owner, "code": code.value, "via": str(via)},
-            ), at=now)
+        if record:
+            with self.db.write() as session:
+                self.audit.append(session, EventInput(
+                    actor=actor, action=Action.KEY_CHECKED, key_id=key.id,
+                    details={"name": key.name, "key": key.masked, "owner": key.owner, "code": code.value,
+                             "via": str(via)},
+                ), at=now, notify=False)
         return Verification(code, key_id=key.id, name=key.name, owner=key.owner, expires_at=key.expires_at), key
 
     def flush_uses(self, timeout: float = 10.0) -> bool:

@@ -139,15 +139,18 @@ class Outbox:
             ).one()
         return count or 0, oldest
 
-    def delivery_state(self, *, stuck_after: timedelta = timedelta(minutes=2)) -> tuple[datetime | None, int, datetime | None]:
-        """Whether anything delivers this outbox: when a post was last delivered (None: never), and
-        how many posts have waited longer than ``stuck_after``, since when."""
+    def delivery_state(self, topic: str, *, stuck_after: timedelta = timedelta(minutes=2),
+                       ) -> tuple[datetime | None, int, datetime | None]:
+        """Whether anything delivers ``topic``'s posts: when one was last delivered (None: never), and
+        how many have waited longer than ``stuck_after``, since when (another topic's posts stuck on a
+        channel the bot is not in say nothing about these)."""
         cutoff = utcnow() - stuck_after
         with self.db.read() as session:
-            last = session.scalar(select(func.max(OutboxMessage.delivered_at)))
+            last = session.scalar(select(func.max(OutboxMessage.delivered_at)).where(OutboxMessage.topic == topic))
             waiting, since = session.execute(
                 select(func.count(), func.min(OutboxMessage.created_at))
-                .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.created_at < cutoff)).one()
+                .where(OutboxMessage.topic == topic, OutboxMessage.delivered_at.is_(None),
+                       OutboxMessage.created_at < cutoff)).one()
         return last, waiting or 0, since
 
     def next_due(self) -> datetime | None:

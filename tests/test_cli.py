@@ -824,7 +824,7 @@ def test_a_break_glass_revocation_warns_when_queued_posts_are_not_being_delivere
     assert "no server is delivering" in result.err
 
 
-def test_a_server_without_an_audit_channel_drops_posts_queued_for_it_with_one_line(run_cli, database_url, caplog):
+def test_a_server_without_an_audit_channel_keeps_posts_queued_for_it_waiting(run_cli, database_url, caplog):
     from bot.slack.delivery import Deliverer
 
     from .helpers import RecordingClient
@@ -834,12 +834,13 @@ def test_a_server_without_an_audit_channel_drops_posts_queued_for_it_with_one_li
     server = open_store(database_url)  # no APIKEYS_AUDIT_CHANNEL on the server either
     try:
         slack = RecordingClient()
-        while Deliverer(server, slack).deliver_due():
-            pass
-        assert slack.posts == [] and server.outbox.pending() == 0
+        Deliverer(server, slack).deliver_due()
+        assert slack.posts == [] and server.outbox.pending() == 2  # waiting (retried), never "delivered"
+        last, _, _ = server.outbox.delivery_state("audit")
+        assert last is None
     finally:
         server.close()
-    assert "APIKEYS_AUDIT_CHANNEL" in caplog.text
+    assert "no_audit_channel" in caplog.text and "APIKEYS_AUDIT_CHANNEL" in caplog.text
 
 
 class Terminal(io.StringIO):
@@ -893,3 +894,75 @@ def test_the_audit_summary_is_one_printable_line_whatever_the_details_hold():
     assert "\x1b" not in line and "\n" not in line and "\\x1b" in line and line.isprintable()
     assert len(_summary("key.revoked", {"name": "svc", "note": "n" * 500})) == SUMMARY_WIDTH
     assert _summary("some.future_action", {"nested": {"a": 1}, "items": [1], "none": None, "kept": "yes"}) == "kept yes"
+
+
+
+def test_a_cli_check_is_in_the_log_but_not_posted_to_the_audit_channel(run_cli, database_url):
+    key = create_json(run_cli, "svc", "payments")
+    store = open_store(database_url)
+    try:
+        before = store.outbox.pending()
+        for _ in range(3):
+            assert run_cli("verify", "-", stdin=key["key"] + "\n").code == 0
+        assert store.outbox.pending() == before  # a triage loop buries no revocation's post
+    finally:
+        store.close()
+    assert [e["action"] for e in audit_json(run_cli)][-3:] == ["key.checked"] * 3
+
+
+def test_a_cli_check_without_the_signing_key_on_a_signed_log_is_not_recorded_and_says_so(run_cli, tmp_path):
+    from storage import checkpoints
+
+    pem, public = checkpoints.generate(tmp_path / "signing.pem")
+    (tmp_path / "public.pem").write_text(public)
+    signed = {"APIKEYS_AUDIT_SIGNING_KEY": str(tmp_path / "signing.pem")}
+    key = json.loads(run_cli("create", "--name", "svc", "--owner", "payments", "--json", env=signed).out)
+    result = run_cli("verify", "-", stdin=key["key"] + "\n")  # this machine has no signing key
+    assert result.out == "VALID\n" and "not recorded in the audit log" in result.err
+    assert [e["action"] for e in audit_json(run_cli)] == ["key.created"]
+    verified = run_cli("audit", "--verify", "--public-key", str(tmp_path / "public.pem"))
+    assert verified.code == 0 and "BROKEN" not in verified.out
+    with_key = run_cli("verify", "-", stdin=key["key"] + "\n", env=signed)
+    assert with_key.err == "" and audit_json(run_cli)[-1]["action"] == "key.checked"
+
+
+def test_db_status_json_names_a_missing_trigger(run_cli, database_url):
+    from .helpers import drop_audit_triggers
+
+    store = open_store(database_url)
+    try:
+        drop_audit_triggers(store)
+    finally:
+        store.close()
+    result = run_cli("db", "status", "--json")
+    body = json.loads(result.out)
+    assert result.code == 1 and body["ok"] is False and body["trigger_problems"]
+    assert all(isinstance(p, str) and p for p in body["trigger_problems"])
+
+
+def test_the_audit_table_shows_entries_apikeys_did_not_write(run_cli):
+    from bot.cli import _summary
+
+    secret = generate_secret()
+    assert _summary("admin.added", {"user_id": 5}) == "5"
+    assert _summary("token.created", {"name": "t", "scopes": [1, 2]}) == "t; 1,2"
+    assert _summary("key.created", [1, 2]) == "[1, 2]"
+    assert secret not in _summary("key.revoked", {"name": "x", "note": f"pasted {secret}"})
+
+
+def test_the_queued_post_warning_ignores_other_channels_posts_stuck(run_cli, database_url):
+    from bot.slack.delivery import Deliverer
+
+    from .helpers import RecordingClient
+
+    keys = [create_json(run_cli, f"svc{i}", "payments") for i in range(2)]
+    store = open_store(database_url, notify_channel="C0AUDIT01")
+    try:
+        while Deliverer(store, RecordingClient()).deliver_due():
+            pass
+        with freeze_time(datetime.now(timezone.utc) - timedelta(hours=1)), store.db.write() as session:
+            store.outbox.enqueue(session, topic="owner", channel="C0NOTIN01", payload={"ids": []})  # stuck for an hour
+    finally:
+        store.close()
+    result = run_cli("revoke", keys[0]["id"], "--actor", "alice")
+    assert result.code == 0 and result.err == ""

@@ -38,6 +38,11 @@ GONE = {"message_not_found", "cant_update_message", "edit_window_closed", "chann
 CARD_ATTEMPTS = 10  # a card update failing otherwise is given up after this many tries (about 30 minutes)
 
 
+class NoAuditChannel(Exception):
+    """A post queued for the audit channel (by a command line that does not know it), on a deliverer
+    without one: it waits, retried, for a deliverer that has one."""
+
+
 class Nothing(Exception):
     """Nothing left to post (a card whose message is gone, an owner post about no entry): done."""
 
@@ -114,6 +119,11 @@ class Deliverer:
                     self._keep_live(item, response)
         except Nothing:
             pass
+        except NoAuditChannel:
+            self._failed(item, "no_audit_channel")
+            log.error(fields(event="audit_channel_unusable", outbox_id=item.id, error="no_audit_channel",
+                             action="a post queued for the audit channel waits: set APIKEYS_AUDIT_CHANNEL"))
+            return
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
             if item.topic == CARD_TOPIC and (error in GONE or item.attempts + 1 >= CARD_ATTEMPTS):
@@ -140,10 +150,7 @@ class Deliverer:
         if item.channel != SERVER_AUDIT_CHANNEL:
             return item.channel
         if not self.store.audit.notify_channel:
-            log.warning(fields(event="audit_post", outbox_id=item.id, outcome="dropped",
-                               action="queued for the audit channel by a command line, and this server has no "
-                                      "APIKEYS_AUDIT_CHANNEL either: set it to have such posts delivered"))
-            raise Nothing()
+            raise NoAuditChannel()
         return self.store.audit.notify_channel
 
     def _render(self, item) -> tuple[str, list[dict] | None]:

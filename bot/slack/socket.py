@@ -36,6 +36,7 @@ def _run(settings: Settings) -> None:
 
 # The Socket Mode client's own lines (reconnects, a dropped WebSocket), at warning and above.
 CLIENT_LOG = logging.getLogger("slack_sdk.socket_mode.apikeys")
+WEB_LOG = logging.getLogger("slack_sdk.web.base_client")
 
 
 @contextlib.contextmanager
@@ -58,7 +59,9 @@ def connect(app, settings: Settings, *, sleep=time.sleep):
     while True:
         handler = SocketModeHandler(app, settings.slack_app_token, trace_enabled=False, logger=CLIENT_LOG)
         try:
-            with _quiet(CLIENT_LOG):  # each failure is said once, below, with what to do
+            # Each failure is said once, below, with what to do: not the client's lines, nor slack_sdk's
+            # own for each failed call and retry (nine lines in all). Its lines for other calls stay.
+            with _quiet(CLIENT_LOG), _quiet(WEB_LOG):
                 handler.connect()
         except Exception as exc:  # Slack unreachable, a refused token: one line, then again
             with contextlib.suppress(Exception):
