@@ -9,12 +9,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
+from bot.playground.launch import running
 from storage import open_store
 
 from .helpers import ROOT, free_port
@@ -29,25 +29,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def playground(database_url, tmp_path):
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env["DATABASE_URL"] = database_url
-    log = (tmp_path / "playground.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/playground", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "playground.log").read_text()) from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
+    with running(tmp_path, env) as started:
+        yield started.url
 
 
 def listening_ports(port: int) -> set[int]:

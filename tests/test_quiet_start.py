@@ -102,34 +102,16 @@ def test_slack_out_of_reach_is_one_line_per_attempt(server_log, stub, store):
 def test_the_playground_removes_its_temporary_directory_when_it_exits(tmp_path, stop):
     import os
     import signal
-    import subprocess
-    import time
-    import urllib.request
 
-    from .helpers import free_port
+    from bot.playground.launch import running
 
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_")) and k != "DATABASE_URL"}
     env["TMPDIR"] = str(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/playground", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
+    with running(tmp_path, env) as started:
         (scratch,) = tmp_path.glob("apikeys-playground-*")
         assert (scratch / "playground.db").exists()
-        proc.send_signal(getattr(signal, stop))
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        started.proc.send_signal(getattr(signal, stop))
+        started.proc.wait(timeout=20)
     assert not scratch.exists()
 
 

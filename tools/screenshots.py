@@ -18,53 +18,24 @@ import contextlib
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from bot.playground.launch import running
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = (1440, 900)  # headless Chromium's viewport is then 1440 x 757, the PNGs' size
 WITNESS_RE = re.compile(r"#\d+ · [0-9a-f]{12}…")  # bot/witness.py's witness_text(): `#<id> · <hash prefix>…`
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def playground(workdir: Path):
-    """The playground's URL while it runs (as tests/test_playground.py boots it); stopped on the way out."""
-    port = free_port()
+    """The playground's URL while it runs, on a fresh database in ``workdir``; stopped on the way out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "APIKEYS_")) and k != "DATABASE_URL"}
     env["DATABASE_URL"] = f"sqlite:///{workdir}/pg.db"
-    with (workdir / "playground.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--port", str(port)],
-                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/playground", timeout=1)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError((workdir / "playground.log").read_text()) from None
-                    time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running(workdir, env) as started:
+        yield started.url
 
 
 @contextlib.contextmanager
