@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
-import io
 import json
 import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -345,8 +344,8 @@ class _Progress:
     (piped, redirected, a test): call it with (done, total). The bar starts at the first call, and
     shows once the work has taken PROGRESS_DELAY."""
 
-    def __init__(self, err: TextIO, desc: str, unit: str):
-        isatty = getattr(err, "isatty", None)
+    def __init__(self, err: TextIO | None, desc: str, unit: str):
+        isatty = getattr(err, "isatty", None)  # None: no bar wherever it is run
         self._on = callable(isatty) and bool(isatty())
         self._err, self._desc, self._unit = err, desc, unit
         self._bar = None
@@ -378,7 +377,7 @@ class _Progress:
 # -- commands -------------------------------------------------------------------------------
 def cmd_create(store: Store, args, out: TextIO, err: TextIO) -> int:
     expires_in = args.expires_in
-    bar = _Progress(err if args.count is not None else _NOT_A_TTY, "making keys", "keys")
+    bar = _Progress(err if args.count is not None else None, "making keys", "keys")
 
     def progress(made: int, total: int) -> None:
         bar(made, total)
@@ -660,6 +659,23 @@ def cmd_audit(store: Store, args, out: TextIO, err: TextIO, settings: Settings) 
 SUMMARY_WIDTH = 90
 
 
+# An action's words in the audit table, from its details as strings (``g(name)``; "" when absent).
+_SAID: dict[str, Callable[[Callable[[str], str], dict], list[str]]] = {
+    "key.created": lambda g, d: [f"owner {g('owner')}", f"expires {g('expires_at')}" if g("expires_at") else ""],
+    "key.revoked": lambda g, d: [f"reason {g('reason')}" if g("reason") else "", f"note {g('note')!r}" if g("note") else "",
+                                 f"via {g('via')}" if g("via") else ""],
+    "key.rotated": lambda g, d: [f"replaced by {g('new_key_id')}", f"grace {g('grace')}"],
+    "key.leaked": lambda g, d: [f"found at {g('url') or g('channel_id') or g('source') or '?'}",
+                                "revoked" if d.get("revoked") else f"still {g('status') or '?'}"],
+    "key.used_after_revoke": lambda g, d: [f"{g('uses')} use(s) after revocation, via {g('via')}"],
+    "key.checked": lambda g, d: [f"answered {g('code')}"],
+    "admin.added": lambda g, d: [g("user_id")], "admin.removed": lambda g, d: [g("user_id")],
+    "owner.channel_set": lambda g, d: [f"{g('owner')} -> {g('channel_id')}"],
+    "owner.channel_removed": lambda g, d: [f"{g('owner')} (was {g('channel_id')})"],
+    "token.created": lambda g, d: [g("scopes")], "token.revoked": lambda g, d: [g("scopes")],
+}
+
+
 def _summary(action: str, details: Any) -> str:
     """An entry's details in a few words, for the table ('audit --json' has them all). Any details at
     all (an entry apikeys did not write may hold anything) give one masked, printable line."""
@@ -671,20 +687,7 @@ def _summary(action: str, details: Any) -> str:
         return d.get(key, "")
 
     subject = " ".join(g(k) for k in ("name", "key", "token") if g(k))
-    said = {
-        "key.created": [f"owner {g('owner')}", f"expires {g('expires_at')}" if g("expires_at") else ""],
-        "key.revoked": [f"reason {g('reason')}" if g("reason") else "", f"note {g('note')!r}" if g("note") else "",
-                        f"via {g('via')}" if g("via") else ""],
-        "key.rotated": [f"replaced by {g('new_key_id')}", f"grace {g('grace')}"],
-        "key.leaked": [f"found at {g('url') or g('channel_id') or g('source') or '?'}",
-                       "revoked" if details.get("revoked") else f"still {g('status') or '?'}"],
-        "key.used_after_revoke": [f"{g('uses')} use(s) after revocation, via {g('via')}"],
-        "key.checked": [f"answered {g('code')}"],
-        "admin.added": [g("user_id")], "admin.removed": [g("user_id")],
-        "owner.channel_set": [f"{g('owner')} -> {g('channel_id')}"],
-        "owner.channel_removed": [f"{g('owner')} (was {g('channel_id')})"],
-        "token.created": [g("scopes")], "token.revoked": [g("scopes")],
-    }.get(action)
+    said = _SAID[action](g, details) if action in _SAID else None
     if said is None:  # an alert (its problem), or an action without words here: its simple fields
         said = [g("problem")] if g("problem") else [
             f"{k} {details[k]}" for k in sorted(d) if k not in ("name", "key", "token")
@@ -889,7 +892,7 @@ def cmd_db(store: Store, args, out: TextIO, err: TextIO) -> int:
                  "and enabled"]
     healthy = status["up_to_date"] and status["trigger_problems"] == [] and status["missing_privileges"] == []
     status["ok"] = healthy
-    if getattr(args, "json", False):
+    if args.json:
         _json(out, status)
     else:
         out.write("".join(line + "\n" for line in lines))
@@ -934,13 +937,12 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
                     or (args.command == "tokens" and args.tokens_command == "create"))
         url = (settings.database_migration_url or settings.database_url) if as_owner else settings.database_url
         upgrading = args.command == "db" and args.db_command == "upgrade"
-        migrations = _Progress(err if upgrading else _NOT_A_TTY, "applying migrations", "migrations")
         # Without APIKEYS_AUDIT_CHANNEL here (a break-glass machine), posts are queued for the audit
         # channel of whichever server delivers them.
-        store = open_store(url, bootstrap_admins=settings.admins,
-                           notify_channel=settings.audit_channel or SERVER_AUDIT_CHANNEL, signer=settings.audit_signer,
-                           create_schema=upgrading, migration_progress=migrations if upgrading else None)
-        migrations.__exit__()
+        with _Progress(err, "applying migrations", "migrations") as migrations:
+            store = open_store(url, bootstrap_admins=settings.admins,
+                               notify_channel=settings.audit_channel or SERVER_AUDIT_CHANNEL, signer=settings.audit_signer,
+                               create_schema=upgrading, migration_progress=migrations if upgrading else None)
         if args.command != "db":
             migrate.require_head(store.db)
         if args.command == "audit":
@@ -973,9 +975,6 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     finally:
         if store is not None:
             store.close()
-
-
-_NOT_A_TTY = io.StringIO()  # where a step too small for a bar "reports" its progress
 
 
 class _Redacting:
