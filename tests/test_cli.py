@@ -776,12 +776,27 @@ def test_json_output_of_revoke_admins_list_db_status_and_leak_report(run_cli):
     assert found["key"]["id"] == other["id"] and other["key"] not in leak.out
 
 
-def test_a_break_glass_revocation_without_slack_settings_queues_its_audit_post_for_the_server(run_cli, database_url):
-    """The laptop has DATABASE_URL only: the post is queued for whichever server delivers, which posts
-    it to its own audit channel; the CLI says so, and warns while nothing has ever delivered a post."""
+def deliver_as_a_server(database_url: str, audit_channel: str = "C0AUDIT01"):
+    """What a server with Slack settings (its audit channel ``audit_channel``) delivers of the
+    outbox, to a recording client: returned."""
     from bot.slack.delivery import Deliverer
 
     from .helpers import RecordingClient
+
+    server = open_store(database_url, notify_channel=audit_channel)
+    try:
+        slack = RecordingClient()
+        while Deliverer(server, slack).deliver_due():
+            pass
+        return slack
+    finally:
+        server.close()
+
+
+def test_a_break_glass_revocation_without_slack_settings_queues_its_audit_post_for_the_server(run_cli, database_url):
+    """The laptop has DATABASE_URL only: the post is queued for whichever server delivers, which posts
+    it to its own audit channel; the CLI says so, and warns while nothing has ever delivered a post."""
+
 
     first = create_json(run_cli, "svc", "payments")
     second = create_json(run_cli, "svc2", "payments")
@@ -789,13 +804,11 @@ def test_a_break_glass_revocation_without_slack_settings_queues_its_audit_post_f
     assert result.code == 0
     assert "queued" in result.out and "audit channel" in result.out
     assert result.err.startswith("apikeys: warning:") and "no server has delivered" in result.err
-    server = open_store(database_url, notify_channel="C0AUDIT01")
+    slack = deliver_as_a_server(database_url)
+    posted = [p for p in slack.posts if "Key revoked" in p["text"]]
+    assert [p["channel"] for p in posted] == ["C0AUDIT01"] and "svc" in posted[0]["text"]
+    server = open_store(database_url)
     try:
-        slack = RecordingClient()
-        while Deliverer(server, slack).deliver_due():
-            pass
-        posted = [p for p in slack.posts if "Key revoked" in p["text"]]
-        assert [p["channel"] for p in posted] == ["C0AUDIT01"] and "svc" in posted[0]["text"]
         assert server.outbox.pending() == 0
     finally:
         server.close()
@@ -804,17 +817,8 @@ def test_a_break_glass_revocation_without_slack_settings_queues_its_audit_post_f
 
 
 def test_a_break_glass_revocation_warns_when_queued_posts_are_not_being_delivered(run_cli, database_url):
-    from bot.slack.delivery import Deliverer
-
-    from .helpers import RecordingClient
-
     keys = [create_json(run_cli, f"svc{i}", "payments") for i in range(3)]
-    server = open_store(database_url, notify_channel="C0AUDIT01")
-    try:
-        while Deliverer(server, RecordingClient()).deliver_due():
-            pass
-    finally:
-        server.close()
+    deliver_as_a_server(database_url)
     with freeze_time(datetime.now(timezone.utc)) as frozen:
         assert run_cli("revoke", keys[0]["id"], "--actor", "alice").err == ""
         frozen.tick(timedelta(minutes=10))  # and no server took it since
@@ -951,15 +955,10 @@ def test_the_audit_table_shows_entries_apikeys_did_not_write(run_cli):
 
 
 def test_the_queued_post_warning_ignores_other_channels_posts_stuck(run_cli, database_url):
-    from bot.slack.delivery import Deliverer
-
-    from .helpers import RecordingClient
-
     keys = [create_json(run_cli, f"svc{i}", "payments") for i in range(2)]
-    store = open_store(database_url, notify_channel="C0AUDIT01")
+    deliver_as_a_server(database_url)
+    store = open_store(database_url)
     try:
-        while Deliverer(store, RecordingClient()).deliver_due():
-            pass
         with freeze_time(datetime.now(timezone.utc) - timedelta(hours=1)), store.db.write() as session:
             store.outbox.enqueue(session, topic="owner", channel="C0NOTIN01", payload={"ids": []})  # stuck for an hour
     finally:
